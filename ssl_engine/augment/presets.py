@@ -1,0 +1,71 @@
+"""The view recipes of the papers, by name.
+
+- "simclr" (Chen et al., 2020, appendix A): two identical views; crop 0.08-1, flip 0.5,
+  colour jitter p 0.8 with strength s = 1 (brightness, contrast, saturation 0.8 s, hue 0.2 s),
+  greyscale 0.2, Gaussian blur p 0.5 with sigma 0.1-2.0.
+- "moco_v2" (Chen et al., 2020, "Improved Baselines with Momentum Contrastive Learning"):
+  two identical views; crop 0.2-1, jitter p 0.8 (0.4, 0.4, 0.4, 0.1), greyscale 0.2,
+  blur p 0.5 (sigma 0.1-2.0), flip 0.5.
+- "byol" (Grill et al., 2020, appendix B, table 6): two asymmetric views, both crop 0.08-1,
+  flip 0.5, jitter p 0.8 (0.4, 0.4, 0.2, 0.1), greyscale 0.2, sigma 0.1-2.0; view 1 always
+  blurred and never solarised, view 2 blurred with p 0.1 and solarised with p 0.2.
+  Barlow Twins (Zbontar et al., 2021) and VICReg (Bardes et al., 2022) use BYOL's recipe:
+  "barlow_twins" and "vicreg" are aliases.
+- "simsiam" (Chen & He, 2021): MoCo v2's recipe.
+
+Small images (image_size <= 32, CIFAR-sized): every preset turns the blur off (blur_p = 0),
+as SimCLR does for CIFAR-10 (appendix B.9), and as the common CIFAR reproductions of the
+other methods do: at 32 px the kernel is 3 px and a sigma up to 2 px wipes out most of what
+the network could learn from. Everything else is kept, including BYOL's solarisation.
+(SimCLR's CIFAR-10 runs also halve the jitter strength, s = 0.5; this preset keeps s = 1.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..errors import ConfigError
+from .views import ViewConfig
+
+PRESETS: dict[str, str] = {
+    "simclr": "SimCLR: two identical views, strong colour jitter (s = 1), blur p 0.5",
+    "moco_v2": "MoCo v2: two identical views, crop 0.2-1, jitter (0.4, 0.4, 0.4, 0.1), blur p 0.5",
+    "byol": "BYOL: asymmetric views, blur p 1.0 / 0.1, solarise p 0 / 0.2",
+    "barlow_twins": "Barlow Twins: BYOL's views",
+    "vicreg": "VICReg: BYOL's views",
+    "simsiam": "SimSiam: MoCo v2's views",
+}
+
+SMALL_IMAGE_SIZE = 32  # at or below this side, presets drop the blur (papers' CIFAR settings)
+
+_SIMCLR = ViewConfig(crop_scale_min=0.08, crop_scale_max=1.0, flip_p=0.5, jitter_p=0.8,
+                     brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2, grayscale_p=0.2,
+                     blur_p=0.5, blur_sigma_min=0.1, blur_sigma_max=2.0, solarize_p=0.0)
+_MOCO_V2 = ViewConfig(crop_scale_min=0.2, crop_scale_max=1.0, flip_p=0.5, jitter_p=0.8,
+                      brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, grayscale_p=0.2,
+                      blur_p=0.5, blur_sigma_min=0.1, blur_sigma_max=2.0, solarize_p=0.0)
+_BYOL = ViewConfig(crop_scale_min=0.08, crop_scale_max=1.0, flip_p=0.5, jitter_p=0.8,
+                   brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, grayscale_p=0.2,
+                   blur_p=1.0, blur_sigma_min=0.1, blur_sigma_max=2.0, solarize_p=0.0)
+
+_RECIPES: dict[str, list[ViewConfig]] = {
+    "simclr": [_SIMCLR, _SIMCLR],
+    "moco_v2": [_MOCO_V2, _MOCO_V2],
+    "byol": [_BYOL, dataclasses.replace(_BYOL, blur_p=0.1, solarize_p=0.2)],
+    "simsiam": [_MOCO_V2, _MOCO_V2],
+}
+_RECIPES["barlow_twins"] = _RECIPES["byol"]
+_RECIPES["vicreg"] = _RECIPES["byol"]
+
+
+def preset_views(name: str, image_size: int) -> list[ViewConfig]:
+    """The views of preset `name` (a key of PRESETS) for images of side `image_size`.
+
+    Fresh copies: changing them does not change the preset.
+    """
+    if name not in _RECIPES:
+        raise ConfigError([f"augment preset must be one of {', '.join(PRESETS)}, got {name!r}"])
+    views = [dataclasses.replace(view) for view in _RECIPES[name]]
+    if image_size <= SMALL_IMAGE_SIZE:
+        views = [dataclasses.replace(view, blur_p=0.0) for view in views]
+    return views

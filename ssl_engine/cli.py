@@ -1,0 +1,222 @@
+"""The command line: `train`, `eval` and `methods`, over the same engine the app drives.
+
+Every user mistake (a bad value, a missing file, an empty folder) ends in one line on
+stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, as for every other user error
+        raise UserError(f"{message} (see `python main.py {self.prog.split()[-1]} --help`)")
+
+
+def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that pick an experiment (also used by benchmarks/throughput.py)."""
+    parser.add_argument("--config", help="TOML experiment file (as written to a run's config.toml)")
+    parser.add_argument("--method", help="method name (see `methods`); its paper recipe is the starting point")
+    parser.add_argument("--dataset", help="digits, shapes, cifar10, cifar100, stl10 or folder:PATH")
+    parser.add_argument("--backbone", help="small_cnn, resnet18, resnet34 or resnet50")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--runs-dir", help="folder that receives the run folder (default: runs)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any setting, e.g. --set optim.lr=0.1 --set method.temperature=0.2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="main.py", description="SSL Explorer: self-supervised learning on images. "
+                     "With no command, opens the app.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train a method and write a run folder")
+    add_experiment_arguments(train)
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = commands.add_parser("eval", help="kNN and linear-probe top-1 of a trained backbone")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a checkpoint file or a run folder")
+    source.add_argument("--baseline", choices=("random", "pixels"),
+                        help="evaluate a randomly initialised backbone or raw pixels instead")
+    evaluate.add_argument("--data", required=True, help="digits, shapes, cifar10, cifar100, stl10 or folder:PATH")
+    evaluate.add_argument("--k", type=int, default=20, help="neighbours for kNN (default 20)")
+    evaluate.add_argument("--backbone", default="small_cnn", help="backbone for --baseline random")
+    evaluate.add_argument("--image-size", type=int, help="image size (default: the checkpoint's, or 32)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the split and of --baseline random")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    commands.add_parser("methods", help="list the methods with their hyperparameters")
+    return parser
+
+
+# -- train -------------------------------------------------------------------------------
+def experiment_config(args):
+    """The validated config the experiment flags describe (a `--resume` run's own config first)."""
+    from .config import ExperimentConfig
+
+    if getattr(args, "resume", None):
+        run = Path(args.resume).expanduser()
+        config = ExperimentConfig.load(run / "config.toml")
+    elif args.config:
+        config = ExperimentConfig.load(args.config)
+    else:
+        config = ExperimentConfig.for_method(args.method or "simclr")
+    assignments = []
+    if args.method and (args.config or getattr(args, "resume", None)):
+        assignments.append(f"method.name={args.method}")
+    flags = {"data.source": args.dataset, "backbone.name": args.backbone, "train.epochs": args.epochs,
+             "train.batch_size": args.batch_size, "train.device": args.device, "train.runs_dir": args.runs_dir}
+    for key, value in flags.items():
+        if value is not None:
+            assignments.append(f"{key}={json.dumps(value)}")
+    return config.with_overrides(assignments + args.set).validate()
+
+
+class _ProgressBar:
+    """tqdm over training steps, fed by the trainer's step events."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, event):
+        from tqdm import tqdm
+
+        from .train.events import EpochEnd, Finished, RunStarted, StepMetrics
+
+        if isinstance(event, RunStarted):
+            self.bar = tqdm(total=event.total_steps, initial=event.start_step, unit="step", dynamic_ncols=True,
+                            file=sys.stderr, desc=Path(event.run_dir).name)
+        elif isinstance(event, StepMetrics) and self.bar is not None:
+            self.bar.n = event.step
+            self.bar.set_postfix(epoch=event.epoch + 1, loss=f"{event.loss:.4f}",
+                                 img_s=f"{event.images_per_second:.0f}", refresh=False)
+            self.bar.refresh()
+        elif isinstance(event, EpochEnd) and event.knn_top1 is not None and self.bar is not None:
+            self.bar.write(f"epoch {event.epoch}: loss {event.mean_loss:.4f}, kNN top-1 {event.knn_top1:.3f}")
+        elif isinstance(event, Finished) and self.bar is not None:
+            self.bar.close()
+
+
+def run_train(args) -> int:
+    from .train import EventRates, Trainer, TrainingControl
+
+    config = experiment_config(args)
+    control = TrainingControl()
+    trainer = Trainer(config, resume=Path(args.resume).expanduser() if args.resume else None, control=control)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks for all
+    if not args.quiet and main_process:
+        trainer.subscribe(_ProgressBar(), EventRates(metrics_every_steps=max(1, config.train.log_every_steps // 5)))
+
+    def interrupt(signum, frame):  # first Ctrl-C: stop with a checkpoint; second: abort
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+        control.stop()
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        summary = trainer.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if not main_process:
+        return 0
+    print(json.dumps(summary, indent=2))
+    if trainer.run_dir is not None:
+        print(f"run folder: {trainer.run_dir}", file=sys.stderr)
+    return 0
+
+
+# -- eval --------------------------------------------------------------------------------
+def run_eval(args) -> int:
+    import torch
+
+    from .config import ExperimentConfig
+    from .data import load_data
+    from .data.stats import channel_stats
+    from .eval.evaluate import evaluate_backbone, evaluate_pixels
+    from .train.checkpoint import load_checkpoint
+    from .train.trainer import backbone_state, build_backbone_for, resolve_device
+
+    if args.k < 1:
+        raise UserError(f"--k must be >= 1, got {args.k}")
+    device = resolve_device(args.device)
+    if args.checkpoint:
+        state = load_checkpoint(args.checkpoint)
+        config = ExperimentConfig.from_dict(state["config"])
+    else:
+        config = ExperimentConfig.for_method("simclr").with_overrides([f"backbone.name={json.dumps(args.backbone)}"])
+    image_size = args.image_size or config.data.image_size
+    splits = load_data(args.data, image_size, test_fraction=config.data.test_fraction, seed=args.seed,
+                       root=config.data.root, download=config.data.download, shapes_count=config.data.shapes_count)
+    if splits.test is None or not splits.train.has_labels:
+        raise UserError(f"{args.data} has no labels: kNN and linear-probe accuracy need labelled images "
+                        f"(a folder with one subfolder per class)")
+    if args.baseline == "pixels":
+        result = evaluate_pixels(splits, k=args.k, seed=args.seed)
+        what = "raw pixels"
+    else:
+        if args.checkpoint:
+            backbone = build_backbone_for(config)
+            backbone.load_state_dict(backbone_state(state))
+            mean, std = state["normalization"]["mean"], state["normalization"]["std"]
+            what = f"checkpoint {args.checkpoint}"
+        else:
+            torch.manual_seed(args.seed)
+            backbone = build_backbone_for(config.with_overrides([f"data.image_size={image_size}"]))
+            mean, std = channel_stats(splits.train.images)
+            what = f"{args.backbone} at random initialisation"
+        result = evaluate_backbone(backbone.to(device), splits, mean, std, k=args.k, device=device, seed=args.seed)
+    if args.json:
+        print(json.dumps({"model": what, "data": args.data, "k": args.k, **result}))
+    else:
+        print(f"{what} on {args.data} ({len(splits.test)} test images)")
+        print(f"kNN top-1 (k={args.k}):   {result['knn_top1']:.4f}")
+        print(f"linear-probe top-1: {result['linear_probe_top1']:.4f}")
+    return 0
+
+
+# -- methods -----------------------------------------------------------------------------
+def run_methods(args) -> int:
+    from .methods import FAMILIES, METHODS
+    from .params import describe
+
+    for family, blurb in FAMILIES.items():
+        members = [m for m in METHODS.values() if m.family == family]
+        if not members:
+            continue
+        print(f"{family}: {blurb}")
+        for method in sorted(members, key=lambda m: m.name):
+            print(f"  {method.name:<14} {method.summary} ({method.paper})")
+            for name, default, valid, help_text in describe(method.Params):
+                print(f"      {name:<22} = {default!s:<10} [{valid}]  {help_text}")
+            optim = method.optim_defaults
+            print(f"      optimiser: {optim['name']} lr {optim['lr']} x batch/256, weight decay "
+                  f"{optim['weight_decay']}, warm-up {optim['warmup_epochs']} epochs; views: {method.augment_preset}")
+        print()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return {"train": run_train, "eval": run_eval, "methods": run_methods}[args.command](args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,324 @@
+"""One experiment's settings: typed, validated, read from and written to TOML exactly.
+
+Sections: `data`, `augment` (a list of views), `backbone`, `method` (its name and its own
+`params`), `optim`, `train`. A config starts from the chosen method's paper recipe (its
+hyperparameters, augmentation preset and optimiser) and the user's values go on top, so a
+file only needs what differs. `save` writes every value, so a saved file alone reproduces
+the run. Bad values are reported all at once, one line per field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from . import params as P
+from .augment.presets import preset_views
+from .augment.views import ViewConfig, check_view
+from .errors import ConfigError
+from .params import hyper
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DATA_SOURCES = ("digits", "shapes", "cifar10", "cifar100", "stl10")
+
+
+@dataclass
+class DataConfig:
+    source: str = hyper("shapes", help="digits, shapes, cifar10, cifar100, stl10, or folder:PATH")
+    image_size: int = hyper(32, ge=8, le=512, help="side of the square images the set is stored and trained at")
+    test_fraction: float = hyper(0.2, gt=0, lt=1, help="share of a labelled set held out for testing (sets without an official split)")
+    shapes_count: int = hyper(10000, ge=100, le=50000, help="number of images generated for the shapes set")
+    root: str = hyper("~/.cache/ssl_explorer/data", help="where downloadable sets (CIFAR, STL-10) are kept")
+    download: bool = hyper(True, help="download CIFAR or STL-10 when not found under root")
+
+
+@dataclass
+class AugmentConfig:
+    preset: str = hyper("simclr", help="the paper recipe the views started from")
+    views: list[ViewConfig] = field(default_factory=list)
+
+
+@dataclass
+class BackboneConfig:
+    name: str = hyper("small_cnn", help="small_cnn, resnet18, resnet34 or resnet50")
+    small_stem: str = hyper("auto", choices=("auto", "on", "off"),
+                            help="3x3 stride-1 first conv and no max-pool (auto: on for images of 64 px or less)")
+
+
+@dataclass
+class MethodConfig:
+    name: str = hyper("simclr", help="the SSL method (see `python main.py methods`)")
+    params: Any = None  # the method's own Params dataclass
+
+
+@dataclass
+class OptimConfig:
+    name: str = hyper("lars", choices=("sgd", "adamw", "lars"), help="optimiser (biases and norm layers get no weight decay or LARS adaptation)")
+    lr: float = hyper(0.3, gt=0, le=100, help="base learning rate for a batch of 256 (scaled linearly with the batch size)")
+    weight_decay: float = hyper(1e-6, ge=0, le=1, help="weight decay")
+    momentum: float = hyper(0.9, ge=0, lt=1, help="SGD/LARS momentum, AdamW's beta1")
+    warmup_epochs: float = hyper(10.0, ge=0, le=1000, help="linear warm-up length in epochs (at most a tenth of the run)")
+    min_lr_ratio: float = hyper(0.0, ge=0, le=1, help="learning rate at the end of the cosine decay, as a share of the peak")
+    lars_eta: float = hyper(0.001, gt=0, le=1, help="LARS trust coefficient")
+    grad_clip: float = hyper(0.0, ge=0, le=1000, help="clip the gradient norm to this (0: off)")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = hyper(20, ge=1, le=100000, help="passes over the training set")
+    batch_size: int = hyper(256, ge=2, le=65536, help="images per step (each gives one view per augmentation)")
+    device: str = hyper("auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    precision: str = hyper("auto", choices=("auto", "fp32", "bf16", "fp16"), help="auto: bf16/fp16 mixed precision on a GPU, fp32 on the CPU")
+    seed: int = hyper(0, ge=0, le=2**31 - 1, help="seed for data order, augmentations and initialisation")
+    runs_dir: str = hyper("runs", help="folder that receives one sub-folder per run")
+    run_name: str = hyper("", help="name of the run's folder (empty: date, method and data)")
+    log_every_steps: int = hyper(10, ge=1, le=100000, help="steps between metrics written to metrics.jsonl")
+    checkpoint_every_epochs: int = hyper(1, ge=1, le=100000, help="epochs between checkpoints (one is always written at the end and on stop)")
+    eval_subset: int = hyper(1000, ge=0, le=100000, help="images of the test split embedded for live kNN and projections")
+    knn_k: int = hyper(20, ge=1, le=1000, help="neighbours in the kNN evaluation")
+    linear_probe: bool = hyper(True, help="fit a linear probe on frozen features when training ends (slower on large sets)")
+
+
+@dataclass
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # -- building --------------------------------------------------------------------
+    @classmethod
+    def for_method(cls, name: str = "simclr", image_size: int = 32) -> "ExperimentConfig":
+        """The paper recipe of method `name`: its hyperparameters, views and optimiser."""
+        from .methods import get_method
+
+        method = get_method(name)
+        return cls(
+            data=DataConfig(image_size=image_size),
+            augment=AugmentConfig(preset=method.augment_preset,
+                                  views=preset_views(method.augment_preset, image_size)),
+            method=MethodConfig(name=name, params=method.Params()),
+            optim=dataclasses.replace(OptimConfig(), **method.optim_defaults),
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ExperimentConfig":
+        """Paper defaults of the method named in `data`, with `data`'s values on top."""
+        if not isinstance(data, dict):
+            raise ConfigError([f"the config must be a table, got {data!r}"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        problems = [f"{key} is not a known section (known: {', '.join(known)})" for key in data if key not in known]
+        method_table = data.get("method", {})
+        name = method_table.get("name", "simclr") if isinstance(method_table, dict) else "simclr"
+        data_table = data.get("data", {}) if isinstance(data.get("data", {}), dict) else {}
+        image_size = data_table.get("image_size", 32)
+        try:
+            base = cls.for_method(name, image_size if isinstance(image_size, int) else 32)
+        except ConfigError as error:
+            raise ConfigError(problems + error.problems) from None
+
+        values = {}
+        for section in ("data", "backbone", "optim", "train"):
+            if section in data:
+                try:
+                    values[section] = P.from_dict(type(getattr(base, section)), data[section], section,
+                                                  base=getattr(base, section))
+                except ConfigError as error:
+                    problems += error.problems
+        if "method" in data:
+            try:
+                values["method"] = _method_from_dict(data["method"], base.method)
+            except ConfigError as error:
+                problems += error.problems
+        if "augment" in data:
+            try:
+                values["augment"] = _augment_from_dict(data["augment"], base.augment)
+            except ConfigError as error:
+                problems += error.problems
+        if problems:
+            raise ConfigError(problems)
+        return dataclasses.replace(base, **values)
+
+    def to_dict(self) -> dict:
+        out = P.to_dict(self)
+        out["augment"] = {"preset": self.augment.preset, "views": [P.to_dict(v) for v in self.augment.views]}
+        return out
+
+    # -- files -----------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> "ExperimentConfig":
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ConfigError([f"config file {path} does not exist"])
+        try:
+            with open(path, "rb") as file:
+                data = tomllib.load(file)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError([f"{path} is not valid TOML: {error}"]) from None
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(tomli_w.dumps(self.to_dict()))
+        tmp.replace(path)
+
+    # -- changes from the command line and the app -------------------------------------
+    def with_overrides(self, assignments: list[str]) -> "ExperimentConfig":
+        """Apply `section.key=value` strings (`method.temperature=0.2` reaches the method's params,
+        `augment.views.1.blur_p=0.1` one view, `augment.blur_p=0` every view).
+
+        `method.name` switches to that method's paper recipe (params, views, optimiser) before
+        the other assignments apply; a new `data.image_size` re-derives views that were still
+        the preset's.
+        """
+        parsed, problems = [], []
+        for assignment in assignments:
+            key, sep, value = assignment.partition("=")
+            parts = key.strip().split(".")
+            if not sep or len(parts) < 2 or not all(parts):
+                problems.append(f"--set expects section.key=value, got {assignment!r}")
+                continue
+            if parts[0] == "method" and parts[1] not in ("name", "params"):
+                parts = ["method", "params"] + parts[1:]
+            parsed.append((parts, _parse_scalar(value.strip())))
+        if problems:
+            raise ConfigError(problems)
+
+        base = self
+        for parts, value in parsed:
+            if parts == ["method", "name"]:
+                base = base.switch_method(str(value))
+            elif parts == ["data", "image_size"] and isinstance(value, int) and \
+                    base.augment.views == preset_views(base.augment.preset, base.data.image_size):
+                base = dataclasses.replace(base, augment=AugmentConfig(
+                    base.augment.preset, preset_views(base.augment.preset, value)))
+        table = base.to_dict()
+        for parts, value in parsed:
+            if parts == ["method", "name"]:
+                continue
+            if parts[0] == "augment" and len(parts) == 2 and parts[1] not in ("preset", "views"):
+                # augment.KEY sets KEY on every view
+                parts_list = [["augment", "views", str(i), parts[1]] for i in range(len(table["augment"]["views"]))]
+            else:
+                parts_list = [parts]
+            for path in parts_list:
+                node = table
+                for part in path[:-1]:
+                    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                        node = node[int(part)]
+                    elif isinstance(node, dict):
+                        node = node.setdefault(part, {})
+                    else:
+                        node = None
+                        break
+                if not isinstance(node, dict):
+                    problems.append(f"--set cannot set {'.'.join(path)}")
+                    continue
+                node[path[-1]] = value
+        if problems:
+            raise ConfigError(problems)
+        return ExperimentConfig.from_dict(table)
+
+    def switch_method(self, name: str) -> "ExperimentConfig":
+        """This config with method `name`'s own hyperparameters, views and optimiser recipe."""
+        recipe = ExperimentConfig.for_method(name, self.data.image_size)
+        return dataclasses.replace(self, method=recipe.method, augment=recipe.augment, optim=recipe.optim)
+
+    # -- checks ----------------------------------------------------------------------
+    def problems(self) -> list[str]:
+        """Every invalid value, one line each (empty when the config is valid)."""
+        from .methods import METHODS
+        from .models.backbones import backbone_names
+
+        problems = []
+        for section in ("data", "backbone", "optim", "train"):
+            problems += P.validate(getattr(self, section), section)
+        source = self.data.source
+        if source not in DATA_SOURCES and not (source.startswith("folder:") and len(source) > 7):
+            problems.append(f"data.source must be one of {', '.join(DATA_SOURCES)} or folder:PATH, got {source!r}")
+        if self.backbone.name not in backbone_names():
+            problems.append(f"backbone.name must be one of {', '.join(backbone_names())}, got {self.backbone.name!r}")
+        if self.method.name not in METHODS:
+            problems.append(f"method.name must be one of {', '.join(sorted(METHODS))}, got {self.method.name!r}")
+        elif self.method.params is not None:
+            problems += P.validate(self.method.params, "method")
+        device = self.train.device
+        if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
+            problems.append(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+        if not self.augment.views:
+            problems.append("augment.views must hold at least two views")
+        for i, view in enumerate(self.augment.views):
+            problems += P.validate(view, f"augment.views[{i}]")
+            problems += check_view(view, f"augment.views[{i}]")
+        return problems
+
+    def validate(self) -> "ExperimentConfig":
+        """Raise ConfigError listing every bad field; return self when all is well."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+
+def _method_from_dict(table: dict, base: MethodConfig) -> MethodConfig:
+    from .methods import get_method
+
+    if not isinstance(table, dict):
+        raise ConfigError([f"method must be a table, got {table!r}"])
+    problems = [f"method.{key} is not a known setting (known: name, params)"
+                for key in table if key not in ("name", "params")]
+    params_class = get_method(base.name).Params
+    params = base.params
+    if "params" in table:
+        try:
+            params = P.from_dict(params_class, table["params"], "method", base=base.params)
+        except ConfigError as error:
+            problems += error.problems
+    if problems:
+        raise ConfigError(problems)
+    return MethodConfig(name=base.name, params=params)
+
+
+def _augment_from_dict(table: dict, base: AugmentConfig) -> AugmentConfig:
+    if not isinstance(table, dict):
+        raise ConfigError([f"augment must be a table, got {table!r}"])
+    problems = [f"augment.{key} is not a known setting (known: preset, views)"
+                for key in table if key not in ("preset", "views")]
+    preset = table.get("preset", base.preset)
+    views = base.views
+    if "views" in table:
+        given = table["views"]
+        if not isinstance(given, list):
+            problems.append("augment.views must be a list of tables ([[augment.views]])")
+        else:
+            views = []
+            for i, view in enumerate(given):
+                start = base.views[i] if i < len(base.views) else ViewConfig()
+                try:
+                    views.append(P.from_dict(ViewConfig, view, f"augment.views[{i}]", base=start))
+                except ConfigError as error:
+                    problems += error.problems
+    if problems:
+        raise ConfigError(problems)
+    return AugmentConfig(preset=str(preset), views=views)
+
+
+def _parse_scalar(text: str):
+    """A command-line value as TOML would read it: 0.5, 3, true, "name" or bare name."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text

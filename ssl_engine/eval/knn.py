@@ -1,0 +1,67 @@
+"""Weighted k-nearest-neighbour classification of frozen features (Wu et al. 2018; DINO's eval_knn).
+
+For a test feature q and its k most cosine-similar training features x_i with labels y_i,
+
+    score(c) = sum_i exp(cos(q, x_i) / T) * [y_i == c],        prediction = argmax_c score(c)
+
+Training rows with a label < 0 are unlabelled and take no part.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+
+_SIMILARITY_BUDGET = 1 << 24   # similarity entries per test chunk (64 MiB of float32)
+
+
+@torch.no_grad()
+def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor,
+                test_features: torch.Tensor, k: int = 20, temperature: float = 0.07,
+                num_classes: int | None = None) -> torch.Tensor:
+    """Predicted class of each test row (LongTensor, on the test features' device).
+
+    k is clamped to the number of labelled training rows; test rows are processed in chunks
+    so that the similarity matrix never exceeds ~16M entries.
+    """
+    device = test_features.device
+    labelled = train_labels >= 0
+    train_features = train_features[labelled.to(train_features.device)].to(device, torch.float32)
+    train_labels = train_labels[labelled].to(device, torch.long)
+    if train_labels.numel() == 0:
+        raise UserError("kNN evaluation needs labelled training images, but none have a label")
+    if num_classes is None:
+        num_classes = int(train_labels.max()) + 1
+    k = max(1, min(k, train_labels.numel()))
+    train_normalised = F.normalize(train_features, dim=1).t()
+    test_normalised = F.normalize(test_features.to(torch.float32), dim=1)
+    chunk = max(1, _SIMILARITY_BUDGET // train_labels.numel())
+    predictions = []
+    for start in range(0, test_normalised.shape[0], chunk):
+        similarity = test_normalised[start:start + chunk] @ train_normalised
+        top_similarity, top_index = similarity.topk(k, dim=1)
+        # exp(s / T) up to a per-row factor exp(-max / T), which leaves the argmax unchanged
+        # and keeps small temperatures from overflowing.
+        weights = ((top_similarity - top_similarity[:, :1]) / temperature).exp()
+        votes = torch.zeros(top_index.shape[0], num_classes, device=device)
+        votes.scatter_add_(1, train_labels[top_index], weights)
+        predictions.append(votes.argmax(dim=1))
+    if not predictions:
+        return torch.empty(0, dtype=torch.long, device=device)
+    return torch.cat(predictions)
+
+
+def knn_top1(train_features: torch.Tensor, train_labels: torch.Tensor,
+             test_features: torch.Tensor, test_labels: torch.Tensor, k: int = 20,
+             temperature: float = 0.07) -> float:
+    """Top-1 accuracy in [0, 1] of `knn_predict` on the labelled test rows (labels >= 0)."""
+    test_labels = test_labels.to(test_features.device)
+    labelled_test = test_labels >= 0
+    if not bool(labelled_test.any()):
+        raise UserError("kNN evaluation needs labelled test images, but none have a label")
+    num_classes = max(int(train_labels.max()), int(test_labels.max())) + 1
+    predictions = knn_predict(train_features, train_labels, test_features[labelled_test], k=k,
+                              temperature=temperature, num_classes=num_classes)
+    return (predictions == test_labels[labelled_test]).float().mean().item()

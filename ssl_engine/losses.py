@@ -1,0 +1,271 @@
+"""Self-supervised losses as pure functions: tensors in, a scalar tensor out.
+
+Every function here:
+- holds no state and detaches nothing (a method decides what to stop gradients through);
+- computes in float32 with autocast switched off, whatever dtype comes in, so that mixed
+  precision training (which calls these under autocast) gets a full-precision loss;
+- works on whatever batch it is given. Under DDP the method first passes its embeddings
+  through `ssl_engine.distributed.gather_with_grad`, so that negatives and batch statistics
+  cover the global batch and one process and N processes compute the same loss.
+
+Shapes: embeddings are (N, D), one row per sample; the two arguments of a pair loss hold two
+views of the same N samples, row i of one matching row i of the other.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "info_nce",
+    "info_nce_with_queue",
+    "cross_correlation",
+    "barlow_twins_terms",
+    "barlow_twins",
+    "covariance_matrix",
+    "vicreg_terms",
+    "vicreg",
+    "negative_cosine",
+]
+
+NORMALIZE_EPS = 1e-12
+"""Floor on the norm in L2 normalisation, so that an all-zero embedding gives zeros, not NaN."""
+
+BATCHNORM_EPS = 1e-5
+"""Added to the variance in Barlow Twins' per-dimension standardisation (BatchNorm1d's default)."""
+
+VICREG_VARIANCE_EPS = 1e-4
+"""Added to the variance before the square root in VICReg's variance term (the paper's value)."""
+
+_LossFunction = TypeVar("_LossFunction", bound=Callable[..., object])
+
+
+def _in_float32(loss_function: _LossFunction) -> _LossFunction:
+    """Run `loss_function` with autocast off and every floating-point tensor argument in float32."""
+
+    @functools.wraps(loss_function)
+    def wrapper(*args, **kwargs):
+        def to_float32(value):
+            if isinstance(value, Tensor) and value.is_floating_point():
+                return value.float()
+            return value
+
+        args = tuple(to_float32(value) for value in args)
+        kwargs = {name: to_float32(value) for name, value in kwargs.items()}
+        tensors = [value for value in (*args, *kwargs.values()) if isinstance(value, Tensor)]
+        device_type = tensors[0].device.type if tensors else "cpu"
+        with torch.autocast(device_type=device_type, enabled=False):
+            return loss_function(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _off_diagonal(matrix: Tensor) -> Tensor:
+    """The off-diagonal entries of a square matrix, flattened to one dimension."""
+    size = matrix.shape[0]
+    off_diagonal_mask = ~torch.eye(size, dtype=torch.bool, device=matrix.device)
+    return matrix[off_diagonal_mask]
+
+
+def _require_same_shape(first: Tensor, second: Tensor) -> None:
+    if first.dim() != 2 or first.shape != second.shape:
+        raise ValueError(
+            f"expected two (N, D) tensors of the same shape, got {tuple(first.shape)} "
+            f"and {tuple(second.shape)}"
+        )
+
+
+@_in_float32
+def info_nce(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+    """NT-Xent, the normalised temperature-scaled cross-entropy of SimCLR.
+
+    Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning of Visual
+    Representations", ICML 2020.
+
+    The N pairs give 2N views u_1..u_2N (rows of z1, then rows of z2), each L2-normalised.
+    For each anchor i with positive p(i) (its other view):
+
+        l_i = -log( exp(u_i . u_p(i) / T) / sum_{k != i} exp(u_i . u_k / T) )
+
+    so the positive competes with the other 2N - 2 views as negatives, and the loss is the
+    mean of l_i over all 2N anchors. When every view is the same vector, l_i = log(2N - 1).
+
+    Args:
+        z1, z2: (N, D) embeddings of the two views; need not be normalised.
+        temperature: T > 0.
+    """
+    _require_same_shape(z1, z2)
+    batch_size = z1.shape[0]
+    views = F.normalize(torch.cat([z1, z2], dim=0), dim=1, eps=NORMALIZE_EPS)
+    logits = views @ views.T / temperature
+    self_mask = torch.eye(2 * batch_size, dtype=torch.bool, device=logits.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    anchor_index = torch.arange(2 * batch_size, device=logits.device)
+    positive_index = (anchor_index + batch_size) % (2 * batch_size)
+    return F.cross_entropy(logits, positive_index)
+
+
+@_in_float32
+def info_nce_with_queue(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
+    """InfoNCE against a queue of negative keys, as in MoCo.
+
+    He, Fan, Wu, Xie, Girshick, "Momentum Contrast for Unsupervised Visual Representation
+    Learning", CVPR 2020; Chen, Fan, Girshick, He, "Improved Baselines with Momentum
+    Contrastive Learning" (MoCo v2), 2020.
+
+    With q and k L2-normalised here and the queue's keys already normalised:
+
+        logits_n = [q_n . k_n, q_n . queue_1, ..., q_n . queue_K] / T
+        loss = mean_n CrossEntropy(logits_n, target = 0)
+
+    Nothing is detached here: the method passes a detached k (the momentum encoder's output).
+
+    Args:
+        q: (N, D) queries from the online encoder.
+        k: (N, D) positive keys, row n matching q's row n.
+        queue: (K, D) normalised negative keys; K may be 0.
+        temperature: T > 0.
+    """
+    _require_same_shape(q, k)
+    if queue.dim() != 2 or queue.shape[1] != q.shape[1]:
+        raise ValueError(f"expected a (K, {q.shape[1]}) queue, got {tuple(queue.shape)}")
+    q = F.normalize(q, dim=1, eps=NORMALIZE_EPS)
+    k = F.normalize(k, dim=1, eps=NORMALIZE_EPS)
+    positive_logits = (q * k).sum(dim=1, keepdim=True)
+    negative_logits = q @ queue.T
+    logits = torch.cat([positive_logits, negative_logits], dim=1) / temperature
+    positive_index = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits, positive_index)
+
+
+def _standardize_per_dimension(z: Tensor) -> Tensor:
+    """(z - mean) / sqrt(biased variance + eps) over the batch, per dimension: BatchNorm1d
+    without affine parameters, in training mode."""
+    centered = z - z.mean(dim=0)
+    variance = centered.pow(2).mean(dim=0)
+    return centered / torch.sqrt(variance + BATCHNORM_EPS)
+
+
+@_in_float32
+def cross_correlation(z1: Tensor, z2: Tensor) -> Tensor:
+    """The (D, D) cross-correlation matrix of Barlow Twins.
+
+    Each dimension of z1 and z2 is standardised over the batch (mean 0, biased variance 1,
+    eps 1e-5, as the paper's BatchNorm1d without affine does), then
+
+        C_ij = sum_n z1n_{n,i} z2n_{n,j} / N
+
+    C_ij lies in about [-1, 1]; C is the identity when the two views agree and the
+    dimensions are decorrelated.
+    """
+    _require_same_shape(z1, z2)
+    batch_size = z1.shape[0]
+    return _standardize_per_dimension(z1).T @ _standardize_per_dimension(z2) / batch_size
+
+
+@_in_float32
+def barlow_twins_terms(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The two unweighted terms of the Barlow Twins loss and the matrix they come from.
+
+    Returns (on_diagonal, off_diagonal, C) with C = `cross_correlation(z1, z2)` and
+
+        on_diagonal  = sum_i (1 - C_ii)^2          (invariance)
+        off_diagonal = sum_{i != j} C_ij^2          (redundancy reduction)
+    """
+    correlation = cross_correlation(z1, z2)
+    on_diagonal = (1 - torch.diagonal(correlation)).pow(2).sum()
+    off_diagonal = _off_diagonal(correlation).pow(2).sum()
+    return on_diagonal, off_diagonal, correlation
+
+
+def barlow_twins(z1: Tensor, z2: Tensor, lambd: float) -> Tensor:
+    """Barlow Twins: drive the cross-correlation of the two views' embeddings to the identity.
+
+    Zbontar, Jing, Misra, LeCun, Deny, "Barlow Twins: Self-Supervised Learning via Redundancy
+    Reduction", ICML 2021.
+
+        loss = sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2
+
+    with C the cross-correlation matrix of `cross_correlation` (per-dimension standardised
+    embeddings, C = z1n^T z2n / N). The paper uses lambd = 5e-3 for 8192 dimensions.
+    """
+    on_diagonal, off_diagonal, _ = barlow_twins_terms(z1, z2)
+    return on_diagonal + lambd * off_diagonal
+
+
+@_in_float32
+def covariance_matrix(z: Tensor) -> Tensor:
+    """The (D, D) sample covariance of the rows of z: (z - mean)^T (z - mean) / (N - 1)."""
+    if z.dim() != 2 or z.shape[0] < 2:
+        raise ValueError(f"a covariance needs an (N, D) tensor with N >= 2, got {tuple(z.shape)}")
+    centered = z - z.mean(dim=0)
+    return centered.T @ centered / (z.shape[0] - 1)
+
+
+@_in_float32
+def vicreg_terms(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The three unweighted terms of VICReg: (invariance, variance, covariance).
+
+    For embeddings of dimension D, as in the paper's Algorithm 1:
+
+        invariance = mean over all N x D elements of (z1 - z2)^2
+        variance   = (v(z1) + v(z2)) / 2,  v(z) = mean_j max(0, 1 - sqrt(Var(z_:,j) + 1e-4))
+        covariance = c(z1) + c(z2),        c(z) = sum_{i != j} Cov(z)_ij^2 / D
+
+    with Var the unbiased variance over the batch and Cov = `covariance_matrix`. A collapsed
+    branch (constant embeddings) has v = 1 - sqrt(1e-4) = 0.99.
+    """
+    _require_same_shape(z1, z2)
+    dimension = z1.shape[1]
+    invariance = F.mse_loss(z1, z2)
+
+    def variance_hinge(z: Tensor) -> Tensor:
+        standard_deviation = torch.sqrt(z.var(dim=0) + VICREG_VARIANCE_EPS)
+        return F.relu(1 - standard_deviation).mean()
+
+    def covariance_penalty(z: Tensor) -> Tensor:
+        return _off_diagonal(covariance_matrix(z)).pow(2).sum() / dimension
+
+    variance = (variance_hinge(z1) + variance_hinge(z2)) / 2
+    covariance = covariance_penalty(z1) + covariance_penalty(z2)
+    return invariance, variance, covariance
+
+
+def vicreg(
+    z1: Tensor,
+    z2: Tensor,
+    sim_coeff: float = 25.0,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+) -> Tensor:
+    """VICReg: variance-invariance-covariance regularisation.
+
+    Bardes, Ponce, LeCun, "VICReg: Variance-Invariance-Covariance Regularization for
+    Self-Supervised Learning", ICLR 2022.
+
+        loss = sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
+
+    with the terms of `vicreg_terms`; the defaults (25, 25, 1) are the paper's.
+    """
+    invariance, variance, covariance = vicreg_terms(z1, z2)
+    return sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
+
+
+@_in_float32
+def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
+    """Negative cosine similarity, the loss of SimSiam and BYOL's normalised MSE up to affine terms.
+
+    Chen, He, "Exploring Simple Siamese Representation Learning", CVPR 2021 (SimSiam's D);
+    Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020 (BYOL's loss is 2 + 2 * this).
+
+        loss = -mean_n (p_n . z_n) / (||p_n|| ||z_n||)
+
+    in [-1, 1]. Nothing is detached here: the method applies the stop-gradient to z.
+    """
+    _require_same_shape(p, z)
+    return -F.cosine_similarity(p, z, dim=1).mean()

@@ -1,0 +1,48 @@
+"""Barlow Twins (Zbontar et al., "Barlow Twins: Self-Supervised Learning via Redundancy
+Reduction", ICML 2021).
+
+The cross-correlation matrix of the two views' standardised embeddings is pushed towards the
+identity: its diagonal to 1 (invariance), the rest to 0 (no redundancy between dimensions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import losses
+from ..distributed import gather_with_grad
+from ..models.heads import projection_mlp
+from ..params import hyper
+from .base import Method, StepOutput, register
+
+
+@dataclass
+class BarlowTwinsParams:
+    lambd: float = hyper(0.0051, ge=0, le=10, help="weight of the off-diagonal (redundancy) term; about 1/d for a d-wide projector")
+    projection_dim: int = hyper(8192, ge=2, le=65536, help="width of every projector layer (8192 in the paper; 1024-2048 run much faster on a CPU)")
+    projector_layers: int = hyper(3, ge=1, le=6, help="layers of the projector")
+
+
+@register
+class BarlowTwins(Method):
+    name = "barlow_twins"
+    family = "redundancy reduction"
+    summary = "drive the two views' cross-correlation matrix to the identity"
+    paper = "Zbontar et al., ICML 2021"
+    Params = BarlowTwinsParams
+    augment_preset = "barlow_twins"
+    matrix_names = ("cross-correlation", "similarity")
+    # LARS at 0.2 x batch/256, weight decay 1.5e-6, 10 warm-up epochs (paper's code)
+    optim_defaults = {"name": "lars", "lr": 0.2, "weight_decay": 1.5e-6, "momentum": 0.9, "warmup_epochs": 10.0}
+
+    def __init__(self, backbone, params: BarlowTwinsParams, total_steps: int):
+        super().__init__(backbone, params, total_steps)
+        d = params.projection_dim
+        self.projector = projection_mlp(backbone.feature_dim, d, d, num_layers=params.projector_layers)
+
+    def forward(self, views, step):
+        z1, z2 = (self.projector(self.backbone(v)) for v in views[:2])
+        on_diagonal, off_diagonal, _ = losses.barlow_twins_terms(gather_with_grad(z1), gather_with_grad(z2))
+        loss = on_diagonal + self.params.lambd * off_diagonal
+        return StepOutput(loss, {"on-diagonal": on_diagonal, "off-diagonal": off_diagonal},
+                          (z1.detach(), z2.detach()))

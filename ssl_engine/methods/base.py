@@ -1,0 +1,108 @@
+"""What every SSL method is: a module that turns a batch of augmented views into a loss.
+
+A method module declares, next to its code, everything the rest of the product needs:
+its hyperparameters (`Params`, a dataclass of `hyper(...)` fields), its paper's augmentation
+recipe (`augment_preset`) and optimisation recipe (`optim_defaults`), a family and one line
+of summary. The Trainer knows nothing of any particular method: it calls `forward` (the
+training step), `after_optimizer_step` (EMA targets, schedules), and, only when a listener
+asked for them, `matrices` for the UI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from .. import losses
+
+FAMILIES = {
+    "contrastive": "pull two views of an image together, push other images away",
+    "clustering": "assign views to clusters or prototypes and predict one view's assignment from the other",
+    "distillation": "a student network predicts a slowly moving or stop-gradient teacher",
+    "redundancy reduction": "make the embedding dimensions invariant and decorrelated",
+    "masked image modelling": "hide patches of the image and predict what was there",
+    "hybrid": "combine a joint-embedding objective with masked prediction",
+}
+
+
+MATRIX_DIMS = 256  # largest matrix side sent to listeners
+
+
+@dataclass
+class StepOutput:
+    """What one training step gives back.
+
+    `loss` is the scalar to minimise; `terms` are its named parts (and any other scalar the
+    method reports: a queue's fill, an entropy) for the loss plot; `embeddings` are the two
+    views' projections of this batch, kept so that `matrices` can be computed on request.
+    """
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    embeddings: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+class Method(nn.Module):
+    """Base class: a backbone plus the method's heads, targets and loss."""
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    summary: ClassVar[str]
+    paper: ClassVar[str]
+    Params: ClassVar[type]
+    augment_preset: ClassVar[str]
+    optim_defaults: ClassVar[dict]
+    matrix_names: ClassVar[tuple[str, ...]] = ("cross-correlation", "similarity")
+
+    def __init__(self, backbone: nn.Module, params, total_steps: int):
+        super().__init__()
+        self.backbone = backbone
+        self.params = params
+        self.total_steps = max(1, int(total_steps))
+
+    # -- the training step -------------------------------------------------------------
+    def forward(self, views: list[torch.Tensor], step: int) -> StepOutput:  # noqa: D401
+        """One training step's loss for a batch of augmented views (named `forward` for DDP)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step: int) -> None:
+        """Work after the optimiser step: EMA targets, queues, schedules. Default: nothing."""
+
+    # -- what the optimiser sees -------------------------------------------------------
+    def parameter_groups(self) -> list[dict]:
+        """Trainable parameters, as optimiser groups; a group may set `fixed_lr: True`."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    # -- what the UI may show ----------------------------------------------------------
+    @torch.no_grad()
+    def matrices(self, output: StepOutput) -> dict[str, torch.Tensor]:
+        """Named square matrices about this batch: by default the cross-correlation of the
+        two views' embeddings (as Barlow Twins defines it) and the cosine similarity of every
+        view-1 embedding with every view-2 embedding (positives on the diagonal)."""
+        if output.embeddings is None:
+            return {}
+        # The top-left block of a matrix over the first dimensions is exact (standardisation
+        # is per dimension) and keeps an 8192-d projector's matrix small enough to draw.
+        z1, z2 = (z.float()[:, :MATRIX_DIMS] for z in output.embeddings)
+        n = min(len(z1), MATRIX_DIMS)
+        similarity = nn.functional.normalize(z1[:n], dim=1) @ nn.functional.normalize(z2[:n], dim=1).T
+        return {"cross-correlation": losses.cross_correlation(z1, z2), "similarity": similarity}
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features used for evaluation (kNN, linear probe, projections)."""
+        return self.backbone(images)
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a method available by its `name`."""
+    if cls.family not in FAMILIES:
+        raise ValueError(f"unknown family {cls.family!r} for {cls.__name__}")
+    METHODS[cls.name] = cls
+    return cls

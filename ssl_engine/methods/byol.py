@@ -1,0 +1,67 @@
+"""BYOL (Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020).
+
+An online network (backbone, projector, predictor) predicts the projection of the other
+view made by a target network, an EMA of the online one whose momentum rises from
+`base_momentum` to 1 on a cosine schedule. No negatives: the predictor and the slow target
+are what keep it from collapsing. Loss: 2 - 2 cos(prediction, target), symmetrised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import losses
+from ..models.ema import copy_as_frozen, cosine_momentum, ema_update
+from ..models.heads import prediction_mlp, projection_mlp
+from ..params import hyper
+from .base import Method, StepOutput, register
+
+
+@dataclass
+class BYOLParams:
+    projection_dim: int = hyper(256, ge=2, le=65536, help="output size of projector and predictor")
+    hidden_dim: int = hyper(4096, ge=2, le=65536, help="hidden size of projector and predictor")
+    base_momentum: float = hyper(0.996, ge=0, le=1, help="target EMA momentum at the start; it rises to 1 on a cosine")
+
+
+@register
+class BYOL(Method):
+    name = "byol"
+    family = "distillation"
+    summary = "an online network predicts an EMA target network's view of the image"
+    paper = "Grill et al., NeurIPS 2020"
+    Params = BYOLParams
+    augment_preset = "byol"
+    # LARS at 0.2 x batch/256, weight decay 1.5e-6, 10 warm-up epochs (paper, section 3.2)
+    optim_defaults = {"name": "lars", "lr": 0.2, "weight_decay": 1.5e-6, "momentum": 0.9, "warmup_epochs": 10.0}
+
+    def __init__(self, backbone, params: BYOLParams, total_steps: int):
+        super().__init__(backbone, params, total_steps)
+        self.projector = projection_mlp(backbone.feature_dim, params.hidden_dim, params.projection_dim)
+        self.predictor = prediction_mlp(params.projection_dim, params.hidden_dim, params.projection_dim)
+        self.target_backbone = copy_as_frozen(self.backbone)
+        self.target_projector = copy_as_frozen(self.projector)
+        self.momentum = params.base_momentum
+
+    def forward(self, views, step):
+        x1, x2 = views[:2]
+        z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        with torch.no_grad():
+            t1 = self.target_projector(self.target_backbone(x1))
+            t2 = self.target_projector(self.target_backbone(x2))
+        # 2 - 2 cos(p, t) == 2 + 2 * negative_cosine(p, t); the paper sums both directions.
+        loss = (2 + 2 * losses.negative_cosine(p1, t2)) + (2 + 2 * losses.negative_cosine(p2, t1))
+        return StepOutput(loss, {"target momentum": torch.tensor(self.momentum)}, (z1.detach(), z2.detach()))
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step):
+        self.momentum = cosine_momentum(step, self.total_steps, base=self.params.base_momentum)
+        ema_update(self.target_backbone, self.backbone, self.momentum)
+        ema_update(self.target_projector, self.projector, self.momentum)
+
+    def parameter_groups(self):
+        modules = (self.backbone, self.projector, self.predictor)
+        return [{"params": [p for m in modules for p in m.parameters()]}]

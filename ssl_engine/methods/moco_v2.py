@@ -1,0 +1,92 @@
+"""MoCo v2 (He et al., "Momentum Contrast for Unsupervised Visual Representation Learning",
+CVPR 2020; Chen et al., "Improved Baselines with Momentum Contrastive Learning", 2020).
+
+A query encoder is trained to match its key, encoded by a momentum (EMA) copy of itself,
+against a queue of keys from earlier batches. Keys are encoded with shuffled BatchNorm: the
+batch is permuted and normalised in separate groups, as if on separate GPUs, so that a
+query and its key never share batch statistics (the paper's guard against BN cheating).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .. import losses
+from ..distributed import gather_no_grad
+from ..models.ema import copy_as_frozen, ema_update
+from ..models.heads import projection_mlp
+from ..params import hyper
+from .base import Method, StepOutput, register
+
+
+@dataclass
+class MoCoV2Params:
+    temperature: float = hyper(0.2, gt=0, le=10, help="InfoNCE temperature")
+    queue_size: int = hyper(65536, ge=1, le=1_048_576, help="negative keys kept from earlier batches (the CIFAR demo uses 4096; keep it below the data set's size)")
+    momentum: float = hyper(0.999, ge=0, le=1, help="momentum of the key encoder's EMA")
+    projection_dim: int = hyper(128, ge=2, le=65536, help="output size of the MLP head")
+    hidden_dim: int = hyper(2048, ge=2, le=65536, help="hidden size of the MLP head")
+    bn_splits: int = hyper(8, ge=1, le=256, help="groups the shuffled key batch is normalised in (GPUs in the paper)")
+
+
+@register
+class MoCoV2(Method):
+    name = "moco_v2"
+    family = "contrastive"
+    summary = "match a momentum encoder's key against a queue of earlier negatives"
+    paper = "Chen et al., arXiv 2003.04297, 2020"
+    Params = MoCoV2Params
+    augment_preset = "moco_v2"
+    # SGD at 0.03 for a batch of 256, weight decay 1e-4, cosine schedule (MoCo v2)
+    optim_defaults = {"name": "sgd", "lr": 0.03, "weight_decay": 1e-4, "momentum": 0.9, "warmup_epochs": 0.0}
+
+    def __init__(self, backbone, params: MoCoV2Params, total_steps: int):
+        super().__init__(backbone, params, total_steps)
+        # MoCo v2's head has no BatchNorm: Linear-ReLU-Linear.
+        self.projector = projection_mlp(backbone.feature_dim, params.hidden_dim, params.projection_dim,
+                                        batch_norm=False)
+        self.key_backbone = copy_as_frozen(self.backbone)
+        self.key_projector = copy_as_frozen(self.projector)
+        queue = F.normalize(torch.randn(params.queue_size, params.projection_dim), dim=1)
+        self.register_buffer("queue", queue)
+        self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def _keys(self, images: torch.Tensor) -> torch.Tensor:
+        order = torch.randperm(len(images), device=images.device)
+        chunks = images[order].chunk(self.params.bn_splits)
+        shuffled = torch.cat([self.key_projector(self.key_backbone(chunk)) for chunk in chunks])
+        keys = torch.empty_like(shuffled)
+        keys[order] = shuffled
+        return F.normalize(keys, dim=1)
+
+    def forward(self, views, step):
+        x_query, x_key = views[:2]
+        q = self.projector(self.backbone(x_query))
+        k = self._keys(x_key)
+        loss = losses.info_nce_with_queue(q, k, self.queue.clone(), self.params.temperature)
+        self._enqueue(gather_no_grad(k))
+        fill = self.queue_filled.float() / self.params.queue_size
+        return StepOutput(loss, {"queue fill": fill}, (q.detach(), k))
+
+    @torch.no_grad()
+    def _enqueue(self, keys: torch.Tensor) -> None:
+        size = self.params.queue_size
+        keys = keys[-size:].to(self.queue.dtype)
+        positions = (self.queue_pointer + torch.arange(len(keys), device=keys.device)) % size
+        self.queue[positions] = keys
+        self.queue_pointer.copy_((self.queue_pointer + len(keys)) % size)
+        self.queue_filled.copy_(torch.clamp(self.queue_filled + len(keys), max=size))
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step):
+        ema_update(self.key_backbone, self.backbone, self.params.momentum)
+        ema_update(self.key_projector, self.projector, self.params.momentum)
+
+    def parameter_groups(self):
+        return [{"params": [p for m in (self.backbone, self.projector) for p in m.parameters()]}]

@@ -1,0 +1,44 @@
+"""SimCLR (Chen et al., "A Simple Framework for Contrastive Learning of Visual
+Representations", ICML 2020).
+
+Two augmented views of each image go through the same backbone and projection head; the
+NT-Xent loss makes each view pick out its pair among the 2N views of the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import losses
+from ..distributed import gather_with_grad
+from ..models.heads import projection_mlp
+from ..params import hyper
+from .base import Method, StepOutput, register
+
+
+@dataclass
+class SimCLRParams:
+    temperature: float = hyper(0.5, gt=0, le=10, help="NT-Xent temperature (0.5 for CIFAR-10 in the paper, 0.1 with large ImageNet batches)")
+    projection_dim: int = hyper(128, ge=2, le=65536, help="output size of the projection head")
+    hidden_dim: int = hyper(2048, ge=2, le=65536, help="hidden size of the projection head (the backbone's width in the paper)")
+
+
+@register
+class SimCLR(Method):
+    name = "simclr"
+    family = "contrastive"
+    summary = "NT-Xent between two views; the rest of the batch are the negatives"
+    paper = "Chen et al., ICML 2020"
+    Params = SimCLRParams
+    augment_preset = "simclr"
+    # LARS at 0.3 x batch/256, weight decay 1e-6, 10 warm-up epochs (paper, appendix B.1)
+    optim_defaults = {"name": "lars", "lr": 0.3, "weight_decay": 1e-6, "momentum": 0.9, "warmup_epochs": 10.0}
+
+    def __init__(self, backbone, params: SimCLRParams, total_steps: int):
+        super().__init__(backbone, params, total_steps)
+        self.projector = projection_mlp(backbone.feature_dim, params.hidden_dim, params.projection_dim)
+
+    def forward(self, views, step):
+        z1, z2 = (self.projector(self.backbone(v)) for v in views[:2])
+        loss = losses.info_nce(gather_with_grad(z1), gather_with_grad(z2), self.params.temperature)
+        return StepOutput(loss, {}, (z1.detach(), z2.detach()))

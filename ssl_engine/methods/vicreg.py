@@ -1,0 +1,60 @@
+"""VICReg (Bardes, Ponce & LeCun, "VICReg: Variance-Invariance-Covariance Regularization for
+Self-Supervised Learning", ICLR 2022).
+
+Three terms on the two views' expanded embeddings: invariance (mean squared distance),
+variance (a hinge keeping each dimension's standard deviation above 1) and covariance
+(off-diagonal covariances pushed to 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import losses
+from ..distributed import gather_with_grad
+from ..models.heads import projection_mlp
+from ..params import hyper
+from .base import MATRIX_DIMS, Method, StepOutput, register
+
+
+@dataclass
+class VICRegParams:
+    sim_coeff: float = hyper(25.0, ge=0, le=1000, help="weight of the invariance term (lambda)")
+    std_coeff: float = hyper(25.0, ge=0, le=1000, help="weight of the variance term (mu)")
+    cov_coeff: float = hyper(1.0, ge=0, le=1000, help="weight of the covariance term (nu)")
+    expander_dim: int = hyper(8192, ge=2, le=65536, help="width of every expander layer (8192 in the paper; 1024-2048 run much faster on a CPU)")
+    expander_layers: int = hyper(3, ge=1, le=6, help="layers of the expander")
+
+
+@register
+class VICReg(Method):
+    name = "vicreg"
+    family = "redundancy reduction"
+    summary = "invariance, variance and covariance terms keep embeddings informative"
+    paper = "Bardes et al., ICLR 2022"
+    Params = VICRegParams
+    augment_preset = "vicreg"
+    matrix_names = ("covariance", "cross-correlation", "similarity")
+    # LARS at 0.2 x batch/256, weight decay 1e-6, 10 warm-up epochs (paper's code)
+    optim_defaults = {"name": "lars", "lr": 0.2, "weight_decay": 1e-6, "momentum": 0.9, "warmup_epochs": 10.0}
+
+    def __init__(self, backbone, params: VICRegParams, total_steps: int):
+        super().__init__(backbone, params, total_steps)
+        d = params.expander_dim
+        self.projector = projection_mlp(backbone.feature_dim, d, d, num_layers=params.expander_layers)
+
+    def forward(self, views, step):
+        z1, z2 = (self.projector(self.backbone(v)) for v in views[:2])
+        invariance, variance, covariance = losses.vicreg_terms(gather_with_grad(z1), gather_with_grad(z2))
+        p = self.params
+        loss = p.sim_coeff * invariance + p.std_coeff * variance + p.cov_coeff * covariance
+        return StepOutput(loss, {"invariance": invariance, "variance": variance, "covariance": covariance},
+                          (z1.detach(), z2.detach()))
+
+    @torch.no_grad()
+    def matrices(self, output):
+        shown = super().matrices(output)
+        z1 = output.embeddings[0].float()[:, :MATRIX_DIMS]
+        return {"covariance": losses.covariance_matrix(z1), **shown}

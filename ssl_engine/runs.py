@@ -1,0 +1,71 @@
+"""A run is a folder: config.toml, metrics.jsonl, run.log, checkpoints/, summary.json.
+
+Everything the app shows about a finished run can be rebuilt from that folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+from .config import ExperimentConfig
+
+
+def new_run_dir(config: ExperimentConfig) -> Path:
+    """A fresh folder under `train.runs_dir`: the given run name, or date-method-data."""
+    root = Path(config.train.runs_dir).expanduser()
+    name = config.train.run_name
+    if not name:
+        source = config.data.source
+        data = Path(source[7:]).name if source.startswith("folder:") else source
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.method.name}-{re.sub(r'[^A-Za-z0-9_.-]', '_', data)}"
+    path, n = root / name, 1
+    while path.exists():
+        n += 1
+        path = root / f"{name}-{n}"
+    (path / "checkpoints").mkdir(parents=True)
+    return path
+
+
+def _clean(value):
+    """JSON has no NaN or infinity: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return value
+
+
+class RunFolder:
+    """Writes a run's files; only the main process of a distributed run makes one."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+
+    def save_config(self, config: ExperimentConfig) -> None:
+        config.save(self.path / "config.toml")
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.path / "metrics.jsonl", "a") as file:
+            file.write(json.dumps(_clean(record)) + "\n")
+
+    def log(self, line: str) -> None:
+        with open(self.path / "run.log", "a") as file:
+            file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+    def write_summary(self, summary: dict) -> None:
+        tmp = self.path / "summary.json.tmp"
+        tmp.write_text(json.dumps(_clean(summary), indent=2) + "\n")
+        tmp.replace(self.path / "summary.json")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,45 @@
+"""Checkpoints: written atomically (temp file, then rename) and read back safely.
+
+A checkpoint holds tensors and plain values only (model, optimiser, scaler, step, config as a
+dict), so it loads with `torch.load(weights_only=True)`: a file that would run code is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+
+
+def save_checkpoint(path: str | Path, state: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    with open(tmp, "rb+") as file:  # make the bytes durable before the rename exposes them
+        os.fsync(file.fileno())
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    path = Path(path).expanduser()
+    if path.is_dir():
+        candidate = path / "checkpoints" / "last.pt"
+        path = candidate if candidate.is_file() else path / "last.pt"
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UserError(f"{path} is not a safe SSL Explorer checkpoint (it would run code to load): "
+                        f"{str(error).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise UserError(f"{path} is not a readable checkpoint: {str(error).splitlines()[0]}") from None
+    if not isinstance(state, dict) or "config" not in state or "method" not in state:
+        raise UserError(f"{path} is not an SSL Explorer checkpoint (no config or model weights)")
+    return state

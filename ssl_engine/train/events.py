@@ -1,0 +1,114 @@
+"""What the Trainer tells its listeners: small dataclasses of plain numbers and numpy arrays.
+
+A listener subscribes with `EventRates`, saying how often it wants each kind of event; the
+costly kinds (augmented views, matrices, embedding snapshots) are computed only when at
+least one listener asked for them, so a headless run pays nothing for the UI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EventRates:
+    """How often a listener wants each event kind; 0 means never."""
+
+    metrics_every_steps: int = 1
+    views_every_steps: int = 0
+    matrix_every_steps: int = 0
+    embedding_every_epochs: int = 0
+    knn_every_epochs: int = 0
+    views_count: int = 8  # images whose views are sent
+
+
+@dataclass
+class RunStarted:
+    run_dir: str
+    config: dict
+    total_steps: int
+    steps_per_epoch: int
+    start_step: int
+    device: str
+    train_size: int
+    test_size: int
+    class_names: list[str]
+    skipped_files: list[tuple[str, str]]
+
+
+@dataclass
+class StepMetrics:
+    step: int
+    epoch: int
+    epoch_progress: float  # completed share of the current epoch, 0..1
+    loss: float
+    terms: dict[str, float]
+    lr: float
+    images_per_second: float
+    elapsed_seconds: float
+    eta_seconds: float
+
+
+@dataclass
+class AugmentedViews:
+    step: int
+    originals: np.ndarray      # uint8 (n, H, W, 3)
+    views: list[np.ndarray]    # one uint8 (n, S, S, 3) array per view
+
+
+@dataclass
+class MatrixSnapshot:
+    step: int
+    matrices: dict[str, np.ndarray]  # name -> float32 (d, d)
+
+
+@dataclass
+class EmbeddingSnapshot:
+    step: int
+    epoch: int
+    embeddings: np.ndarray     # float32 (M, D) backbone features of the fixed evaluation subset
+    labels: np.ndarray         # int64 (M,), -1 where unknown
+    images: np.ndarray         # uint8 (M, H, W, 3) the subset's images, for thumbnails
+    class_names: list[str]
+    projection_2d: np.ndarray  # float32 (M, 2) PCA of the embeddings
+
+
+@dataclass
+class EpochEnd:
+    epoch: int
+    step: int
+    mean_loss: float
+    knn_top1: float | None
+    elapsed_seconds: float
+
+
+@dataclass
+class CheckpointSaved:
+    step: int
+    path: str
+
+
+@dataclass
+class Finished:
+    run_dir: str
+    summary: dict
+    stopped_early: bool
+
+
+@dataclass
+class Failed:
+    message: str                     # one line for the user
+    details: str = ""                # the traceback, for a "details" box and the log
+    run_dir: str | None = None
+
+
+Event = (RunStarted | StepMetrics | AugmentedViews | MatrixSnapshot | EmbeddingSnapshot | EpochEnd
+         | CheckpointSaved | Finished | Failed)
+
+
+@dataclass
+class Subscription:
+    callback: object
+    rates: EventRates = field(default_factory=EventRates)

@@ -1,0 +1,82 @@
+"""Optimisers: SGD, AdamW and LARS, with no weight decay (or LARS adaptation) on biases and
+normalisation layers, as in the SimCLR, BYOL and Barlow Twins recipes."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import OptimConfig
+
+
+class LARS(torch.optim.Optimizer):
+    """Layer-wise Adaptive Rate Scaling (You et al., 2017), as used by SimCLR, BYOL, Barlow Twins
+    and VICReg: SGD with momentum whose update for each weight tensor is scaled by the trust
+    ratio eta * ||w|| / ||grad + wd * w||. Groups with `lars_exclude` (biases, norm layers)
+    get plain SGD with momentum and no weight decay."""
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.001):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta,
+                                      lars_exclude=False))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = p.grad
+                if not group["lars_exclude"]:
+                    update = update.add(p, alpha=group["weight_decay"])
+                    param_norm, update_norm = torch.norm(p), torch.norm(update)
+                    trust = torch.where((param_norm > 0) & (update_norm > 0),
+                                        group["eta"] * param_norm / update_norm, torch.ones_like(param_norm))
+                    update = update.mul(trust)
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.clone(update).detach()
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(update)
+                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+        return loss
+
+
+def _is_excluded(name: str, param: nn.Parameter) -> bool:
+    """Biases and normalisation parameters (1-d tensors) get no decay or adaptation."""
+    return param.ndim <= 1 or name.endswith(".bias")
+
+
+def split_decay_groups(method: nn.Module, groups: list[dict]) -> list[dict]:
+    """Split each of the method's parameter groups into a decayed and an excluded part."""
+    names = {id(p): n for n, p in method.named_parameters()}
+    result = []
+    for group in groups:
+        extra = {k: v for k, v in group.items() if k != "params"}
+        decay = [p for p in group["params"] if not _is_excluded(names.get(id(p), ""), p)]
+        exclude = [p for p in group["params"] if _is_excluded(names.get(id(p), ""), p)]
+        if decay:
+            result.append({"params": decay, **extra})
+        if exclude:
+            result.append({"params": exclude, "weight_decay": 0.0, "lars_exclude": True, **extra})
+    return result
+
+
+def build_optimizer(method: nn.Module, groups: list[dict], config: OptimConfig, lr: float) -> torch.optim.Optimizer:
+    """The optimiser named in `config`, over `groups` (from `Method.parameter_groups`)."""
+    groups = split_decay_groups(method, groups)
+    if config.name == "sgd":
+        for g in groups:
+            g.pop("lars_exclude", None)
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.name == "adamw":
+        for g in groups:
+            g.pop("lars_exclude", None)
+        return torch.optim.AdamW(groups, lr=lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay)
+    return LARS(groups, lr=lr, weight_decay=config.weight_decay, momentum=config.momentum, eta=config.lars_eta)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, peak_lr: float) -> None:
+    """Apply the scheduled rate to every group, except groups marked `fixed_lr` (kept at peak)."""
+    for group in optimizer.param_groups:
+        group["lr"] = peak_lr if group.get("fixed_lr") else lr

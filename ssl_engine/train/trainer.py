@@ -1,0 +1,424 @@
+"""The one training loop for every method: data on the device, batched views, the method's
+step, the optimiser and its schedule, events for listeners, checkpoints, resume.
+
+It runs the same way from the command line, from the app's worker thread, from the tests and
+under torchrun (one process per GPU, DDP; the run folder is written by rank 0 only).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import distributed as dist_utils
+from ..augment.ops import normalize
+from ..augment.views import ViewAugmenter
+from ..config import ExperimentConfig
+from ..data import load_data
+from ..data.image_set import DataSplits
+from ..data.stats import channel_stats
+from ..errors import ConfigError, UserError
+from ..eval.embed import embed
+from ..eval.evaluate import evaluate_backbone
+from ..eval.knn import knn_top1
+from ..eval.projection import pca_2d
+from ..methods import get_method
+from ..models.backbones import build_backbone
+from ..runs import RunFolder, new_run_dir
+from .checkpoint import load_checkpoint, save_checkpoint
+from .control import TrainingControl
+from .events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, EventRates, Failed,
+                     Finished, MatrixSnapshot, RunStarted, StepMetrics, Subscription)
+from .optim import build_optimizer, set_learning_rate
+from .schedules import warmup_cosine
+
+LIVE_KNN_MEMORY = 5000  # labelled training images used as the memory of the per-epoch kNN
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` picks CUDA, then MPS, then the CPU; an unavailable device is a clear error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(["train.device is cuda but no CUDA GPU is available (use auto or cpu)"])
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError([f"train.device is {name} but only {torch.cuda.device_count()} GPU(s) exist"])
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(["train.device is mps but MPS is not available (use auto or cpu)"])
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full fp32. Mixed precision runs on CUDA only."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def backbone_state(checkpoint: dict) -> dict:
+    """The backbone's weights inside a checkpoint's method state."""
+    prefix = "backbone."
+    return {k[len(prefix):]: v for k, v in checkpoint["method"].items() if k.startswith(prefix)}
+
+
+def build_backbone_for(config: ExperimentConfig) -> nn.Module:
+    stem = {"auto": None, "on": True, "off": False}[config.backbone.small_stem]
+    return build_backbone(config.backbone.name, small_stem=stem, image_size=config.data.image_size)
+
+
+def to_display(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) float in [0, 1] or uint8 -> uint8 (N, H, W, 3) numpy, a copy."""
+    if images.dtype != torch.uint8:
+        images = (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return images.permute(0, 2, 3, 1).contiguous().cpu().numpy().copy()
+
+
+class Trainer:
+    """Trains one experiment. `run()` blocks until it ends and returns the run's summary.
+
+    `resume` is a run folder (or a checkpoint file) to continue; `data` may be given to skip
+    loading (the app reuses the set it already previewed).
+    """
+
+    def __init__(self, config: ExperimentConfig, *, resume: str | Path | None = None,
+                 control: TrainingControl | None = None, data: DataSplits | None = None):
+        self.config = config.validate()
+        self.resume = resume
+        self.control = control or TrainingControl()
+        self.data = data
+        self.subscriptions: list[Subscription] = []
+        self.run_dir: Path | None = None
+        self.folder: RunFolder | None = None
+
+    def subscribe(self, callback, rates: EventRates | None = None) -> None:
+        """Call `callback(event)` for events at the given rates (from the training thread)."""
+        self.subscriptions.append(Subscription(callback, rates or EventRates()))
+
+    # -- events -------------------------------------------------------------------------
+    def _emit(self, event, wanted=lambda rates: True) -> None:
+        for subscription in self.subscriptions:
+            if wanted(subscription.rates):
+                subscription.callback(event)
+
+    def _wanted(self, field_name: str, counter: int) -> bool:
+        return any(getattr(s.rates, field_name) > 0 and counter % getattr(s.rates, field_name) == 0
+                   for s in self.subscriptions)
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self) -> dict:
+        try:
+            return self._run()
+        except Exception as error:  # one clear message out, the details to the log
+            message = self._user_message(error)
+            details = traceback.format_exc()
+            if self.folder is not None:
+                self.folder.log(f"failed: {message}\n{details}")
+            self._emit(Failed(message=message, details=details, run_dir=str(self.run_dir) if self.run_dir else None))
+            if isinstance(error, UserError):
+                raise
+            raise UserError(message) from error
+
+    def _user_message(self, error: Exception) -> str:
+        if isinstance(error, UserError):
+            return str(error)
+        if isinstance(error, torch.cuda.OutOfMemoryError):
+            return (f"the GPU ran out of memory at batch size {self.config.train.batch_size}: lower "
+                    f"train.batch_size, use a smaller backbone or precision bf16")
+        return f"training failed: {type(error).__name__}: {error}"
+
+    def _setup(self):
+        cfg = self.config
+        self.rank, self.world = dist_utils.setup_from_environment()
+        self.device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", 0)))
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # CUDA's current device is per thread
+        self.amp_dtype = resolve_precision(cfg.train.precision, self.device)
+
+        if self.data is None:
+            self.data = load_data(cfg.data.source, cfg.data.image_size, test_fraction=cfg.data.test_fraction,
+                                  seed=cfg.train.seed, root=cfg.data.root, download=cfg.data.download,
+                                  shapes_count=cfg.data.shapes_count)
+        train = self.data.train
+        if cfg.train.batch_size > len(train):
+            raise ConfigError([f"train.batch_size ({cfg.train.batch_size}) is larger than the training set "
+                               f"({len(train)} images)"])
+        if cfg.train.batch_size % self.world:
+            raise ConfigError([f"train.batch_size ({cfg.train.batch_size}) must divide by the number of "
+                               f"processes ({self.world})"])
+        self.steps_per_epoch = len(train) // cfg.train.batch_size
+        self.total_steps = cfg.train.epochs * self.steps_per_epoch
+        warmup_epochs = min(cfg.optim.warmup_epochs, cfg.train.epochs / 10)
+        self.warmup_steps = int(round(warmup_epochs * self.steps_per_epoch))
+        self.peak_lr = cfg.optim.lr * cfg.train.batch_size / 256
+
+        self.images = self._place(train.images)
+        self.mean, self.std = channel_stats(train.images, seed=cfg.train.seed)
+        self.augmenter = ViewAugmenter(cfg.augment.views, cfg.data.image_size)
+
+        torch.manual_seed(cfg.train.seed)
+        backbone = build_backbone_for(cfg)
+        method_class = get_method(cfg.method.name)
+        self.method = method_class(backbone, cfg.method.params, self.total_steps).to(self.device)
+        self.model = self.method
+        if self.world > 1:
+            ids = None
+            if self.device.type == "cuda":
+                # BatchNorm over the global batch, as one process would compute it. SyncBatchNorm
+                # is GPU-only: CPU processes (gloo) keep per-process statistics.
+                self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+                ids = [self.device.index]
+            self.model = nn.parallel.DistributedDataParallel(self.method, device_ids=ids)
+        self.optimizer = build_optimizer(self.method, self.method.parameter_groups(), cfg.optim, self.peak_lr)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+        self.start_step = 0
+        if self.resume is not None:
+            self._load_resume()
+        if dist_utils.is_main_process():
+            if self.run_dir is None:
+                self.run_dir = new_run_dir(cfg)
+            self.folder = RunFolder(self.run_dir)
+            self.folder.save_config(cfg)
+            for path, reason in self.data.skipped:
+                self.folder.log(f"skipped unreadable file {path}: {reason}")
+        self._choose_eval_subsets()
+
+    def _place(self, images: torch.Tensor) -> torch.Tensor:
+        """Keep the data on the GPU when it takes at most a quarter of the free memory."""
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if images.numel() < free // 4:
+                return images.to(self.device)
+            return images.pin_memory()
+        if self.device.type == "mps":
+            return images.to(self.device)
+        return images
+
+    def _load_resume(self) -> None:
+        state = load_checkpoint(self.resume)
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_step = int(state["step"])
+        resume_path = Path(self.resume).expanduser()
+        self.run_dir = resume_path if resume_path.is_dir() else resume_path.parent.parent
+
+    def _choose_eval_subsets(self) -> None:
+        """Fixed, seeded images for live views, the embedding map and the per-epoch kNN."""
+        cfg, data = self.config, self.data
+        generator = torch.Generator().manual_seed(cfg.train.seed + 1)
+        source = data.test if data.test is not None else data.train
+        count = min(cfg.train.eval_subset, len(source))
+        self.eval_set = source.subset(torch.randperm(len(source), generator=generator)[:count])
+        labelled = torch.nonzero(data.train.labels >= 0).flatten()
+        memory = labelled[torch.randperm(len(labelled), generator=generator)[:LIVE_KNN_MEMORY]]
+        self.knn_memory = data.train.subset(memory) if data.test is not None and len(memory) else None
+        self.view_index = torch.randperm(len(data.train), generator=generator)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _checkpoint(self, step: int) -> None:
+        if self.folder is None:
+            return
+        state = {
+            "format": "ssl_explorer/1",
+            "config": self.config.to_dict(),
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "step": step,
+            "epoch": step / self.steps_per_epoch,
+            "normalization": {"mean": self.mean, "std": self.std},
+        }
+        path = save_checkpoint(self.folder.checkpoints / "last.pt", state)
+        self._emit(CheckpointSaved(step=step, path=str(path)))
+
+    # -- the loop -------------------------------------------------------------------------
+    def _batch_indices(self, step: int) -> torch.Tensor:
+        cfg = self.config
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if getattr(self, "_order_epoch", None) != epoch:
+            generator = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch)
+            self._order = torch.randperm(len(self.images), generator=generator)
+            self._order_epoch = epoch
+        batch = self._order[position * cfg.train.batch_size:(position + 1) * cfg.train.batch_size]
+        return batch[self._rows()]
+
+    def _rows(self) -> slice:
+        """This process's contiguous share of the global batch (the order the gathers keep)."""
+        local = self.config.train.batch_size // self.world
+        return slice(self.rank * local, (self.rank + 1) * local)
+
+    def _views(self, images_uint8: torch.Tensor, step: int, global_batch: bool = True) -> list[torch.Tensor]:
+        # One generator per step, drawn for the whole global batch: a resumed run, and each of
+        # N processes, get exactly the views a single uninterrupted process would.
+        generator = torch.Generator().manual_seed(self.config.train.seed * 7919 + step)
+        if not global_batch:
+            return self.augmenter(images_uint8, generator)
+        return self.augmenter(images_uint8, generator, rows=self._rows(), total=self.config.train.batch_size)
+
+    def _run(self) -> dict:
+        self._setup()
+        cfg = self.config
+        self._emit(RunStarted(
+            run_dir=str(self.run_dir) if self.run_dir else "", config=cfg.to_dict(), total_steps=self.total_steps,
+            steps_per_epoch=self.steps_per_epoch, start_step=self.start_step, device=str(self.device),
+            train_size=len(self.data.train), test_size=len(self.data.test) if self.data.test is not None else 0,
+            class_names=list(self.data.train.class_names), skipped_files=list(self.data.skipped)))
+
+        summary = {"method": cfg.method.name, "data": cfg.data.source, "backbone": cfg.backbone.name}
+        if self.start_step == 0 and self.folder is not None:
+            summary["knn_top1_init"] = self._evaluate(linear_probe=False).get("knn_top1")
+
+        step, train_seconds, images_seen = self.start_step, 0.0, 0
+        epoch_losses: list[torch.Tensor] = []
+        stopped = False
+        autocast = (torch.autocast(device_type="cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
+                    else nullcontext())
+        self.method.train()
+        tick = time.perf_counter()
+        while step < self.total_steps:
+            if self.control.paused:
+                train_seconds += time.perf_counter() - tick
+                self.control.wait_while_paused()
+                tick = time.perf_counter()
+            if self.control.stop_requested:
+                stopped = True
+                break
+            epoch, position = divmod(step, self.steps_per_epoch)
+            lr = warmup_cosine(step, self.total_steps, self.warmup_steps, self.peak_lr,
+                               self.peak_lr * cfg.optim.min_lr_ratio)
+            set_learning_rate(self.optimizer, lr, self.peak_lr)
+
+            batch = self.images[self._batch_indices(step).to(self.images.device)].to(self.device, non_blocking=True)
+            views = [normalize(v, self.mean, self.std) for v in self._views(batch, step)]
+            with autocast:
+                output = self.model(views, step)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(output.loss).backward()
+            if cfg.optim.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.method.parameters(), cfg.optim.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.method.after_optimizer_step(step)
+            step += 1
+            images_seen += cfg.train.batch_size
+            epoch_losses.append(output.loss.detach())
+
+            log_now = step % cfg.train.log_every_steps == 0
+            if log_now or self._wanted("metrics_every_steps", step):
+                loss = output.loss.item()
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"the loss became {loss} at step {step} (learning rate {lr:.3g}): lower optim.lr, "
+                        f"raise optim.warmup_epochs or use precision fp32; the last good checkpoint is kept")
+                now = time.perf_counter()
+                seconds = train_seconds + now - tick
+                speed = images_seen / max(seconds, 1e-9)
+                metrics = StepMetrics(
+                    step=step, epoch=epoch, epoch_progress=(position + 1) / self.steps_per_epoch, loss=loss,
+                    terms={k: float(v.detach()) for k, v in output.terms.items()}, lr=lr, images_per_second=speed,
+                    elapsed_seconds=seconds,
+                    eta_seconds=(self.total_steps - step) * cfg.train.batch_size / max(speed, 1e-9))
+                self._emit(metrics, lambda r: r.metrics_every_steps > 0 and step % r.metrics_every_steps == 0)
+                if log_now and self.folder is not None:
+                    self.folder.append_metrics({"kind": "step", "step": step, "epoch": epoch + metrics.epoch_progress,
+                                                "loss": loss, **metrics.terms, "lr": lr,
+                                                "images_per_second": speed, "time": seconds})
+            if self._wanted("matrix_every_steps", step):
+                matrices = self.method.matrices(output)
+                self._emit(MatrixSnapshot(step, {k: v.float().cpu().numpy().copy() for k, v in matrices.items()}),
+                           lambda r: r.matrix_every_steps > 0 and step % r.matrix_every_steps == 0)
+            if self._wanted("views_every_steps", step):
+                self._emit_views(step)
+
+            if position + 1 == self.steps_per_epoch:
+                train_seconds += time.perf_counter() - tick
+                self._end_epoch(epoch + 1, step, epoch_losses, train_seconds)
+                epoch_losses = []
+                tick = time.perf_counter()
+        train_seconds += time.perf_counter() - tick
+
+        self._checkpoint(step)
+        summary.update({
+            "epochs": step / self.steps_per_epoch, "steps": step, "stopped_early": stopped,
+            "images_per_second": images_seen / train_seconds if train_seconds > 0 else None,
+            "train_seconds": train_seconds, "device": str(self.device),
+            "final_loss": float(torch.stack(epoch_losses).mean()) if epoch_losses else self._last_epoch_loss,
+        })
+        if not stopped:
+            summary.update(self._evaluate(linear_probe=cfg.train.linear_probe))
+        if self.folder is not None:
+            self.folder.write_summary(summary)
+            self.folder.log(f"finished at step {step}: {summary}")
+        self._emit(Finished(run_dir=str(self.run_dir) if self.run_dir else "", summary=summary, stopped_early=stopped))
+        return summary
+
+    _last_epoch_loss = None
+
+    def _end_epoch(self, epoch: int, step: int, losses: list[torch.Tensor], seconds: float) -> None:
+        mean_loss = float(torch.stack(losses).mean())
+        self._last_epoch_loss = mean_loss
+        if not math.isfinite(mean_loss):
+            raise TrainingDiverged(f"the loss became {mean_loss} in epoch {epoch}: lower optim.lr or raise "
+                                   f"optim.warmup_epochs; the last good checkpoint is kept")
+        knn = None
+        want_knn = self._wanted("knn_every_epochs", epoch) and self.knn_memory is not None
+        want_map = self._wanted("embedding_every_epochs", epoch)
+        if want_knn or want_map:
+            features = embed(self.method.backbone, self.eval_set.images, mean=self.mean, std=self.std,
+                             device=self.device)
+            if want_knn:
+                memory = embed(self.method.backbone, self.knn_memory.images, mean=self.mean, std=self.std,
+                               device=self.device)
+                knn = knn_top1(memory, self.knn_memory.labels, features, self.eval_set.labels,
+                               k=self.config.train.knn_k)
+            if want_map:
+                self._emit(EmbeddingSnapshot(
+                    step=step, epoch=epoch, embeddings=features.numpy().copy(),
+                    labels=self.eval_set.labels.numpy().copy(), images=to_display(self.eval_set.images),
+                    class_names=list(self.eval_set.class_names), projection_2d=pca_2d(features)),
+                    lambda r: r.embedding_every_epochs > 0 and epoch % r.embedding_every_epochs == 0)
+        if self.folder is not None:
+            self.folder.append_metrics({"kind": "epoch", "epoch": epoch, "step": step, "loss": mean_loss,
+                                        "knn_top1": knn, "time": seconds})
+        self._emit(EpochEnd(epoch=epoch, step=step, mean_loss=mean_loss, knn_top1=knn, elapsed_seconds=seconds))
+        if epoch % self.config.train.checkpoint_every_epochs == 0 and step < self.total_steps:
+            self._checkpoint(step)
+
+    def _emit_views(self, step: int) -> None:
+        count = max(s.rates.views_count for s in self.subscriptions if s.rates.views_every_steps > 0)
+        index = self.view_index[:count]
+        originals = self.data.train.images[index]
+        views = self._views(originals.to(self.device), step, global_batch=False)
+        self._emit(AugmentedViews(step=step, originals=to_display(originals), views=[to_display(v) for v in views]),
+                   lambda r: r.views_every_steps > 0 and step % r.views_every_steps == 0)
+
+    def _evaluate(self, linear_probe: bool) -> dict:
+        if not dist_utils.is_main_process():
+            return {}
+        return evaluate_backbone(self.method.backbone, self.data, self.mean, self.std, k=self.config.train.knn_k,
+                                 linear_probe=linear_probe, device=self.device, seed=self.config.train.seed)

@@ -1,0 +1,22 @@
+"""Small, fast experiment configs shared by the training, CLI and app tests."""
+
+from ssl_engine.config import ExperimentConfig
+
+# Narrow heads keep a CPU step to a few milliseconds; every other value is the paper's.
+SMALL_HEADS = {
+    "simclr": ["method.hidden_dim=64", "method.projection_dim=32"],
+    "moco_v2": ["method.hidden_dim=64", "method.projection_dim=32", "method.queue_size=256"],
+    "byol": ["method.hidden_dim=64", "method.projection_dim=32"],
+    "simsiam": ["method.projection_dim=64", "method.predictor_hidden_dim=16"],
+    "barlow_twins": ["method.projection_dim=64", "method.lambd=0.02"],
+    "vicreg": ["method.expander_dim=64"],
+}
+
+
+def tiny_config(tmp_path, method="simclr", *extra, epochs=1, count=400, batch=64):
+    """A run of a few steps on a small generated shapes set, written under tmp_path."""
+    return ExperimentConfig.for_method(method).with_overrides([
+        "data.source=shapes", f"data.shapes_count={count}", "data.image_size=32",
+        "backbone.name=small_cnn", f"train.epochs={epochs}", f"train.batch_size={batch}",
+        "train.device=cpu", f"train.runs_dir={tmp_path / 'runs'}", "train.log_every_steps=1",
+        "train.eval_subset=64", "train.linear_probe=false", *SMALL_HEADS[method], *extra]).validate()

@@ -1,0 +1,99 @@
+"""The command line: train writes a run folder, eval reads it back, methods lists the
+catalogue, and every user mistake is one line on stderr with exit code 2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssl_engine.cli import main
+from ssl_engine.methods import FAMILIES, METHODS
+from tests.helpers import SMALL_HEADS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _train(tmp_path, *extra):
+    return main(["train", "--method", "simclr", "--dataset", "shapes", "--epochs", "1", "--batch-size", "64",
+                 "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), "--quiet",
+                 "--set", "data.shapes_count=400", "--set", "train.eval_subset=64",
+                 *[a for s in SMALL_HEADS["simclr"] for a in ("--set", s)], *extra])
+
+
+def test_methods_lists_every_method_by_family_with_ranges(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name, method in METHODS.items():
+        assert f"  {name} " in out
+        assert f"{method.family}: {FAMILIES[method.family]}" in out
+    assert "temperature" in out and "= 0.5" in out and "[> 0, <= 10]" in out
+    assert "lambd" in out and "sim_coeff" in out
+
+
+def test_train_then_eval_the_checkpoint(tmp_path, capsys):
+    assert _train(tmp_path) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["method"] == "simclr" and 0 <= summary["knn_top1"] <= 1
+    run = next((tmp_path / "runs").iterdir())
+    assert {p.name for p in run.iterdir()} >= {"config.toml", "metrics.jsonl", "checkpoints", "summary.json"}
+
+    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "last.pt"), "--data", "digits",
+                 "--k", "5", "--device", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["k"] == 5 and 0.1 < result["knn_top1"] <= 1 and 0.1 < result["linear_probe_top1"] <= 1
+
+    assert main(["eval", "--checkpoint", str(run), "--data", "digits", "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "kNN top-1 (k=20):" in text and "linear-probe top-1:" in text
+
+
+def test_baselines(capsys):
+    assert main(["eval", "--baseline", "pixels", "--data", "digits", "--json"]) == 0
+    pixels = json.loads(capsys.readouterr().out)
+    assert pixels["knn_top1"] > 0.9  # raw pixels already separate handwritten digits
+    assert main(["eval", "--baseline", "random", "--backbone", "small_cnn", "--data", "digits", "--json",
+                 "--device", "cpu"]) == 0
+    assert 0.1 < json.loads(capsys.readouterr().out)["knn_top1"] <= 1
+
+
+def test_train_resumes_a_run(tmp_path, capsys):
+    assert _train(tmp_path) == 0
+    run = next((tmp_path / "runs").iterdir())
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 10
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--set", "optim.lr=-1"], "error: optim.lr must be > 0, got -1"),
+    (["train", "--method", "simclrr"], "error: method.name must be one of"),
+    (["train", "--config", "missing.toml"], "error: config file missing.toml does not exist"),
+    (["train", "--set", "optimlr"], "error: --set expects section.key=value"),
+    (["train", "--epochs", "many"], "error: argument --epochs: invalid int value"),
+    (["eval", "--checkpoint", "nowhere.pt", "--data", "digits"], "error: checkpoint nowhere.pt does not exist"),
+    (["eval", "--baseline", "pixels", "--data", "imagenet"], "error: "),
+])
+def test_user_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+
+
+def test_missing_and_empty_folders(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for folder in ("missing", "empty"):
+        code = main(["train", "--dataset", f"folder:{tmp_path / folder}", "--runs-dir", str(tmp_path / "runs"),
+                     "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and str(tmp_path / folder) in err
+
+
+def test_a_real_process_prints_no_traceback(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "train", "--dataset", f"folder:{tmp_path}/none"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stderr.startswith("error: ")

@@ -1,0 +1,141 @@
+"""Experiment config: paper defaults, exact TOML round trip, overrides, validation messages."""
+
+import dataclasses
+
+import pytest
+
+from ssl_engine.augment.presets import preset_views
+from ssl_engine.config import ExperimentConfig
+from ssl_engine.errors import ConfigError
+from ssl_engine.methods import METHODS
+from ssl_engine.params import describe, spec_of
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_recipe_is_valid_and_round_trips_exactly(tmp_path, name):
+    config = ExperimentConfig.for_method(name)
+    assert config.problems() == []
+    path = tmp_path / "experiment.toml"
+    config.save(path)
+    loaded = ExperimentConfig.load(path)
+    assert loaded == config
+    assert type(loaded.method.params) is METHODS[name].Params
+    # saving the loaded config writes the same bytes
+    path2 = tmp_path / "again.toml"
+    loaded.save(path2)
+    assert path2.read_text() == path.read_text()
+
+
+def test_round_trip_keeps_non_default_values(tmp_path):
+    config = ExperimentConfig.for_method("vicreg").with_overrides(
+        ["optim.lr=0.123456789", "method.cov_coeff=0.5", "augment.views.0.blur_p=0.3",
+         "data.source=folder:/tmp/some images", "train.seed=7"])
+    config.save(tmp_path / "c.toml")
+    loaded = ExperimentConfig.load(tmp_path / "c.toml")
+    assert loaded == config
+    assert loaded.optim.lr == 0.123456789
+    assert loaded.method.params.cov_coeff == 0.5
+    assert loaded.data.source == "folder:/tmp/some images"
+
+
+def test_partial_file_starts_from_the_methods_paper_recipe(tmp_path):
+    path = tmp_path / "partial.toml"
+    path.write_text('[method]\nname = "barlow_twins"\n[method.params]\nlambd = 0.01\n[train]\nepochs = 3\n')
+    config = ExperimentConfig.load(path)
+    assert config.method.params.lambd == 0.01
+    assert config.method.params.projection_dim == 8192  # the paper's default stays
+    assert config.optim.name == "lars"
+    assert config.train.epochs == 3
+    assert config.augment.views == preset_views("barlow_twins", 32)
+
+
+def test_methods_carry_their_papers_recipes():
+    assert ExperimentConfig.for_method("moco_v2").optim.name == "sgd"
+    assert ExperimentConfig.for_method("barlow_twins").optim.name == "lars"
+    byol = ExperimentConfig.for_method("byol").augment.views
+    assert byol[0].blur_p != byol[1].blur_p or byol[0].solarize_p != byol[1].solarize_p
+    simclr = ExperimentConfig.for_method("simclr").augment.views
+    assert simclr[0] == simclr[1]
+
+
+def test_switching_method_switches_recipe_and_keeps_data():
+    config = ExperimentConfig.for_method("simclr").with_overrides(["data.source=digits", "method.name=vicreg",
+                                                                   "method.sim_coeff=10"])
+    assert config.method.name == "vicreg"
+    assert config.method.params.sim_coeff == 10
+    assert config.optim.lr == ExperimentConfig.for_method("vicreg").optim.lr
+    assert config.data.source == "digits"
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("optim.lr=-1", "optim.lr must be > 0, got -1"),
+    ("train.batch_size=1", "train.batch_size must be >= 2, got 1"),
+    ("optim.name=adam", "optim.name must be one of sgd, adamw, lars, got 'adam'"),
+    ("method.temperature=0", "method.temperature must be > 0, got 0"),
+    ("augment.views.0.flip_p=1.5", "augment.views[0].flip_p must be <= 1, got 1.5"),
+    ("data.source=imagenet", "data.source must be one of digits, shapes, cifar10, cifar100, stl10 or folder:PATH"),
+    ("backbone.name=vgg", "backbone.name must be one of"),
+    ("train.device=tpu", "train.device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
+])
+def test_validation_gives_one_clear_line_per_field(assignment, message):
+    key, _, value = assignment.partition("=")
+    if key.startswith("augment.views.0."):
+        config = ExperimentConfig.for_method("simclr")
+        views = list(config.augment.views)
+        views[0] = dataclasses.replace(views[0], flip_p=float(value))
+        config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, views=views))
+        problems = config.problems()
+    else:
+        try:
+            problems = ExperimentConfig.for_method("simclr").with_overrides([assignment]).problems()
+        except ConfigError as error:
+            problems = error.problems
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(message)
+
+
+def test_all_problems_are_reported_together():
+    config = ExperimentConfig.for_method("simclr").with_overrides(["optim.lr=-1", "train.epochs=0"])
+    with pytest.raises(ConfigError) as error:
+        config.validate()
+    assert error.value.problems == ["optim.lr must be > 0, got -1", "train.epochs must be >= 1, got 0"]
+
+
+def test_unknown_keys_are_named_not_ignored(tmp_path):
+    path = tmp_path / "typo.toml"
+    path.write_text('[optim]\nlearning_rate = 0.1\n[method.params]\ntemprature = 0.2\n[trian]\nepochs = 1\n')
+    with pytest.raises(ConfigError) as error:
+        ExperimentConfig.load(path)
+    text = str(error.value)
+    assert "optim.learning_rate is not a known setting" in text
+    assert "method.temprature is not a known setting" in text
+    assert "trian is not a known section" in text
+
+
+def test_wrong_types_are_reported(tmp_path):
+    path = tmp_path / "types.toml"
+    path.write_text('[optim]\nlr = "fast"\n[train]\nepochs = 2.5\n')
+    with pytest.raises(ConfigError) as error:
+        ExperimentConfig.load(path)
+    assert error.value.problems == ["optim.lr must be a number, got 'fast'",
+                                    "train.epochs must be an integer, got 2.5"]
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        ExperimentConfig.load(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[optim\nlr = ")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        ExperimentConfig.load(bad)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_hyperparameter_declares_default_range_and_help(name):
+    params = METHODS[name].Params
+    for field in dataclasses.fields(params):
+        spec = spec_of(field)
+        assert spec.help, f"{name}.{field.name} has no help"
+        if field.type in ("int", "float", int, float):
+            assert spec.range_text(), f"{name}.{field.name} has no range"
+    assert [row[0] for row in describe(params)] == [f.name for f in dataclasses.fields(params)]

@@ -1,0 +1,330 @@
+"""Each loss against an independent hand computation (numpy, explicit loops, float64) and
+against the limits the papers' reasoning predicts."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ssl_engine import losses
+
+
+def random_pair(batch_size=3, dimension=2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    z1 = torch.randn(batch_size, dimension, generator=generator)
+    z2 = torch.randn(batch_size, dimension, generator=generator)
+    return z1, z2
+
+
+def unit_rows(array):
+    return array / np.linalg.norm(array, axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------- hand computations
+
+
+def hand_nt_xent(z1, z2, temperature):
+    views = unit_rows(np.concatenate([z1.numpy(), z2.numpy()]).astype(np.float64))
+    count = len(views)
+    half = count // 2
+    total = 0.0
+    for anchor in range(count):
+        positive = (anchor + half) % count
+        numerator = math.exp(views[anchor] @ views[positive] / temperature)
+        denominator = sum(
+            math.exp(views[anchor] @ views[other] / temperature)
+            for other in range(count)
+            if other != anchor
+        )
+        total += -math.log(numerator / denominator)
+    return total / count
+
+
+def hand_moco(q, k, queue, temperature):
+    q = unit_rows(q.numpy().astype(np.float64))
+    k = unit_rows(k.numpy().astype(np.float64))
+    queue = queue.numpy().astype(np.float64)
+    total = 0.0
+    for n in range(len(q)):
+        logits = [q[n] @ k[n] / temperature] + [q[n] @ key / temperature for key in queue]
+        total += -logits[0] + math.log(sum(math.exp(logit) for logit in logits))
+    return total / len(q)
+
+
+def hand_barlow_terms(z1, z2):
+    def standardize(z):
+        z = z.numpy().astype(np.float64)
+        return (z - z.mean(axis=0)) / np.sqrt(z.var(axis=0) + 1e-5)  # numpy var is biased
+
+    a, b = standardize(z1), standardize(z2)
+    batch_size, dimension = a.shape
+    correlation = np.zeros((dimension, dimension))
+    for i in range(dimension):
+        for j in range(dimension):
+            correlation[i, j] = sum(a[n, i] * b[n, j] for n in range(batch_size)) / batch_size
+    on_diagonal = sum((1 - correlation[i, i]) ** 2 for i in range(dimension))
+    off_diagonal = sum(
+        correlation[i, j] ** 2 for i in range(dimension) for j in range(dimension) if i != j
+    )
+    return on_diagonal, off_diagonal, correlation
+
+
+def hand_vicreg_terms(z1, z2):
+    a = z1.numpy().astype(np.float64)
+    b = z2.numpy().astype(np.float64)
+    batch_size, dimension = a.shape
+    invariance = ((a - b) ** 2).mean()
+
+    def variance_hinge(z):
+        stds = np.sqrt(z.var(axis=0, ddof=1) + 1e-4)
+        return np.mean([max(0.0, 1 - s) for s in stds])
+
+    def covariance_penalty(z):
+        centered = z - z.mean(axis=0)
+        total = 0.0
+        for i in range(dimension):
+            for j in range(dimension):
+                if i != j:
+                    covariance = sum(centered[n, i] * centered[n, j] for n in range(batch_size))
+                    total += (covariance / (batch_size - 1)) ** 2
+        return total / dimension
+
+    variance = (variance_hinge(a) + variance_hinge(b)) / 2
+    covariance = covariance_penalty(a) + covariance_penalty(b)
+    return invariance, variance, covariance
+
+
+# ---------------------------------------------------------------- info_nce
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5, 1.0])
+def test_info_nce_matches_hand_computation(temperature):
+    z1, z2 = random_pair(batch_size=3, dimension=2)
+    loss = losses.info_nce(z1, z2, temperature)
+    assert loss.dim() == 0
+    assert loss.item() == pytest.approx(hand_nt_xent(z1, z2, temperature), rel=1e-5)
+
+
+def test_info_nce_normalises_its_inputs():
+    z1, z2 = random_pair(batch_size=4, dimension=5)
+    scaled = losses.info_nce(3.0 * z1, 0.2 * z2, 0.5)
+    assert scaled.item() == pytest.approx(losses.info_nce(z1, z2, 0.5).item(), rel=1e-5)
+
+
+def test_info_nce_is_lower_for_aligned_pairs_than_for_random_pairs():
+    z1, z2 = random_pair(batch_size=16, dimension=8)
+    assert losses.info_nce(z1, z1.clone(), 0.5) < losses.info_nce(z1, z2, 0.5)
+
+
+def test_info_nce_tends_to_zero_for_aligned_orthogonal_samples_at_low_temperature():
+    batch_size = 4
+    z = torch.eye(batch_size)
+    previous = math.inf
+    for temperature in (1.0, 0.5, 0.2, 0.1, 0.05):
+        loss = losses.info_nce(z, z.clone(), temperature).item()
+        # the positive scores 1 / T, the 2N - 2 negatives 0
+        expected = math.log(1 + (2 * batch_size - 2) * math.exp(-1 / temperature))
+        assert loss == pytest.approx(expected, rel=1e-4, abs=1e-6)
+        assert loss < previous
+        previous = loss
+    assert previous < 1e-6
+
+
+def test_info_nce_equals_log_2n_minus_1_when_every_embedding_is_the_same():
+    batch_size = 5
+    z = torch.tensor([[0.3, -1.2, 2.0]]).repeat(batch_size, 1)
+    loss = losses.info_nce(z, z.clone(), 0.2)
+    assert loss.item() == pytest.approx(math.log(2 * batch_size - 1), rel=1e-5)
+
+
+# ---------------------------------------------------------------- info_nce_with_queue
+
+
+def test_info_nce_with_queue_matches_hand_cross_entropy():
+    q, k = random_pair(batch_size=3, dimension=2, seed=1)
+    negatives = torch.randn(4, 2, generator=torch.Generator().manual_seed(2))
+    queue = torch.nn.functional.normalize(negatives, dim=1)
+    loss = losses.info_nce_with_queue(q, k, queue, 0.2)
+    assert loss.item() == pytest.approx(hand_moco(q, k, queue, 0.2), rel=1e-5)
+
+
+def test_info_nce_with_queue_tends_to_zero_with_aligned_keys_and_an_orthogonal_queue():
+    # queries live in the first four dimensions, the queue's keys in the last four
+    queries = torch.randn(6, 4, generator=torch.Generator().manual_seed(3))
+    q = torch.cat([queries, torch.zeros(6, 4)], dim=1)
+    queue = torch.cat([torch.zeros(4, 4), torch.eye(4)], dim=1)
+    for temperature in (0.5, 0.2, 0.05):
+        loss = losses.info_nce_with_queue(q, 2.0 * q, queue, temperature).item()
+        expected = math.log(1 + len(queue) * math.exp(-1 / temperature))
+        assert loss == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert loss < 1e-6
+
+
+def test_info_nce_with_queue_is_zero_with_an_empty_queue():
+    q, k = random_pair(batch_size=3, dimension=4)
+    assert losses.info_nce_with_queue(q, k, torch.empty(0, 4), 0.2).item() == 0.0
+
+
+# ---------------------------------------------------------------- barlow_twins
+
+
+def test_barlow_twins_terms_and_cross_correlation_match_hand_computation():
+    z1, z2 = random_pair(batch_size=3, dimension=2, seed=4)
+    on_diagonal, off_diagonal, correlation = losses.barlow_twins_terms(z1, z2)
+    hand_on, hand_off, hand_correlation = hand_barlow_terms(z1, z2)
+    np.testing.assert_allclose(correlation.numpy(), hand_correlation, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        losses.cross_correlation(z1, z2).numpy(), hand_correlation, rtol=1e-5, atol=1e-6
+    )
+    assert on_diagonal.item() == pytest.approx(hand_on, rel=1e-5, abs=1e-6)
+    assert off_diagonal.item() == pytest.approx(hand_off, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("lambd", [0.0, 5e-3, 1.0])
+def test_barlow_twins_weights_the_off_diagonal_term_by_lambda(lambd):
+    z1, z2 = random_pair(batch_size=8, dimension=4, seed=5)
+    hand_on, hand_off, _ = hand_barlow_terms(z1, z2)
+    loss = losses.barlow_twins(z1, z2, lambd)
+    assert loss.item() == pytest.approx(hand_on + lambd * hand_off, rel=1e-5)
+
+
+def test_barlow_twins_gives_the_dimension_for_constant_inputs():
+    dimension = 4
+    z = torch.full((8, dimension), 3.0)
+    assert losses.barlow_twins(z, z.clone(), 5e-3).item() == dimension
+
+
+def test_barlow_twins_on_diagonal_vanishes_for_identical_decorrelated_views():
+    z = torch.tensor([[1.0, 1.0], [-1.0, 1.0], [1.0, -1.0], [-1.0, -1.0]])
+    on_diagonal, off_diagonal, correlation = losses.barlow_twins_terms(z, z.clone())
+    assert on_diagonal.item() < 1e-8
+    assert off_diagonal.item() == 0.0
+    np.testing.assert_allclose(correlation.numpy(), np.eye(2), atol=1e-4)
+
+
+# ---------------------------------------------------------------- vicreg
+
+
+def test_vicreg_terms_match_hand_computation():
+    z1, z2 = random_pair(batch_size=3, dimension=2, seed=6)
+    for term, hand_term in zip(losses.vicreg_terms(z1, z2), hand_vicreg_terms(z1, z2)):
+        assert term.item() == pytest.approx(hand_term, rel=1e-5, abs=1e-6)
+
+
+def test_vicreg_is_the_weighted_sum_of_its_terms_with_paper_defaults():
+    z1, z2 = random_pair(batch_size=8, dimension=4, seed=7)
+    invariance, variance, covariance = hand_vicreg_terms(z1, z2)
+    assert losses.vicreg(z1, z2).item() == pytest.approx(
+        25.0 * invariance + 25.0 * variance + 1.0 * covariance, rel=1e-5
+    )
+    assert losses.vicreg(z1, z2, 1.0, 2.0, 3.0).item() == pytest.approx(
+        invariance + 2.0 * variance + 3.0 * covariance, rel=1e-5
+    )
+
+
+def test_vicreg_invariance_is_zero_for_identical_branches():
+    z1, _ = random_pair(batch_size=8, dimension=4)
+    invariance, _, _ = losses.vicreg_terms(z1, z1.clone())
+    assert invariance.item() == 0.0
+
+
+def test_vicreg_variance_is_0_99_for_collapsed_branches():
+    z = torch.full((6, 3), -0.5)
+    invariance, variance, covariance = losses.vicreg_terms(z, z.clone())
+    assert variance.item() == pytest.approx(1 - math.sqrt(1e-4), abs=1e-6)
+    assert invariance.item() == 0.0
+    assert covariance.item() == 0.0
+
+
+def test_covariance_matrix_and_penalty_on_a_tiny_example():
+    # centred rows: (-2, 0), (0, -2), (2, 2) -> covariance [[8, 4], [4, 8]] / (3 - 1)
+    z = torch.tensor([[1.0, 2.0], [3.0, 0.0], [5.0, 4.0]])
+    np.testing.assert_allclose(
+        losses.covariance_matrix(z).numpy(), [[4.0, 2.0], [2.0, 4.0]], atol=1e-6
+    )
+    # each branch: (2^2 + 2^2) / dimension 2 = 4; two branches: 8
+    _, _, covariance = losses.vicreg_terms(z, z.clone())
+    assert covariance.item() == pytest.approx(8.0, abs=1e-5)
+
+
+def test_covariance_matrix_rejects_a_batch_of_one():
+    with pytest.raises(ValueError):
+        losses.covariance_matrix(torch.ones(1, 3))
+
+
+# ---------------------------------------------------------------- negative_cosine
+
+
+def test_negative_cosine_limits():
+    p = torch.tensor([[1.0, 2.0, -1.0], [0.5, 0.0, 3.0]])
+    assert losses.negative_cosine(p, 2.5 * p).item() == pytest.approx(-1.0, abs=1e-6)
+    assert losses.negative_cosine(p, -p).item() == pytest.approx(1.0, abs=1e-6)
+    orthogonal = torch.tensor([[2.0, -1.0, 0.0], [0.0, 1.0, 0.0]])
+    assert losses.negative_cosine(p, orthogonal).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_negative_cosine_matches_hand_computation():
+    p, z = random_pair(batch_size=3, dimension=2, seed=8)
+    a, b = p.numpy().astype(np.float64), z.numpy().astype(np.float64)
+    cosines = [a[n] @ b[n] / (np.linalg.norm(a[n]) * np.linalg.norm(b[n])) for n in range(3)]
+    assert losses.negative_cosine(p, z).item() == pytest.approx(-np.mean(cosines), rel=1e-5)
+
+
+# ---------------------------------------------------------------- all losses
+
+
+def all_losses(a, b):
+    queue = torch.nn.functional.normalize(torch.randn(5, a.shape[1]), dim=1)
+    return {
+        "info_nce": losses.info_nce(a, b, 0.2),
+        "info_nce_with_queue": losses.info_nce_with_queue(a, b, queue, 0.2),
+        "barlow_twins": losses.barlow_twins(a, b, 5e-3),
+        "vicreg": losses.vicreg(a, b),
+        "negative_cosine": losses.negative_cosine(a, b),
+    }
+
+
+def test_gradients_flow_to_both_inputs():
+    z1, z2 = random_pair(batch_size=6, dimension=4)
+    for name in all_losses(z1, z2):
+        a = z1.clone().requires_grad_()
+        b = z2.clone().requires_grad_()
+        all_losses(a, b)[name].backward()
+        for tensor in (a, b):
+            assert tensor.grad is not None, name
+            assert torch.isfinite(tensor.grad).all(), name
+            assert tensor.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_give_a_float32_loss(dtype):
+    z1, z2 = random_pair(batch_size=6, dimension=4)
+    torch.manual_seed(0)
+    reference = all_losses(z1.to(dtype).float(), z2.to(dtype).float())
+    torch.manual_seed(0)
+    for name, loss in all_losses(z1.to(dtype), z2.to(dtype)).items():
+        assert loss.dtype == torch.float32, name
+        assert loss.item() == pytest.approx(reference[name].item(), rel=1e-5, abs=1e-6), name
+
+
+def test_losses_stay_float32_under_autocast():
+    z1, z2 = random_pair(batch_size=6, dimension=4)
+    torch.manual_seed(0)
+    reference = all_losses(z1, z2)
+    torch.manual_seed(0)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        under_autocast = all_losses(z1, z2)
+    for name, loss in under_autocast.items():
+        assert loss.dtype == torch.float32, name
+        assert loss.item() == pytest.approx(reference[name].item(), rel=1e-5, abs=1e-6), name
+
+
+def test_all_zero_embeddings_give_finite_losses_and_gradients():
+    for name in all_losses(torch.zeros(4, 3), torch.zeros(4, 3)):
+        a = torch.zeros(4, 3, requires_grad=True)
+        b = torch.zeros(4, 3, requires_grad=True)
+        loss = all_losses(a, b)[name]
+        loss.backward()
+        assert torch.isfinite(loss), name
+        assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all(), name
