@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_experiment_arguments(train)
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--knn-every", type=int, default=0, metavar="EPOCHS",
+                       help="print kNN top-1 on a fixed evaluation subset every EPOCHS epochs")
 
     evaluate = commands.add_parser("eval", help="kNN and linear-probe top-1 of a trained backbone")
     source = evaluate.add_mutually_exclusive_group(required=True)
@@ -120,7 +122,8 @@ def run_train(args) -> int:
     trainer = Trainer(config, resume=Path(args.resume).expanduser() if args.resume else None, control=control)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks for all
     if not args.quiet and main_process:
-        trainer.subscribe(_ProgressBar(), EventRates(metrics_every_steps=max(1, config.train.log_every_steps // 5)))
+        trainer.subscribe(_ProgressBar(), EventRates(metrics_every_steps=max(1, config.train.log_every_steps // 5),
+                                                     knn_every_epochs=max(0, args.knn_every)))
 
     def interrupt(signum, frame):  # first Ctrl-C: stop with a checkpoint; second: abort
         signal.signal(signal.SIGINT, signal.default_int_handler)

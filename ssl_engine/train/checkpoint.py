@@ -15,6 +15,11 @@ import torch
 from ..errors import UserError
 
 
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def save_checkpoint(path: str | Path, state: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,9 +42,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         raise UserError(f"{path} is not a safe SSL Explorer checkpoint (it would run code to load): "
-                        f"{str(error).splitlines()[0]}") from None
+                        f"{_first_line(error)}") from None
     except (RuntimeError, EOFError, OSError) as error:
-        raise UserError(f"{path} is not a readable checkpoint: {str(error).splitlines()[0]}") from None
+        raise UserError(f"{path} is not a readable checkpoint: {_first_line(error)}") from None
     if not isinstance(state, dict) or "config" not in state or "method" not in state:
         raise UserError(f"{path} is not an SSL Explorer checkpoint (no config or model weights)")
     return state
