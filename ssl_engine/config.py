@@ -117,7 +117,7 @@ class ExperimentConfig:
         """Paper defaults of the method named in `data`, with `data`'s values on top."""
         if not isinstance(data, dict):
             raise ConfigError([f"the config must be a table, got {data!r}"])
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = [f.name for f in dataclasses.fields(cls)]
         problems = [f"{key} is not a known section (known: {', '.join(known)})" for key in data if key not in known]
         method_table = data.get("method", {})
         name = method_table.get("name", "simclr") if isinstance(method_table, dict) else "simclr"
@@ -128,24 +128,20 @@ class ExperimentConfig:
         except ConfigError as error:
             raise ConfigError(problems + error.problems) from None
 
+        def plain_section(section):
+            current = getattr(base, section)
+            return lambda table: P.from_dict(type(current), table, section, base=current)
+
+        readers = {section: plain_section(section) for section in ("data", "backbone", "optim", "train")}
+        readers["method"] = lambda table: _method_from_dict(table, base.method)
+        readers["augment"] = lambda table: _augment_from_dict(table, base.augment)
         values = {}
-        for section in ("data", "backbone", "optim", "train"):
+        for section, read in readers.items():
             if section in data:
                 try:
-                    values[section] = P.from_dict(type(getattr(base, section)), data[section], section,
-                                                  base=getattr(base, section))
+                    values[section] = read(data[section])
                 except ConfigError as error:
                     problems += error.problems
-        if "method" in data:
-            try:
-                values["method"] = _method_from_dict(data["method"], base.method)
-            except ConfigError as error:
-                problems += error.problems
-        if "augment" in data:
-            try:
-                values["augment"] = _augment_from_dict(data["augment"], base.augment)
-            except ConfigError as error:
-                problems += error.problems
         if problems:
             raise ConfigError(problems)
         return dataclasses.replace(base, **values)

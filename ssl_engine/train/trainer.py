@@ -111,6 +111,7 @@ class Trainer:
         self.subscriptions: list[Subscription] = []
         self.run_dir: Path | None = None
         self.folder: RunFolder | None = None
+        self._last_epoch_loss: float | None = None
 
     def subscribe(self, callback, rates: EventRates | None = None) -> None:
         """Call `callback(event)` for events at the given rates (from the training thread)."""
@@ -376,8 +377,6 @@ class Trainer:
             self.folder.log(f"finished at step {step}: {summary}")
         self._emit(Finished(run_dir=str(self.run_dir) if self.run_dir else "", summary=summary, stopped_early=stopped))
         return summary
-
-    _last_epoch_loss = None
 
     def _end_epoch(self, epoch: int, step: int, losses: list[torch.Tensor], seconds: float) -> None:
         mean_loss = float(torch.stack(losses).mean())
