@@ -63,8 +63,10 @@ def test_train_resumes_a_run(tmp_path, capsys):
     assert _train(tmp_path) == 0
     run = next((tmp_path / "runs").iterdir())
     capsys.readouterr()
+    first = json.loads((run / "summary.json").read_text())
     assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 0
-    assert json.loads(capsys.readouterr().out)["steps"] == 10
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["steps"] == 10 and resumed["knn_top1_init"] == first["knn_top1_init"]
 
 
 @pytest.mark.parametrize("argv, message", [

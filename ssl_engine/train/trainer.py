@@ -7,6 +7,7 @@ under torchrun (one process per GPU, DDP; the run folder is written by rank 0 on
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -112,6 +113,7 @@ class Trainer:
         self.run_dir: Path | None = None
         self.folder: RunFolder | None = None
         self._last_epoch_loss: float | None = None
+        self._order_epoch: int | None = None  # the epoch whose shuffled order is in self._order
 
     def subscribe(self, callback, rates: EventRates | None = None) -> None:
         """Call `callback(event)` for events at the given rates (from the training thread)."""
@@ -260,7 +262,7 @@ class Trainer:
     def _batch_indices(self, step: int) -> torch.Tensor:
         cfg = self.config
         epoch, position = divmod(step, self.steps_per_epoch)
-        if getattr(self, "_order_epoch", None) != epoch:
+        if self._order_epoch != epoch:
             generator = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch)
             self._order = torch.randperm(len(self.images), generator=generator)
             self._order_epoch = epoch
@@ -292,6 +294,10 @@ class Trainer:
         summary = {"method": cfg.method.name, "data": cfg.data.source, "backbone": cfg.backbone.name}
         if self.start_step == 0 and self.folder is not None:
             summary["knn_top1_init"] = self._evaluate(linear_probe=False).get("knn_top1")
+        elif self.run_dir is not None and (self.run_dir / "summary.json").is_file():
+            # a resumed run keeps the floor measured when it started
+            earlier = json.loads((self.run_dir / "summary.json").read_text())
+            summary["knn_top1_init"] = earlier.get("knn_top1_init")
 
         step, train_seconds, images_seen = self.start_step, 0.0, 0
         epoch_losses: list[torch.Tensor] = []
