@@ -20,11 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ssl_engine.config import ExperimentConfig  # noqa: E402
-from ssl_engine.data import load_data  # noqa: E402
 from ssl_engine.data.image_set import DataSplits  # noqa: E402
 from ssl_engine.eval.evaluate import evaluate_pixels  # noqa: E402
 from ssl_engine.methods import METHODS  # noqa: E402
 from ssl_engine.train import Trainer  # noqa: E402
+from ssl_engine.train.trainer import load_data_for  # noqa: E402
 
 # Narrower projectors than the papers' 8192 (for ResNet-50 on ImageNet) so that a CPU run of a
 # few minutes spends its time in the backbone; everything else is each paper's recipe.
@@ -65,9 +65,7 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
 
-    probe = configure("simclr", args, "unused")
-    data = load_data(args.dataset, args.image_size, test_fraction=probe.data.test_fraction, seed=args.seed,
-                     root=probe.data.root, download=probe.data.download, shapes_count=probe.data.shapes_count)
+    data = load_data_for(configure("simclr", args, "unused"))
     pixels = evaluate_pixels(data, seed=args.seed)
     print(f"{args.dataset}: {len(data.train)} train / {len(data.test)} test images; raw pixels: "
           f"kNN {pixels['knn_top1']:.3f}, linear probe {pixels['linear_probe_top1']:.3f}", flush=True)

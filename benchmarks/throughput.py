@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from ssl_engine.cli import add_experiment_arguments, experiment_config  # noqa: E402
-from ssl_engine.data import load_data  # noqa: E402
 from ssl_engine.errors import UserError  # noqa: E402
 from ssl_engine.train import Trainer  # noqa: E402
-from ssl_engine.train.trainer import build_backbone_for, resolve_device, resolve_precision  # noqa: E402
+from ssl_engine.train.trainer import (build_backbone_for, load_data_for, resolve_device,  # noqa: E402
+                                     resolve_precision)
 from ssl_engine.augment.views import ViewAugmenter  # noqa: E402
 
 
@@ -78,9 +78,7 @@ def main(argv=None) -> int:
     try:
         config = experiment_config(args)
         device = resolve_device(config.train.device)
-        data = load_data(config.data.source, config.data.image_size, test_fraction=config.data.test_fraction,
-                         seed=config.train.seed, root=config.data.root, download=config.data.download,
-                         shapes_count=config.data.shapes_count)
+        data = load_data_for(config)
         steps_per_epoch = len(data.train) // config.train.batch_size
         epochs = max(1, math.ceil(args.steps / max(1, steps_per_epoch)))
         with tempfile.TemporaryDirectory() as runs:

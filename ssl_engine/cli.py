@@ -148,11 +148,10 @@ def run_eval(args) -> int:
     import torch
 
     from .config import ExperimentConfig
-    from .data import load_data
     from .data.stats import channel_stats
     from .eval.evaluate import evaluate_backbone, evaluate_pixels
     from .train.checkpoint import load_checkpoint
-    from .train.trainer import backbone_state, build_backbone_for, resolve_device
+    from .train.trainer import backbone_state, build_backbone_for, load_data_for, resolve_device
 
     if args.k < 1:
         raise UserError(f"--k must be >= 1, got {args.k}")
@@ -163,8 +162,7 @@ def run_eval(args) -> int:
     else:
         config = ExperimentConfig.for_method("simclr").with_overrides([f"backbone.name={json.dumps(args.backbone)}"])
     image_size = args.image_size or config.data.image_size
-    splits = load_data(args.data, image_size, test_fraction=config.data.test_fraction, seed=args.seed,
-                       root=config.data.root, download=config.data.download, shapes_count=config.data.shapes_count)
+    splits = load_data_for(config, source=args.data, image_size=image_size, seed=args.seed)
     if splits.test is None or not splits.train.has_labels:
         raise UserError(f"{args.data} has no labels: kNN and linear-probe accuracy need labelled images "
                         f"(a folder with one subfolder per class)")

@@ -84,6 +84,15 @@ def backbone_state(checkpoint: dict) -> dict:
     return {k[len(prefix):]: v for k, v in checkpoint["method"].items() if k.startswith(prefix)}
 
 
+def load_data_for(config: ExperimentConfig, *, source: str | None = None, image_size: int | None = None,
+                  seed: int | None = None) -> DataSplits:
+    """The data set `config` describes (or `source` at `image_size`, split with `seed`)."""
+    data = config.data
+    return load_data(source or data.source, image_size or data.image_size, test_fraction=data.test_fraction,
+                     seed=config.train.seed if seed is None else seed, root=data.root, download=data.download,
+                     shapes_count=data.shapes_count)
+
+
 def build_backbone_for(config: ExperimentConfig) -> nn.Module:
     stem = {"auto": None, "on": True, "off": False}[config.backbone.small_stem]
     return build_backbone(config.backbone.name, small_stem=stem, image_size=config.data.image_size)
@@ -160,9 +169,7 @@ class Trainer:
         self.amp_dtype = resolve_precision(cfg.train.precision, self.device)
 
         if self.data is None:
-            self.data = load_data(cfg.data.source, cfg.data.image_size, test_fraction=cfg.data.test_fraction,
-                                  seed=cfg.train.seed, root=cfg.data.root, download=cfg.data.download,
-                                  shapes_count=cfg.data.shapes_count)
+            self.data = load_data_for(cfg)
         train = self.data.train
         if cfg.train.batch_size > len(train):
             raise ConfigError([f"train.batch_size ({cfg.train.batch_size}) is larger than the training set "
@@ -178,6 +185,8 @@ class Trainer:
 
         self.images = self._place(train.images)
         self.mean, self.std = channel_stats(train.images, seed=cfg.train.seed)
+        # made once on the device: the step normalises with them twice per step
+        self._mean_std = (torch.tensor(self.mean, device=self.device), torch.tensor(self.std, device=self.device))
         self.augmenter = ViewAugmenter(cfg.augment.views, cfg.data.image_size)
 
         torch.manual_seed(cfg.train.seed)
@@ -320,7 +329,7 @@ class Trainer:
             set_learning_rate(self.optimizer, lr, self.peak_lr)
 
             batch = self.images[self._batch_indices(step).to(self.images.device)].to(self.device, non_blocking=True)
-            views = [normalize(v, self.mean, self.std) for v in self._views(batch, step)]
+            views = [normalize(v, *self._mean_std) for v in self._views(batch, step)]
             with autocast:
                 output = self.model(views, step)
             self.optimizer.zero_grad(set_to_none=True)
