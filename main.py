@@ -10,13 +10,10 @@ def main() -> int:
         return cli_main(sys.argv[1:])
     try:
         from app.main import run_app
-    except ImportError:
-        # The window is not built yet: train the default experiment on the bundled data instead.
-        from ssl_engine.cli import main as cli_main
-
-        print("The explorer window is not available yet; training SimCLR on the bundled shapes set "
-              "headless instead (see `python main.py train --help`).", file=sys.stderr)
-        return cli_main(["train", "--method", "simclr", "--dataset", "shapes", "--epochs", "10"])
+    except ImportError as error:  # e.g. PySide6 missing from a headless install
+        print(f"error: the window needs PySide6 and pyqtgraph ({error}); install them with "
+              f"`pip install -e .`, or use the command line: `python main.py train --help`", file=sys.stderr)
+        return 2
     return run_app()
 
 

@@ -1,0 +1,28 @@
+"""Opens the explorer window: `python main.py` with no arguments lands here."""
+
+from __future__ import annotations
+
+import sys
+
+
+def make_application(argv: list[str] | None = None):
+    """The QApplication, named for its settings folder, with plots in the system's palette."""
+    import pyqtgraph as pg
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv if argv is None else argv)
+    app.setApplicationName("SSL Explorer")
+    app.setOrganizationName("ssl-explorer")
+    palette = app.palette()  # dark or light, as the system is; set before any plot is built
+    pg.setConfigOptions(background=palette.base().color(), foreground=palette.text().color(), antialias=True)
+    return app
+
+
+def run_app(argv: list[str] | None = None) -> int:
+    from .main_window import MainWindow
+
+    app = make_application(argv)
+    window = MainWindow()
+    window.resize(1280, 800)
+    window.show()
+    return app.exec()

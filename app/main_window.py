@@ -1,0 +1,318 @@
+"""The explorer window: set up an experiment on the left, preview and training views on the right.
+
+It owns the experiment model, loads the data off the UI thread (the preview and the Trainer
+share the loaded set), starts one TrainingThread at a time and drains its mailbox on a timer.
+Closing the window during training asks the worker to stop, waits for its checkpoint, then
+closes: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from PySide6.QtCore import QTimer, Slot
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QFileDialog, QMainWindow, QMessageBox, QScrollArea, QSplitter, QTabWidget, QToolBar,
+                               QWidget)
+
+from ssl_engine.config import ExperimentConfig
+from ssl_engine.errors import ConfigError
+from ssl_engine.train.trainer import load_data_for
+
+from .background import BackgroundCall
+from .experiment_model import ExperimentModel
+from .settings import AppSettings
+from .widgets.preview_panel import PreviewPanel
+from .widgets.setup_panel import SetupPanel
+from .widgets.training_panel import TrainingPanel
+from .worker import TrainingThread
+
+DRAIN_INTERVAL_MS = 50  # 20 redraws a second at most
+DATA_DEBOUNCE_MS = 300  # wait for the user to stop typing before reloading the data
+
+
+def data_key(config_table: dict, seed) -> tuple:
+    """What decides which images are loaded: a change here means loading again."""
+    data = config_table["data"]
+    return (data.get("source"), data.get("image_size"), data.get("test_fraction"), data.get("shapes_count"),
+            data.get("root"), seed)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: AppSettings | None = None, parent=None):
+        super().__init__(parent)
+        self.settings = settings or AppSettings()
+        self.setWindowTitle("SSL Explorer")
+        self.model = ExperimentModel(self.settings.experiment() or ExperimentConfig.for_method("simclr"))
+        self.data = None                  # the loaded DataSplits for `self.data_key`
+        self.data_key: tuple | None = None
+        self.data_error: str | None = None
+        self.loader: BackgroundCall | None = None
+        self.worker: TrainingThread | None = None
+        self.last_run_dir: str | None = None
+        self.close_when_stopped = False
+
+        self.setup = SetupPanel(self.model, last_folder=self.settings.text("last_folder"))
+        self.setup.folder_chosen.connect(self._remember_folder)
+        scroll = QScrollArea()
+        scroll.setWidget(self.setup)
+        scroll.setWidgetResizable(True)
+        scroll.setMinimumWidth(330)
+        self.preview = PreviewPanel(self.model)
+        self.training = TrainingPanel()
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.preview, "Augmentations")
+        self.tabs.addTab(self.training, "Training")
+        splitter = QSplitter()
+        splitter.addWidget(scroll)
+        splitter.addWidget(self.tabs)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([360, 900])
+        self.setCentralWidget(splitter)
+        self._build_toolbar()
+
+        self.drain_timer = QTimer(self)
+        self.drain_timer.setInterval(DRAIN_INTERVAL_MS)
+        self.drain_timer.timeout.connect(self.drain)
+        self.data_timer = QTimer(self)
+        self.data_timer.setSingleShot(True)
+        self.data_timer.setInterval(DATA_DEBOUNCE_MS)
+        self.data_timer.timeout.connect(self.load_data)
+        self.model.changed.connect(self._model_changed)
+        self._model_changed()
+        self.load_data()
+
+    # -- building ---------------------------------------------------------------------
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("Run")
+        bar.setObjectName("run_toolbar")
+        bar.setMovable(False)
+        self.addToolBar(bar)
+
+        def action(text: str, slot, tip: str, shortcut=None) -> QAction:
+            item = QAction(text, self)
+            item.setToolTip(tip)
+            item.triggered.connect(slot)
+            if shortcut is not None:
+                item.setShortcut(shortcut)
+            bar.addAction(item)
+            return item
+
+        self.open_action = action("Open…", self.open_experiment, "open an experiment (.toml, as the command line uses)",
+                                  QKeySequence.StandardKey.Open)
+        self.save_action = action("Save…", self.save_experiment, "save this experiment as .toml",
+                                  QKeySequence.StandardKey.Save)
+        bar.addSeparator()
+        self.start_action = action("Start", self.start, "train this experiment")
+        self.pause_action = action("Pause", self.toggle_pause, "pause or resume training")
+        self.stop_action = action("Stop", self.stop, "stop training (a checkpoint is saved)")
+        self.save_model_action = action("Save model…", self.save_model, "copy the finished run's checkpoint to a file")
+        for name in ("start", "pause", "stop", "save_model"):
+            bar.widgetForAction(getattr(self, f"{name}_action")).setObjectName(f"{name}_button")
+        self._update_actions()
+
+    # -- the experiment and its data --------------------------------------------------
+    @Slot()
+    def _model_changed(self) -> None:
+        table = self.model.table
+        key = data_key(table, table["train"].get("seed"))
+        if key != self.data_key:
+            self.data_timer.start()
+        self._update_actions()
+
+    @Slot()
+    def load_data(self) -> None:
+        """Load the data the experiment names, off the UI thread (once a load is running, the
+        next one waits for it)."""
+        if self.loader is not None:
+            self.data_timer.start()
+            return
+        table = self.model.table
+        key = data_key(table, table["train"].get("seed"))
+        if key == self.data_key:
+            self._update_actions()
+            return
+        try:
+            config = ExperimentConfig.from_dict({"data": table["data"], "train": {"seed": table["train"]["seed"]}})
+        except ConfigError:
+            return  # the field is marked; load once it is fixed
+        self.data, self.data_key, self.data_error = None, key, None
+        self.preview.set_data(None)
+        self.preview.grid.clear("loading the data set…")
+        self.statusBar().showMessage(f"loading {config.data.source}…")
+        self.loader = BackgroundCall(load_data_for, config)
+        self.loader.finished.connect(self._data_loaded)
+        self.loader.start()
+        self._update_actions()
+
+    @Slot()
+    def _data_loaded(self) -> None:
+        loader, self.loader = self.loader, None
+        loader.wait()
+        if loader.error:
+            self.data_error = loader.error
+            self.preview.grid.clear(f"cannot load the data: {loader.error}")
+            self.statusBar().showMessage(f"cannot load the data: {loader.error}")
+        else:
+            self.data = loader.result
+            self.preview.set_data(self.data.train, seed=0)
+            skipped = f", {len(self.data.skipped)} unreadable files skipped" if self.data.skipped else ""
+            test = f", {len(self.data.test):,} test" if self.data.test is not None else ""
+            self.statusBar().showMessage(f"{self.data.name}: {len(self.data.train):,} training images{test}{skipped}")
+        self._update_actions()
+
+    def _remember_folder(self, folder: str) -> None:
+        self.settings.set_text("last_folder", folder)
+
+    def start_blocked_by(self) -> str | None:
+        """Why Start is disabled, or None when it is enabled."""
+        if self.worker is not None:
+            return "a run is in progress"
+        if self.model.config is None:
+            return "fix the marked fields: " + "; ".join(self.model.problems[:3])
+        if self.data_error:
+            return f"the data cannot be loaded: {self.data_error}"
+        if self.data is None or self.loader is not None or self.data_timer.isActive():
+            return "loading the data…"
+        return None
+
+    def _update_actions(self) -> None:
+        running = self.worker is not None
+        blocked = self.start_blocked_by()
+        self.start_action.setEnabled(blocked is None)
+        self.start_action.setToolTip(blocked or "train this experiment")
+        self.pause_action.setEnabled(running and not self.close_when_stopped)
+        self.stop_action.setEnabled(running and not self.close_when_stopped)
+        self.save_model_action.setEnabled(not running and self.last_run_dir is not None)
+        self.open_action.setEnabled(not running)
+        self.setup.setEnabled(not running)
+
+    # -- files ------------------------------------------------------------------------
+    def open_experiment(self, path: str | None = None) -> None:
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(self, "Open experiment", self.settings.text("last_config"),
+                                                  "Experiments (*.toml)")
+        if not path:
+            return
+        try:
+            self.model.load(path)
+        except ConfigError as error:
+            QMessageBox.warning(self, "Cannot open the experiment", "\n".join(error.problems))
+            return
+        self.settings.set_text("last_config", path)
+        self.statusBar().showMessage(f"opened {path}")
+
+    def save_experiment(self, path: str | None = None) -> None:
+        if self.model.config is None:
+            QMessageBox.warning(self, "Cannot save", "fix the marked fields first:\n" + "\n".join(self.model.problems))
+            return
+        if not path:
+            path, _ = QFileDialog.getSaveFileName(self, "Save experiment", self.settings.text("last_config")
+                                                  or "experiment.toml", "Experiments (*.toml)")
+        if not path:
+            return
+        self.model.save(path)
+        self.settings.set_text("last_config", path)
+        self.statusBar().showMessage(f"saved {path}")
+
+    def save_model(self, path: str | None = None) -> None:
+        checkpoint = Path(self.last_run_dir or "") / "checkpoints" / "last.pt"
+        if not checkpoint.is_file():
+            QMessageBox.warning(self, "No model to save", f"{checkpoint} does not exist")
+            return
+        if not path:
+            path, _ = QFileDialog.getSaveFileName(self, "Save model", str(Path(self.last_run_dir) / "model.pt"),
+                                                  "Checkpoints (*.pt)")
+        if not path:
+            return
+        try:
+            shutil.copyfile(checkpoint, path)
+        except OSError as error:
+            QMessageBox.warning(self, "Cannot save the model", str(error))
+            return
+        self.statusBar().showMessage(f"model saved to {path}")
+
+    # -- training ---------------------------------------------------------------------
+    def start(self) -> None:
+        if self.start_blocked_by() is not None:
+            return
+        self.training.reset()
+        self.worker = TrainingThread(self.model.config, self.data, parent=self)
+        self.worker.finished.connect(self._worker_finished)
+        self.worker.start()
+        self.drain_timer.start()
+        self.tabs.setCurrentWidget(self.training)
+        self.pause_action.setText("Pause")
+        self.statusBar().showMessage("training…")
+        self._update_actions()
+
+    def toggle_pause(self) -> None:
+        if self.worker is None:
+            return
+        control = self.worker.control
+        if control.paused:
+            control.resume()
+            self.pause_action.setText("Pause")
+            self.statusBar().showMessage("training…")
+        else:
+            control.pause()
+            self.pause_action.setText("Resume")
+            self.statusBar().showMessage("paused")
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.control.stop()
+            self.statusBar().showMessage("stopping: saving a checkpoint…")
+
+    @Slot()
+    def drain(self) -> None:
+        if self.worker is None:
+            return
+        delivery = self.worker.mailbox.drain()
+        if delivery.empty():
+            return
+        self.training.apply(delivery)
+        if delivery.started is not None:
+            self.last_run_dir = delivery.started.run_dir
+        if delivery.failed is not None:
+            self._show_failure(delivery.failed.message, delivery.failed.run_dir)
+        if delivery.finished is not None:
+            summary = delivery.finished.summary
+            knn = summary.get("knn_top1")
+            result = f", kNN top-1 {knn:.1%} (random init {summary.get('knn_top1_init') or 0:.1%})" if knn else ""
+            verb = "stopped" if delivery.finished.stopped_early else "finished"
+            self.statusBar().showMessage(f"{verb} after {summary.get('epochs', 0):.2f} epochs{result}; "
+                                         f"run folder {delivery.finished.run_dir}")
+
+    def _show_failure(self, message: str, run_dir: str | None) -> None:
+        where = f"\n\nThe run's log is in {run_dir}/run.log." if run_dir else ""
+        self.statusBar().showMessage(f"training failed: {message}")
+        box = QMessageBox(QMessageBox.Icon.Warning, "Training stopped", message + where, parent=self)
+        box.setObjectName("failure_message")
+        box.open()  # not exec(): the window stays live behind it
+
+    @Slot()
+    def _worker_finished(self) -> None:
+        self.worker.wait()
+        self.drain()  # what arrived after the last tick
+        worker, self.worker = self.worker, None
+        self.drain_timer.stop()
+        worker.deleteLater()
+        self._update_actions()
+        if self.close_when_stopped:
+            self.close()
+
+    def closeEvent(self, event) -> None:
+        if self.worker is not None:
+            # stop, let the worker write its checkpoint, and close when it has finished
+            self.close_when_stopped = True
+            self.worker.control.stop()
+            self.statusBar().showMessage("saving a checkpoint before closing…")
+            self._update_actions()
+            event.ignore()
+            return
+        if self.loader is not None:
+            self.loader.wait()
+        self.settings.set_experiment(self.model.table)
+        super().closeEvent(event)

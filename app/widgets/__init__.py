@@ -1,0 +1,1 @@
+"""Self-contained pyqtgraph views of a training run: loss curves, matrices, embedding maps."""

@@ -1,0 +1,113 @@
+"""A form built from a dataclass of declared parameters: one editor per field, with the
+field's help, valid range and default as its tooltip, and its problem marked beside it.
+
+Numbers are typed into line edits rather than spin boxes on purpose: a spin box silently
+clamps, and the user would never learn why 0 became 0.0001. Here the value is kept as typed,
+the engine says what is wrong with it, and the field turns red with that reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit, QWidget
+
+from ssl_engine import params as P
+from ssl_engine.config import _parse_scalar
+
+from ..experiment_model import ExperimentModel
+
+INVALID_STYLE = "border: 1px solid #d9534f; background: rgba(217, 83, 79, 40);"
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def tooltip(spec: P.Spec, default) -> str:
+    parts = [spec.help]
+    if spec.range_text():
+        parts.append(f"valid: {spec.range_text()}")
+    parts.append(f"default: {default}")
+    return "\n".join(p for p in parts if p)
+
+
+def make_editor(kind, spec: P.Spec, value, on_change, labels: dict | None = None) -> QWidget:
+    """The editor for one field; `on_change(value)` receives the typed or parsed value.
+    `labels` gives a combo box's text for some of its values."""
+    if kind is bool:
+        editor = QCheckBox()
+        editor.setChecked(bool(value))
+        editor.toggled.connect(on_change)
+    elif spec.choices is not None:
+        editor = QComboBox()
+        for choice in spec.choices:
+            editor.addItem((labels or {}).get(choice, str(choice)), choice)
+        editor.setCurrentIndex(max(editor.findData(value), 0))
+        editor.currentIndexChanged.connect(lambda index: on_change(editor.itemData(index)))
+    else:
+        editor = QLineEdit(f"{value:g}" if isinstance(value, float) else str(value))
+        if kind in (int, float):
+            editor.textEdited.connect(lambda text: on_change(_parse_scalar(text.strip()) if text.strip() else text))
+        else:
+            editor.textEdited.connect(on_change)
+    return editor
+
+
+class ParamForm(QWidget):
+    """Editors for the fields of `cls` whose values live at `prefix` in the model's table.
+
+    `only` limits the form to some fields, in that order; `choices` gives a combo box for a
+    free-text field: a list of values (the backbone names) or of (value, label) pairs (devices).
+    Problems are re-marked after every model change.
+    """
+
+    edited = Signal(tuple)
+
+    def __init__(self, model: ExperimentModel, cls, prefix: tuple, *, only: list[str] | None = None,
+                 choices: dict[str, list] | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.model = model
+        self.prefix = prefix
+        self.editors: dict[str, QWidget] = {}
+        self.problem_labels: dict[str, QLabel] = {}
+        layout = QFormLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        types = P.field_types(cls)
+        defaults = cls()
+        for name in only or [f for f in fields if f != "params" and not f.startswith("_")]:
+            spec, labels = P.spec_of(fields[name]), None
+            if choices and name in choices:
+                pairs = [c if isinstance(c, tuple) else (c, str(c)) for c in choices[name]]
+                spec, labels = dataclasses.replace(spec, choices=tuple(v for v, _ in pairs)), dict(pairs)
+            path = prefix + (name,)
+            editor = make_editor(types[name], spec, model.value(path),
+                                 lambda value, path=path: self._set(path, value), labels)
+            editor.setToolTip(tooltip(P.spec_of(fields[name]), getattr(defaults, name)))
+            editor.setObjectName(".".join(str(p) for p in path))
+            problem = QLabel()
+            problem.setWordWrap(True)
+            problem.setStyleSheet("color: #d9534f;")
+            problem.hide()
+            label = QLabel(_label(name))
+            label.setToolTip(editor.toolTip())
+            layout.addRow(label, editor)
+            layout.addRow("", problem)
+            self.editors[name], self.problem_labels[name] = editor, problem
+        model.changed.connect(self.mark_problems)
+        self.mark_problems()
+
+    def _set(self, path: tuple, value) -> None:
+        self.model.set_value(path, value)
+        self.edited.emit(path)
+
+    def mark_problems(self) -> None:
+        for name, editor in self.editors.items():
+            problem = self.model.problem_for(self.prefix + (name,))
+            label = self.problem_labels[name]
+            editor.setStyleSheet(INVALID_STYLE if problem else "")
+            label.setText(problem or "")
+            label.setVisible(bool(problem))

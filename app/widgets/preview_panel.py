@@ -1,0 +1,206 @@
+"""The augmentation preview: sample images beside the views the method would train on.
+
+Sliders edit the experiment's view recipes (every view at once, or one view for asymmetric
+methods such as BYOL); any change to the experiment re-renders at once with the same random
+draws, so what moves is the effect of the slider, not new randomness. "New random views" draws
+again. The views come from the engine's own ViewAugmenter, the code the Trainer runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout,
+                               QWidget)
+
+from ssl_engine import params as P
+from ssl_engine.augment.views import ViewAugmenter, ViewConfig, check_view
+from ssl_engine.data.image_set import ImageSet
+from ssl_engine.errors import ConfigError
+from ssl_engine.train.trainer import to_display
+
+from ..experiment_model import ExperimentModel
+from .image_grid import ImageGrid
+from .param_form import tooltip
+
+# slider range and step per view field (the declared ranges are open-ended for jitter strengths)
+SLIDERS: dict[str, tuple[float, float, float]] = {
+    "crop_scale_min": (0.01, 1.0, 0.01), "crop_scale_max": (0.01, 1.0, 0.01), "flip_p": (0, 1, 0.05),
+    "jitter_p": (0, 1, 0.05), "brightness": (0, 1.5, 0.05), "contrast": (0, 1.5, 0.05),
+    "saturation": (0, 1.5, 0.05), "hue": (0, 0.5, 0.01), "grayscale_p": (0, 1, 0.05),
+    "blur_p": (0, 1, 0.05), "blur_sigma_min": (0.1, 5, 0.1), "blur_sigma_max": (0.1, 5, 0.1),
+    "solarize_p": (0, 1, 0.05),
+}
+SAMPLE_COUNT = 8
+
+
+def pick_samples(images: ImageSet, count: int = SAMPLE_COUNT, seed: int = 0) -> torch.Tensor:
+    """`count` images, one per class while classes last, the same ones for the same seed."""
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    chosen, seen = [], set()
+    for index in order.tolist():
+        label = int(images.labels[index])
+        if label < 0 or label not in seen:
+            chosen.append(index)
+            seen.add(label)
+        if len(chosen) == count:
+            break
+    for index in order.tolist():  # fewer classes than samples: fill with the next images
+        if len(chosen) == count:
+            break
+        if index not in chosen:
+            chosen.append(index)
+    return images.images[chosen]
+
+
+class ViewSlider(QWidget):
+    """A slider over one view field's range, with its value shown beside it."""
+
+    def __init__(self, name: str, low: float, high: float, step: float, on_change, parent=None):
+        super().__init__(parent)
+        self.low, self.step = low, step
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setObjectName(name)
+        self.slider.setRange(0, round((high - low) / step))
+        self.value_label = QLabel()
+        self.value_label.setMinimumWidth(36)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.slider, 1)
+        layout.addWidget(self.value_label)
+        self.slider.valueChanged.connect(lambda position: on_change(self.value_at(position)))
+
+    def value_at(self, position: int) -> float:
+        return round(self.low + position * self.step, 6)
+
+    def show_value(self, value: float) -> None:
+        self.slider.blockSignals(True)
+        self.slider.setValue(round((float(value) - self.low) / self.step))
+        self.slider.blockSignals(False)
+        self.value_label.setText(f"{float(value):g}")
+
+
+class PreviewPanel(QWidget):
+    """Sample images, their augmented views, and the sliders that shape them."""
+
+    def __init__(self, model: ExperimentModel, parent=None):
+        super().__init__(parent)
+        self.model = model
+        self.samples: torch.Tensor | None = None
+        self.draw = 0  # the random draw shown; "New random views" moves to the next
+        self.grid = ImageGrid("loading the data set…")
+        self.message = QLabel()
+        self.message.setWordWrap(True)
+        self.message.setStyleSheet("color: #d9534f;")
+        self.view_choice = QComboBox()
+        self.view_choice.setObjectName("preview_view_choice")
+        self.view_choice.setToolTip("edit every view at once, or one view (asymmetric recipes such as BYOL's)")
+        self.view_choice.currentIndexChanged.connect(self._show_values)
+        self.new_views = QPushButton("New random views")
+        self.new_views.clicked.connect(self.next_draw)
+
+        fields = {f.name: f for f in dataclasses.fields(ViewConfig)}
+        defaults = ViewConfig()
+        controls = QGridLayout()
+        self.sliders: dict[str, ViewSlider] = {}
+        for row, (name, (low, high, step)) in enumerate(SLIDERS.items()):
+            slider = ViewSlider(name, low, high, step, lambda value, name=name: self._slide(name, value))
+            slider.setToolTip(tooltip(P.spec_of(fields[name]), getattr(defaults, name)))
+            label = QLabel(name.replace("_", " "))
+            label.setToolTip(slider.toolTip())
+            controls.addWidget(label, row, 0)
+            controls.addWidget(slider, row, 1)
+            self.sliders[name] = slider
+
+        side = QVBoxLayout()
+        top = QHBoxLayout()
+        top.addWidget(QLabel("edit"))
+        top.addWidget(self.view_choice, 1)
+        side.addLayout(top)
+        side.addLayout(controls)
+        side.addWidget(self.new_views)
+        side.addStretch(1)
+        side_widget = QWidget()
+        side_widget.setLayout(side)
+        side_widget.setMaximumWidth(360)
+        images = QVBoxLayout()
+        images.addWidget(self.grid, 1)
+        images.addWidget(self.message)
+        layout = QHBoxLayout(self)
+        layout.addLayout(images, 1)
+        layout.addWidget(side_widget)
+
+        model.reset.connect(self._fill_view_choice)
+        model.changed.connect(self.render)
+        self._fill_view_choice()
+
+    # -- inputs -----------------------------------------------------------------------
+    def set_data(self, images: ImageSet | None, seed: int = 0) -> None:
+        self.samples = None if images is None else pick_samples(images, seed=seed)
+        self.render()
+
+    def next_draw(self) -> None:
+        self.draw += 1
+        self.render()
+
+    def _fill_view_choice(self) -> None:
+        views = self.model.value(("augment", "views"))
+        self.view_choice.blockSignals(True)
+        self.view_choice.clear()
+        self.view_choice.addItem("all views")
+        self.view_choice.addItems([f"view {i + 1}" for i in range(len(views))])
+        self.view_choice.blockSignals(False)
+        self._show_values()
+
+    def _edited_view(self) -> int | None:
+        index = self.view_choice.currentIndex()
+        return None if index <= 0 else index - 1
+
+    def _show_values(self) -> None:
+        view = self.model.value(("augment", "views"))[self._edited_view() or 0]
+        for name, slider in self.sliders.items():
+            value = view.get(name)
+            if isinstance(value, (int, float)):
+                slider.show_value(value)
+
+    def _slide(self, name: str, value: float) -> None:
+        self.sliders[name].value_label.setText(f"{value:g}")
+        self.model.set_view_value(self._edited_view(), name, value)
+
+    # -- drawing ----------------------------------------------------------------------
+    def view_configs(self) -> list[ViewConfig]:
+        """The views in the table, or ConfigError naming what is wrong with them."""
+        views, problems = [], []
+        for i, table in enumerate(self.model.value(("augment", "views"))):
+            where = f"augment.views[{i}]"
+            try:
+                view = P.from_dict(ViewConfig, table, where)
+            except ConfigError as error:
+                problems += error.problems
+                continue
+            problems += P.validate(view, where) + check_view(view, where)
+            views.append(view)
+        if problems:
+            raise ConfigError(problems)
+        return views
+
+    def render(self) -> None:
+        self._show_values()
+        if self.samples is None:
+            return
+        try:
+            views = self.view_configs()
+        except ConfigError as error:
+            self.message.setText("cannot draw the views: " + "; ".join(error.problems))
+            return
+        self.message.setText("")
+        size = self.samples.shape[-1]
+        generator = torch.Generator().manual_seed(self.draw)
+        augmented = ViewAugmenter(views, size)(self.samples, generator)
+        self.grid.set_images(to_display(self.samples), [to_display(v) for v in augmented])
+
+    def shown_views(self) -> list[np.ndarray]:
+        return self.grid.shown[1:]

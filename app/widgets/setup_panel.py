@@ -1,0 +1,201 @@
+"""The set-up column: data, method and its hyperparameters, backbone, optimiser, training.
+
+Every form is built from the engine's declared parameters (default, range, help), so a new
+method's hyperparameters appear here without any change to the app. The method list is
+grouped by family, with the method's one-line summary and paper under it.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QGroupBox, QLabel, QPushButton,
+                               QVBoxLayout, QWidget)
+
+from ssl_engine.config import DATA_SOURCES, BackboneConfig, DataConfig, OptimConfig, TrainConfig
+from ssl_engine.methods import FAMILIES, METHODS
+from ssl_engine.models.backbones import backbone_names
+
+from ..devices import device_choices
+from ..experiment_model import ExperimentModel
+from .param_form import ParamForm
+
+FOLDER_ITEM = "image folder…"
+DATA_LABELS = {"digits": "digits (bundled, 1,797 handwritten digits)",
+               "shapes": "shapes (bundled, generated, 10 classes)",
+               "cifar10": "CIFAR-10 (torchvision, downloads)", "cifar100": "CIFAR-100 (torchvision, downloads)",
+               "stl10": "STL-10 (torchvision, downloads)"}
+
+
+class MethodPicker(QComboBox):
+    """Methods grouped under non-selectable family headings."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("method")
+        for family in FAMILIES:
+            names = sorted(name for name, cls in METHODS.items() if cls.family == family)
+            if not names:
+                continue
+            self.addItem(family.upper())
+            heading = self.model().item(self.count() - 1)
+            heading.setEnabled(False)
+            heading.setSelectable(False)
+            for name in names:
+                self.addItem(f"    {name}", name)
+                self.setItemData(self.count() - 1, METHODS[name].summary, 3)  # 3: Qt.ToolTipRole
+
+    def select(self, name: str) -> None:
+        index = self.findData(name)
+        if index >= 0 and index != self.currentIndex():
+            self.blockSignals(True)
+            self.setCurrentIndex(index)
+            self.blockSignals(False)
+
+    def selected(self) -> str | None:
+        return self.currentData()
+
+
+class SetupPanel(QWidget):
+    """Edits the experiment model; `folder_chosen` tells the window to remember the folder."""
+
+    folder_chosen = Signal(str)
+
+    def __init__(self, model: ExperimentModel, last_folder: str = "", parent=None):
+        super().__init__(parent)
+        self.model = model
+        self.last_folder = last_folder
+        layout = QVBoxLayout(self)
+
+        # data
+        self.source = QComboBox()
+        self.source.setObjectName("data.source")
+        for source in DATA_SOURCES:
+            self.source.addItem(DATA_LABELS.get(source, source), source)
+        self.source.addItem(FOLDER_ITEM, "folder")
+        self.source.setToolTip("the images to train on; a folder's subfolders are its classes")
+        self.source.activated.connect(self._source_picked)
+        self.folder_label = QLabel()
+        self.folder_label.setWordWrap(True)
+        data_box = QGroupBox("Data")
+        data_layout = QVBoxLayout(data_box)
+        data_layout.addWidget(self.source)
+        data_layout.addWidget(self.folder_label)
+        self.data_form_holder = QVBoxLayout()
+        data_layout.addLayout(self.data_form_holder)
+        layout.addWidget(data_box)
+
+        # method
+        self.method = MethodPicker()
+        self.method.currentIndexChanged.connect(self._method_picked)
+        self.method_summary = QLabel()
+        self.method_summary.setWordWrap(True)
+        method_box = QGroupBox("Method")
+        method_layout = QVBoxLayout(method_box)
+        method_layout.addWidget(self.method)
+        method_layout.addWidget(self.method_summary)
+        self.method_form_holder = QVBoxLayout()
+        method_layout.addLayout(self.method_form_holder)
+        layout.addWidget(method_box)
+
+        # backbone, optimiser, training: fixed forms over fixed sections
+        self.backbone_form = ParamForm(model, BackboneConfig, ("backbone",),
+                                       choices={"name": backbone_names()})
+        layout.addWidget(self._box("Backbone", self.backbone_form))
+        self.optim_form = ParamForm(model, OptimConfig, ("optim",),
+                                    only=["name", "lr", "weight_decay", "momentum", "warmup_epochs", "grad_clip"])
+        layout.addWidget(self._box("Optimiser", self.optim_form))
+        self.train_form = ParamForm(model, TrainConfig, ("train",),
+                                    only=["epochs", "batch_size", "device", "precision", "seed", "runs_dir"],
+                                    choices={"device": device_choices()})
+        layout.addWidget(self._box("Training", self.train_form))
+        layout.addStretch(1)
+
+        self.data_form = self.method_form = None
+        model.reset.connect(self.rebuild)
+        model.changed.connect(self._show_source)
+        self.rebuild()
+
+    @staticmethod
+    def _box(title: str, form: QWidget) -> QGroupBox:
+        box = QGroupBox(title)
+        QVBoxLayout(box).addWidget(form)
+        return box
+
+    # -- following the model ----------------------------------------------------------
+    def rebuild(self) -> None:
+        """New forms for what depends on the method or on a newly opened file."""
+        for holder, attribute, form in (
+                (self.data_form_holder, "data_form",
+                 lambda: ParamForm(self.model, DataConfig, ("data",), only=["image_size", "shapes_count", "test_fraction"])),
+                (self.method_form_holder, "method_form", self._method_form)):
+            old = getattr(self, attribute)
+            if old is not None:
+                holder.removeWidget(old)
+                old.hide()  # at once: deleteLater waits for the event loop
+                old.deleteLater()
+            setattr(self, attribute, form())
+            holder.addWidget(getattr(self, attribute))
+        for form in (self.backbone_form, self.optim_form, self.train_form):
+            self._refresh(form)
+        name = self.model.value(("method", "name"))
+        self.method.select(name)
+        cls = METHODS.get(name)
+        self.method_summary.setText(f"{cls.summary}.\n{cls.paper}" if cls else "")
+        self._show_source()
+
+    def _method_form(self) -> QWidget:
+        cls = METHODS.get(self.model.value(("method", "name")))
+        return ParamForm(self.model, cls.Params, ("method", "params")) if cls else QWidget()
+
+    def _refresh(self, form: ParamForm) -> None:
+        """Show the model's values in a fixed form (after a file was opened or the method switched)."""
+        for name, editor in form.editors.items():
+            value = self.model.value(form.prefix + (name,))
+            editor.blockSignals(True)
+            if isinstance(editor, QComboBox):
+                index = editor.findData(value) if editor.findData(value) >= 0 else editor.findText(str(value))
+                editor.setCurrentIndex(max(index, 0))
+            elif hasattr(editor, "setChecked"):
+                editor.setChecked(bool(value))
+            else:
+                editor.setText(f"{value:g}" if isinstance(value, float) else str(value))
+            editor.blockSignals(False)
+        form.mark_problems()
+
+    def _show_source(self) -> None:
+        source = str(self.model.value(("data", "source")))
+        is_folder = source.startswith("folder:")
+        index = self.source.findData("folder" if is_folder else source)
+        self.source.blockSignals(True)
+        self.source.setCurrentIndex(max(index, 0))
+        self.source.blockSignals(False)
+        self.folder_label.setText(source[len("folder:"):] if is_folder else "")
+        self.folder_label.setVisible(is_folder)
+        if self.data_form is not None:
+            shapes = source == "shapes"
+            for name in ("shapes_count",):
+                self.data_form.editors[name].setVisible(shapes)
+                self.data_form.layout().labelForField(self.data_form.editors[name]).setVisible(shapes)
+
+    # -- user actions -----------------------------------------------------------------
+    def _source_picked(self, index: int) -> None:
+        value = self.source.itemData(index)
+        if value == "folder":
+            folder = QFileDialog.getExistingDirectory(self, "Image folder (one subfolder per class, or none)",
+                                                      self.last_folder)
+            if not folder:
+                self._show_source()  # cancelled: show the source that is still in use
+                return
+            self.choose_folder(folder)
+        else:
+            self.model.set_value(("data", "source"), value)
+
+    def choose_folder(self, folder: str) -> None:
+        self.last_folder = folder
+        self.folder_chosen.emit(folder)
+        self.model.set_value(("data", "source"), f"folder:{folder}")
+
+    def _method_picked(self, index: int) -> None:
+        name = self.method.itemData(index)
+        if name and name != self.model.value(("method", "name")):
+            self.model.switch_method(name)

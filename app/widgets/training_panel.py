@@ -1,0 +1,125 @@
+"""The live training views: progress, loss curves, augmented views, matrix, embedding map.
+
+The panel draws what the worker's mailbox delivered since the last timer tick: all the step
+metrics (appended to the curves in one call), the latest views, matrix and map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
+
+from ssl_engine.train.events import RunStarted
+
+from ..worker import Delivery
+from .image_grid import ImageGrid
+from .loss_plot import LossPlot
+from .matrix_view import MatrixView
+from .projection_view import ProjectionView
+
+
+def duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class ProgressRow(QWidget):
+    """Step, epoch, ETA, images per second and the last kNN accuracy, with a progress bar."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.bar = QProgressBar()
+        self.bar.setTextVisible(True)
+        self.labels = {name: QLabel("–") for name in ("step", "epoch", "eta", "speed", "knn")}
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.bar, 2)
+        for name, label in self.labels.items():
+            label.setObjectName(f"progress.{name}")
+            label.setMinimumWidth(90)
+            layout.addWidget(label)
+        self.total_steps = self.steps_per_epoch = 1
+        self.epochs = 1
+        self.knn_epoch = 0  # the epoch of the kNN shown
+
+    def start(self, started: RunStarted) -> None:
+        self.total_steps, self.steps_per_epoch = max(started.total_steps, 1), max(started.steps_per_epoch, 1)
+        self.epochs = max(self.total_steps // self.steps_per_epoch, 1)
+        self.bar.setRange(0, self.total_steps)
+        self.bar.setValue(started.start_step)
+        self.knn_epoch = 0
+        self.labels["knn"].setText("kNN: after epoch 1" if started.test_size else "kNN: no labels")
+        self.show_step(started.start_step, started.start_step // self.steps_per_epoch, None, None)
+
+    def show_step(self, step: int, epoch: int, speed: float | None, eta: float | None) -> None:
+        self.bar.setValue(step)
+        self.labels["step"].setText(f"step {step:,}/{self.total_steps:,}")
+        self.labels["epoch"].setText(f"epoch {min(epoch + 1, self.epochs)}/{self.epochs}")
+        self.labels["speed"].setText("–" if speed is None else f"{speed:,.0f} img/s")
+        self.labels["eta"].setText("–" if eta is None else f"ETA {duration(eta)}")
+
+    def show_knn(self, epoch: int, knn: float) -> None:
+        self.knn_epoch = epoch
+        self.labels["knn"].setText(f"kNN {knn:.1%} (epoch {epoch})")
+
+
+class TrainingPanel(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.progress = ProgressRow()
+        self.loss_plot = LossPlot()
+        self.views = ImageGrid("the augmented views appear when training starts")
+        self.matrix = MatrixView()
+        self.projection = ProjectionView()
+        self.class_names: list[str] = []
+        grid = QGridLayout()
+        for (row, column), (title, widget) in {
+                (0, 0): ("Loss", self.loss_plot), (0, 1): ("Augmented views, as trained on", self.views),
+                (1, 0): ("Correlation", self.matrix), (1, 1): ("Embeddings of the evaluation images", self.projection),
+        }.items():
+            box = QGroupBox(title)
+            QVBoxLayout(box).addWidget(widget)
+            grid.addWidget(box, row, column)
+        grid.setColumnStretch(0, 1)
+        grid.setColumnStretch(1, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.progress)
+        layout.addLayout(grid, 1)
+        self.progress.labels["knn"].setAlignment(Qt.AlignmentFlag.AlignRight)
+
+    def reset(self) -> None:
+        self.loss_plot.reset()
+        self.views.clear("the augmented views appear when training starts")
+        self.matrix.clear()
+        self.projection.clear()
+
+    def apply(self, delivery: Delivery) -> None:
+        """Draw one mailbox delivery."""
+        if delivery.started is not None:
+            self.class_names = delivery.started.class_names
+            self.progress.start(delivery.started)
+        if delivery.metrics:
+            metrics = delivery.metrics
+            steps = np.array([m.step for m in metrics], dtype=np.float64)
+            series = {"loss": np.array([m.loss for m in metrics])}
+            for name in metrics[-1].terms:
+                series[name] = np.array([m.terms.get(name, np.nan) for m in metrics])
+            series["lr"] = np.array([m.lr for m in metrics])
+            self.loss_plot.add_points(steps, series)
+            last = metrics[-1]
+            self.progress.show_step(last.step, last.epoch, last.images_per_second, last.eta_seconds)
+        for epoch in delivery.epochs:
+            if epoch.knn_top1 is not None:
+                self.loss_plot.add_epoch_metric("knn_top1", epoch.step, epoch.knn_top1)
+                self.progress.show_knn(epoch.epoch, epoch.knn_top1)
+        if delivery.views is not None:
+            self.views.set_images(delivery.views.originals, delivery.views.views)
+        if delivery.matrix is not None:
+            self.matrix.set_matrices(delivery.matrix.matrices)
+        if delivery.embedding is not None:
+            snapshot = delivery.embedding
+            self.projection.set_snapshot(snapshot.projection_2d, snapshot.labels, snapshot.class_names,
+                                         snapshot.images, snapshot.embeddings,
+                                         f"epoch {snapshot.epoch}, {len(snapshot.labels)} test images")

@@ -1,0 +1,113 @@
+"""Training off the UI thread: a QThread that owns one Trainer, and the mailbox it writes to.
+
+The Trainer calls its listener from the training thread at every step. Sending a Qt signal
+per step floods the UI (see QT-NOTES.md), so the listener only files each event in a small
+lock-protected mailbox: metrics and epoch ends are queued, the heavy snapshots (views, matrix,
+embedding map) keep only the latest. A QTimer in the UI thread drains it 20 times a second.
+The thread's own `finished` signal, delivered to the UI thread, is the one signal used.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from dataclasses import dataclass, field
+
+from PySide6.QtCore import QThread
+
+from ssl_engine.config import ExperimentConfig
+from ssl_engine.data.image_set import DataSplits
+from ssl_engine.errors import UserError
+from ssl_engine.train import Trainer
+from ssl_engine.train.control import TrainingControl
+from ssl_engine.train.events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, EventRates,
+                                     Failed, Finished, MatrixSnapshot, RunStarted, StepMetrics)
+
+# What the window asks of the trainer. Views and matrices are cheap next to a step (8 images,
+# one 256 x 256 matrix); the embedding map and kNN run once per epoch, outside the timed steps.
+UI_RATES = EventRates(metrics_every_steps=1, views_every_steps=5, matrix_every_steps=5,
+                      embedding_every_epochs=1, knn_every_epochs=1, views_count=8)
+
+
+@dataclass
+class Delivery:
+    """Everything that arrived since the last drain, in the order the UI should apply it."""
+
+    started: RunStarted | None = None
+    metrics: list[StepMetrics] = field(default_factory=list)
+    epochs: list[EpochEnd] = field(default_factory=list)
+    views: AugmentedViews | None = None
+    matrix: MatrixSnapshot | None = None
+    embedding: EmbeddingSnapshot | None = None
+    checkpoints: list[CheckpointSaved] = field(default_factory=list)
+    finished: Finished | None = None
+    failed: Failed | None = None
+
+    def empty(self) -> bool:
+        return not (self.started or self.metrics or self.epochs or self.views or self.matrix or self.embedding
+                    or self.checkpoints or self.finished or self.failed)
+
+
+class Mailbox:
+    """Written by the training thread, drained by the UI thread."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pending = Delivery()
+        self.saw_failure = False
+
+    def put(self, event) -> None:
+        with self._lock:
+            pending = self._pending
+            if isinstance(event, StepMetrics):
+                pending.metrics.append(event)
+            elif isinstance(event, EpochEnd):
+                pending.epochs.append(event)
+            elif isinstance(event, AugmentedViews):
+                pending.views = event
+            elif isinstance(event, MatrixSnapshot):
+                pending.matrix = event
+            elif isinstance(event, EmbeddingSnapshot):
+                pending.embedding = event
+            elif isinstance(event, CheckpointSaved):
+                pending.checkpoints.append(event)
+            elif isinstance(event, RunStarted):
+                pending.started = event
+            elif isinstance(event, Finished):
+                pending.finished = event
+            elif isinstance(event, Failed):
+                pending.failed = event
+                self.saw_failure = True
+
+    def drain(self) -> Delivery:
+        with self._lock:
+            delivery, self._pending = self._pending, Delivery()
+        return delivery
+
+
+class TrainingThread(QThread):
+    """Runs one experiment. Pause, resume and stop go through `control`, from any thread."""
+
+    def __init__(self, config: ExperimentConfig, data: DataSplits | None = None, *,
+                 resume: str | None = None, rates: EventRates = UI_RATES, parent=None):
+        super().__init__(parent)
+        self.config = config
+        self.data = data
+        self.resume = resume
+        self.rates = rates
+        self.control = TrainingControl()
+        self.mailbox = Mailbox()
+
+    def run(self) -> None:
+        try:
+            trainer = Trainer(self.config, resume=self.resume, control=self.control, data=self.data)
+            trainer.subscribe(self.mailbox.put, self.rates)
+            trainer.run()
+        except Exception as error:
+            # Trainer.run files its own Failed event; what fails before it (building the
+            # Trainer from a bad config) is filed here, so the window always hears of it.
+            if not self.mailbox.saw_failure:
+                message = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+                self.mailbox.put(Failed(message=message, details=traceback.format_exc()))
+        finally:
+            self.data = None  # the window keeps its own reference; do not pin a second one here
