@@ -16,6 +16,8 @@ from PySide6.QtCore import QThread
 
 from ssl_engine.errors import UserError
 
+from .compute_threads import use_all_cores_in_this_thread
+
 _STARTED: set["BackgroundCall"] = set()
 
 
@@ -33,6 +35,7 @@ class BackgroundCall(QThread):
         super().start()
 
     def run(self) -> None:
+        use_all_cores_in_this_thread()
         try:
             self.result = self.fn(*self.args, **self.kwargs)
         except UserError as error:

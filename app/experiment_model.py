@@ -13,8 +13,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
+from ssl_engine.augment.presets import PRESETS, preset_views
 from ssl_engine.config import ExperimentConfig
 from ssl_engine.errors import ConfigError
+from ssl_engine.params import to_dict
 
 
 def path_key(path: tuple) -> str:
@@ -70,12 +72,17 @@ class ExperimentModel(QObject):
         if node.get(path[-1], object()) == value and type(node.get(path[-1])) is type(value):
             return
         node[path[-1]] = value
+        if path == ("data", "image_size") and self._views_are_preset and isinstance(value, int) and value >= 8:
+            # views the user has not touched follow the preset for the new size (blur is off at
+            # 32 px and less, as in the papers' CIFAR settings)
+            self._table["augment"]["views"] = [to_dict(v) for v in preset_views(self._table["augment"]["preset"], value)]
         self._revalidate()
         self.changed.emit()
 
     def set_view_value(self, view: int | None, key: str, value) -> None:
         """Set `key` on one view, or on every view when `view` is None."""
         views = self._table["augment"]["views"]
+        self._views_are_preset = False
         for i in range(len(views)) if view is None else [view]:
             views[i][key] = value
         self._revalidate()
@@ -88,12 +95,15 @@ class ExperimentModel(QObject):
         recipe = ExperimentConfig.for_method(name, size if isinstance(size, int) else 32).to_dict()
         for section in ("method", "augment", "optim"):
             self._table[section] = recipe[section]
+        self._views_are_preset = True
         self._revalidate()
         self.reset.emit()
         self.changed.emit()
 
     def set_config(self, config: ExperimentConfig) -> None:
         self._table = config.to_dict()
+        preset = config.augment.preset
+        self._views_are_preset = preset in PRESETS and config.augment.views == preset_views(preset, config.data.image_size)
         self._revalidate()
         self.reset.emit()
         self.changed.emit()

@@ -10,6 +10,9 @@ def make_application(argv: list[str] | None = None):
     import pyqtgraph as pg
     from PySide6.QtWidgets import QApplication
 
+    from .compute_threads import keep_this_thread_serial
+
+    keep_this_thread_serial()
     app = QApplication.instance() or QApplication(sys.argv if argv is None else argv)
     app.setApplicationName("SSL Explorer")
     app.setOrganizationName("ssl-explorer")

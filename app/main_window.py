@@ -28,7 +28,7 @@ from .widgets.setup_panel import SetupPanel
 from .widgets.training_panel import TrainingPanel
 from .worker import TrainingThread
 
-DRAIN_INTERVAL_MS = 50  # 20 redraws a second at most
+DRAIN_INTERVAL_MS = 100  # 10 redraws a second at most: smooth to the eye, cheap for training
 DATA_DEBOUNCE_MS = 300  # wait for the user to stop typing before reloading the data
 
 

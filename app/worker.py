@@ -3,7 +3,7 @@
 The Trainer calls its listener from the training thread at every step. Sending a Qt signal
 per step floods the UI (see QT-NOTES.md), so the listener only files each event in a small
 lock-protected mailbox: metrics and epoch ends are queued, the heavy snapshots (views, matrix,
-embedding map) keep only the latest. A QTimer in the UI thread drains it 20 times a second.
+embedding map) keep only the latest. A QTimer in the UI thread drains it 10 times a second.
 The thread's own `finished` signal, delivered to the UI thread, is the one signal used.
 """
 
@@ -23,9 +23,11 @@ from ssl_engine.train.control import TrainingControl
 from ssl_engine.train.events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, EventRates,
                                      Failed, Finished, MatrixSnapshot, RunStarted, StepMetrics)
 
+from .compute_threads import use_all_cores_in_this_thread
+
 # What the window asks of the trainer. Views and matrices are cheap next to a step (8 images,
 # one 256 x 256 matrix); the embedding map and kNN run once per epoch, outside the timed steps.
-UI_RATES = EventRates(metrics_every_steps=1, views_every_steps=5, matrix_every_steps=5,
+UI_RATES = EventRates(metrics_every_steps=1, views_every_steps=10, matrix_every_steps=10,
                       embedding_every_epochs=1, knn_every_epochs=1, views_count=8)
 
 
@@ -99,6 +101,7 @@ class TrainingThread(QThread):
         self.mailbox = Mailbox()
 
     def run(self) -> None:
+        use_all_cores_in_this_thread()
         try:
             trainer = Trainer(self.config, resume=self.resume, control=self.control, data=self.data)
             trainer.subscribe(self.mailbox.put, self.rates)

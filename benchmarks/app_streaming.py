@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from app.main import make_application  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
 from ssl_engine.config import ExperimentConfig  # noqa: E402
@@ -46,7 +46,7 @@ def headless(config_path: Path) -> float:
 
 def in_window(config: ExperimentConfig, settings_path: Path) -> tuple[float, list[float]]:
     """Images per second in the window, and the event loop's stalls (ms) while it trained."""
-    app = QApplication.instance() or QApplication([])
+    app = make_application([])  # as `python main.py` makes it
     window = MainWindow(AppSettings(settings_path))
     window.model.set_config(config)
     window.resize(1280, 800)

@@ -221,3 +221,15 @@ def test_experiments_save_and_open_as_the_command_line_reads_them(qtbot, tmp_pat
         window.open_experiment(str(bad))
     assert shown and "optim.lr must be > 0" in shown[0]
     assert window.model.config.method.name == "barlow_twins"  # the open experiment is kept
+
+
+def test_a_larger_image_size_brings_the_papers_blur_back(qtbot, tmp_path):
+    window = open_window(qtbot, tmp_path)
+    size = window.setup.data_form.editors["image_size"]
+    assert window.model.config.augment.views[0].blur_p == 0.0  # off at 32 px, as in the CIFAR recipes
+    size.selectAll()
+    qtbot.keyClicks(size, "64")
+    assert window.model.config.data.image_size == 64
+    assert window.model.config.augment.views[0].blur_p == 0.5  # SimCLR's ImageNet recipe
+    assert window.preview.sliders["blur_p"].value_label.text() == "0.5"
+    qtbot.waitUntil(lambda: window.data is not None and window.preview.grid.shown[0].shape[1] == 64, timeout=20000)
