@@ -49,9 +49,10 @@ class AugmentConfig:
 
 @dataclass
 class BackboneConfig:
-    name: str = hyper("small_cnn", help="small_cnn, resnet18, resnet34 or resnet50")
+    name: str = hyper("small_cnn", help="small_cnn, resnet18, resnet34, resnet50, vit_tiny or vit_small")
     small_stem: str = hyper("auto", choices=("auto", "on", "off"),
                             help="3x3 stride-1 first conv and no max-pool (auto: on for images of 64 px or less)")
+    patch_size: int = hyper(4, ge=1, le=64, help="ViT patch side in pixels; every view's size must be a multiple of it")
 
 
 @dataclass
@@ -254,6 +255,13 @@ class ExperimentConfig:
         device = self.train.device
         if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
             problems.append(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+        if self.backbone.name.startswith("vit"):
+            sizes = {self.data.image_size} | {v.output_size for v in self.augment.views if v.output_size}
+            for size in sorted(sizes):
+                if isinstance(self.backbone.patch_size, int) and self.backbone.patch_size > 0 \
+                        and size % self.backbone.patch_size:
+                    problems.append(f"backbone.patch_size ({self.backbone.patch_size}) must divide every view's "
+                                    f"size for a ViT, and {size} px does not")
         if not self.augment.views:
             problems.append("augment.views must hold at least two views")
         for i, view in enumerate(self.augment.views):

@@ -112,6 +112,27 @@ def all_reduce_mean(x: Tensor) -> Tensor:
     return summed / world_size()
 
 
+@torch.no_grad()
+def all_reduce_sum(x: Tensor) -> Tensor:
+    """The sum of `x` over all ranks, detached (Sinkhorn's normalisers over the global batch).
+    Returns `x.detach()` when not distributed."""
+    return _all_reduce(x, dist.ReduceOp.SUM)
+
+
+@torch.no_grad()
+def all_reduce_max(x: Tensor) -> Tensor:
+    """The element-wise maximum of `x` over all ranks, detached."""
+    return _all_reduce(x, dist.ReduceOp.MAX)
+
+
+def _all_reduce(x: Tensor, op) -> Tensor:
+    if world_size() == 1:
+        return x.detach()
+    reduced = x.detach().clone()
+    dist.all_reduce(reduced, op=op)
+    return reduced
+
+
 def setup_from_environment() -> tuple[int, int]:
     """Join the process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR...) if any.
 

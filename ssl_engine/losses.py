@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .distributed import all_reduce_max, all_reduce_sum
+
 __all__ = [
     "info_nce",
     "info_nce_with_queue",
@@ -31,6 +33,8 @@ __all__ = [
     "vicreg_terms",
     "vicreg",
     "negative_cosine",
+    "dino_loss",
+    "sinkhorn",
 ]
 
 NORMALIZE_EPS = 1e-12
@@ -269,3 +273,63 @@ def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
     """
     _require_same_shape(p, z)
     return -F.cosine_similarity(p, z, dim=1).mean()
+
+
+def dino_loss(student_logits: list[Tensor], teacher_logits: list[Tensor], center: Tensor,
+              student_temp: float, teacher_temp: float) -> Tensor:
+    """DINO's self-distillation loss (Caron et al., "Emerging Properties in Self-Supervised
+    Vision Transformers", ICCV 2021, algorithm 1).
+
+    `student_logits`: one (N, K) tensor per view, the global views first; `teacher_logits`: one
+    (N, K) tensor per global view; `center`: (K,) or (1, K), the teacher's running centre.
+
+        P_t^i = softmax((t_i - center) / teacher_temp),   log P_s^j = log_softmax(s_j / student_temp)
+        loss = mean over pairs (i, j), i != j, of  mean_n  -sum_k P_t^i[n, k] log P_s^j[n, k]
+
+    so each teacher view supervises every student view but its own. No gradient flows into the
+    teacher's side; the centre's update (an EMA of the teacher's batch mean) is the method's.
+    """
+    with torch.autocast(device_type=center.device.type, enabled=False):
+        targets = [F.softmax((t.float().detach() - center.float()) / teacher_temp, dim=-1) for t in teacher_logits]
+        log_predictions = [F.log_softmax(s.float() / student_temp, dim=-1) for s in student_logits]
+        total, pairs = 0.0, 0
+        for i, target in enumerate(targets):
+            for j, log_prediction in enumerate(log_predictions):
+                if i == j:
+                    continue
+                total = total + torch.sum(-target * log_prediction, dim=-1).mean()
+                pairs += 1
+        if pairs == 0:
+            raise ValueError("dino_loss needs at least two views")
+        return total / pairs
+
+
+@torch.no_grad()
+def sinkhorn(scores: Tensor, epsilon: float, iterations: int) -> Tensor:
+    """Sinkhorn-Knopp equipartition (Caron et al., "Unsupervised Learning of Visual Features by
+    Contrasting Cluster Assignments", NeurIPS 2020, SwAV; Cuturi 2013; Asano et al. 2020, SeLa).
+
+    `scores`: (N, K) similarities of N features to K prototypes. Returns codes Q, (N, K), the
+    solution of max_Q tr(Q^T scores) + epsilon H(Q) over the transportation polytope: each row
+    sums to 1 (a soft assignment per sample) and each column to N / K (every prototype gets an
+    equal share of the batch), approached as in SwAV's code by `iterations` alternate
+    normalisations of exp(scores / epsilon), prototypes first and samples last, so rows sum to
+    1 exactly and columns approach N / K. Under DDP the sums over samples run over the global
+    batch. No gradient. Computed in the log domain in float32, so that a small epsilon neither
+    overflows nor underflows (the same Q as the plain iteration).
+    """
+    with torch.autocast(device_type=scores.device.type, enabled=False):
+        log_q = scores.float() / epsilon
+        prototypes = log_q.shape[1]
+        samples = all_reduce_sum(torch.tensor(float(log_q.shape[0]), device=log_q.device))
+        for _ in range(iterations):
+            log_q = log_q - _logsumexp_over_samples(log_q) - torch.log(torch.tensor(float(prototypes)))
+            log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - torch.log(samples)
+        return torch.exp(log_q) * samples
+
+
+def _logsumexp_over_samples(log_q: Tensor) -> Tensor:
+    """(1, K): log of each column's sum over the global batch (all ranks)."""
+    peak = all_reduce_max(log_q.max(dim=0, keepdim=True).values)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    return torch.log(all_reduce_sum(torch.exp(log_q - peak).sum(dim=0, keepdim=True))) + peak

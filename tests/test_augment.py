@@ -302,7 +302,7 @@ def test_solarize_rate():
 def test_view_config_declares_ranges_and_help():
     assert validate(ViewConfig(), "view") == []
     rows = describe(ViewConfig)
-    assert len(rows) == 13 and all(help_text for *_, help_text in rows)
+    assert len(rows) == 14 and all(help_text for *_, help_text in rows)
     assert validate(ViewConfig(hue=0.6, crop_scale_min=0.0), "v") == [
         "v.crop_scale_min must be > 0, got 0", "v.hue must be <= 0.5, got 0.6"]
 
@@ -350,7 +350,7 @@ def test_byol_preset_and_aliases(name):
 
 
 def test_presets_are_named_valid_and_fresh():
-    assert set(PRESETS) == {"simclr", "moco_v2", "byol", "barlow_twins", "vicreg", "simsiam"}
+    assert set(PRESETS) == {"simclr", "moco_v2", "byol", "barlow_twins", "vicreg", "simsiam", "swav", "dino"}
     for name in PRESETS:
         for view in preset_views(name, 96):
             assert validate(view, name) + check_view(view, name) == []
@@ -358,3 +358,20 @@ def test_presets_are_named_valid_and_fresh():
     assert preset_views("byol", 224)[0].blur_p == 1.0
     with pytest.raises(ConfigError, match="simclr"):
         preset_views("nope", 32)
+
+
+@pytest.mark.parametrize("name, crops, local_scale", [("swav", 6, (0.05, 0.14)), ("dino", 8, (0.05, 0.4))])
+def test_multi_crop_presets_give_two_global_and_smaller_local_views(name, crops, local_scale):
+    views = preset_views(name, 224)
+    assert [v.output_size for v in views] == [0, 0] + [96] * crops  # the papers' 2 x 224 + M x 96
+    assert all((v.crop_scale_min, v.crop_scale_max) == local_scale for v in views[2:])
+    assert [v.output_size for v in preset_views(name, 32)][2:] == [16] * crops  # multiple of 8 for ViT patches
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    out = ViewAugmenter(preset_views(name, 32), 32)(images, torch.Generator().manual_seed(0))
+    assert [tuple(v.shape) for v in out] == [(3, 3, 32, 32)] * 2 + [(3, 3, 16, 16)] * crops
+
+
+def test_dino_global_views_keep_byols_asymmetry():
+    first, second = preset_views("dino", 224)[:2]
+    assert (first.blur_p, first.solarize_p, second.blur_p, second.solarize_p) == (1.0, 0.0, 0.1, 0.2)
+    assert first.crop_scale_min == 0.4

@@ -10,7 +10,8 @@ from ssl_engine.errors import ConfigError
 from ssl_engine.models import (BACKBONES, backbone_names, build_backbone, copy_as_frozen,
                                cosine_momentum, ema_update, prediction_mlp, projection_mlp)
 
-EXPECTED_DIMS = {"small_cnn": 256, "resnet18": 512, "resnet34": 512, "resnet50": 2048}
+EXPECTED_DIMS = {"small_cnn": 256, "resnet18": 512, "resnet34": 512, "resnet50": 2048, "vit_tiny": 192,
+                 "vit_small": 384}
 
 
 def test_registry_names():
@@ -75,7 +76,7 @@ def test_unknown_backbone_is_a_config_error():
     with pytest.raises(ConfigError) as error:
         build_backbone("vgg")
     assert error.value.problems == [
-        "backbone.name must be one of small_cnn, resnet18, resnet34, resnet50, got 'vgg'"]
+        "backbone.name must be one of small_cnn, resnet18, resnet34, resnet50, vit_tiny, vit_small, got 'vgg'"]
 
 
 def _types(sequential):

@@ -16,6 +16,8 @@ from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 from scipy.signal import lfilter
 
+from .theme import legend_brush
+
 TOTAL_LOSS = "loss"
 LEARNING_RATE = "lr"
 MAX_SMOOTHING = 0.99  # a weight of 1 would freeze the average at its first value
@@ -101,7 +103,7 @@ class LossPlot(QWidget):
         self.plot_item.setLabel("bottom", "step")
         self.plot_item.setLabel("left", "loss")
         self.plot_item.showGrid(x=True, y=True, alpha=0.2)
-        self._legend = self.plot_item.addLegend()
+        self._legend = self.plot_item.addLegend(brush=legend_brush(), offset=(-10, 10))
         self._right_axes: dict[pg.ViewBox, pg.AxisItem] = {}
         self.learning_rate_view = self._add_right_view("learning rate", column=3)
         self.epoch_metric_view = self._add_right_view("epoch metric", column=4)

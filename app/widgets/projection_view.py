@@ -21,6 +21,8 @@ from scipy.spatial import cKDTree
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
+from .theme import legend_brush
+
 PCA_METHOD, TSNE_METHOD = "PCA (live)", "t-SNE"
 THUMBNAIL_SIZE = 96
 HOVER_RADIUS_PIXELS = 6
@@ -111,7 +113,7 @@ class ProjectionView(QWidget):
         self.status = QLabel()
         self._plot_widget = pg.PlotWidget()
         self.plot_item = self._plot_widget.getPlotItem()
-        self.plot_item.addLegend()
+        self.plot_item.addLegend(brush=legend_brush(), offset=(-10, 10))
         self.plot_item.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self._thumbnail = QFrame(self._plot_widget)
         self._thumbnail.setFrameShape(QFrame.Box)

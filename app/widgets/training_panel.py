@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QGridLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QTabWidget, QVBoxLayout,
+                               QWidget)
 
 from ssl_engine.train.events import RunStarted
 
 from ..worker import Delivery
+from .histogram_view import HistogramView
 from .image_grid import ImageGrid
 from .loss_plot import LossPlot
 from .matrix_view import MatrixView
@@ -72,12 +74,17 @@ class TrainingPanel(QWidget):
         self.loss_plot = LossPlot()
         self.views = ImageGrid("the augmented views appear when training starts")
         self.matrix = MatrixView()
+        self.histogram = HistogramView()
+        self.method_views = QTabWidget()  # the matrix, and per-prototype counts where a method has them
+        self.method_views.addTab(self.matrix, "Correlation")
+        self.method_views.addTab(self.histogram, "Prototype usage")
+        self.method_views.setTabVisible(1, False)
         self.projection = ProjectionView()
         self.class_names: list[str] = []
         grid = QGridLayout()
         for (row, column), (title, widget) in {
                 (0, 0): ("Loss", self.loss_plot), (0, 1): ("Augmented views, as trained on", self.views),
-                (1, 0): ("Correlation", self.matrix), (1, 1): ("Embeddings of the evaluation images", self.projection),
+                (1, 0): ("What the method sees", self.method_views), (1, 1): ("Embeddings of the evaluation images", self.projection),
         }.items():
             box = QGroupBox(title)
             QVBoxLayout(box).addWidget(widget)
@@ -93,6 +100,8 @@ class TrainingPanel(QWidget):
         self.loss_plot.reset()
         self.views.clear("the augmented views appear when training starts")
         self.matrix.clear()
+        self.histogram.clear()
+        self.method_views.setTabVisible(1, False)
         self.projection.clear()
 
     def apply(self, delivery: Delivery) -> None:
@@ -118,6 +127,9 @@ class TrainingPanel(QWidget):
             self.views.set_images(delivery.views.originals, delivery.views.views)
         if delivery.matrix is not None:
             self.matrix.set_matrices(delivery.matrix.matrices)
+            if delivery.matrix.histograms:
+                self.method_views.setTabVisible(1, True)
+                self.histogram.set_histograms(delivery.matrix.histograms)
         if delivery.embedding is not None:
             snapshot = delivery.embedding
             self.projection.set_snapshot(snapshot.projection_2d, snapshot.labels, snapshot.class_names,

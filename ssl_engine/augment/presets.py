@@ -12,6 +12,11 @@
   Barlow Twins (Zbontar et al., 2021) and VICReg (Bardes et al., 2022) use BYOL's recipe:
   "barlow_twins" and "vicreg" are aliases.
 - "simsiam" (Chen & He, 2021): MoCo v2's recipe.
+- "swav" (Caron et al., 2020, multi-crop): 2 global views, crop 0.14-1, and 6 local views at
+  96/224 of the image side, crop 0.05-0.14; SimCLR's colour distortion (s = 1), blur p 0.5.
+- "dino" (Caron et al., 2021): 2 global views, crop 0.4-1 (BYOL's asymmetric blur and
+  solarisation), and 8 local views at 96/224 of the side, crop 0.05-0.4, blur p 0.5.
+  Local views are rounded to a multiple of 8 px (16 px for 32 px images), so ViT patches fit.
 
 Small images (image_size <= 32, CIFAR-sized): every preset turns the blur off (blur_p = 0),
 as SimCLR does for CIFAR-10 (appendix B.9), and as the common CIFAR reproductions of the
@@ -34,6 +39,8 @@ PRESETS: dict[str, str] = {
     "barlow_twins": "Barlow Twins: BYOL's views",
     "vicreg": "VICReg: BYOL's views",
     "simsiam": "SimSiam: MoCo v2's views",
+    "swav": "SwAV multi-crop: 2 global views (crop 0.14-1) + 6 local views (crop 0.05-0.14)",
+    "dino": "DINO multi-crop: 2 global views (crop 0.4-1, BYOL's asymmetry) + 8 local views (crop 0.05-0.4)",
 }
 
 SMALL_IMAGE_SIZE = 32  # at or below this side, presets drop the blur (papers' CIFAR settings)
@@ -56,6 +63,19 @@ _RECIPES: dict[str, list[ViewConfig]] = {
 }
 _RECIPES["barlow_twins"] = _RECIPES["byol"]
 _RECIPES["vicreg"] = _RECIPES["byol"]
+_LOCAL = -1  # placeholder size of a local view, set from the image size by preset_views
+_SWAV_GLOBAL = dataclasses.replace(_SIMCLR, crop_scale_min=0.14)
+_RECIPES["swav"] = [_SWAV_GLOBAL] * 2 + [
+    dataclasses.replace(_SIMCLR, crop_scale_min=0.05, crop_scale_max=0.14, output_size=_LOCAL)] * 6
+_DINO_GLOBAL = dataclasses.replace(_BYOL, crop_scale_min=0.4)
+_RECIPES["dino"] = [_DINO_GLOBAL, dataclasses.replace(_DINO_GLOBAL, blur_p=0.1, solarize_p=0.2)] + [
+    dataclasses.replace(_BYOL, crop_scale_min=0.05, crop_scale_max=0.4, blur_p=0.5, output_size=_LOCAL)] * 8
+
+
+def local_view_size(image_size: int) -> int:
+    """Multi-crop's local side: 96/224 of the image side (the papers' 96 px at 224), rounded to a
+    multiple of 8 px and at least 8."""
+    return max(8, round(image_size * 96 / 224 / 8) * 8)
 
 
 def preset_views(name: str, image_size: int) -> list[ViewConfig]:
@@ -65,7 +85,8 @@ def preset_views(name: str, image_size: int) -> list[ViewConfig]:
     """
     if name not in _RECIPES:
         raise ConfigError([f"augment preset must be one of {', '.join(PRESETS)}, got {name!r}"])
-    views = [dataclasses.replace(view) for view in _RECIPES[name]]
+    views = [dataclasses.replace(view, output_size=local_view_size(image_size) if view.output_size == _LOCAL
+                                 else view.output_size) for view in _RECIPES[name]]
     if image_size <= SMALL_IMAGE_SIZE:
         views = [dataclasses.replace(view, blur_p=0.0) for view in views]
     return views

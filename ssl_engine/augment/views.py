@@ -43,6 +43,8 @@ class ViewConfig:
     blur_sigma_max: float = hyper(2.0, gt=0, help="largest blur sigma, in pixels")
     solarize_p: float = hyper(0.0, ge=0, le=1,
                               help="probability of solarising (x -> 1 - x where x >= 0.5)")
+    output_size: int = hyper(0, ge=0, le=1024,
+                             help="side of this view in pixels (0: the data's image size; smaller for multi-crop's local views)")
 
 
 def check_view(view: ViewConfig, where: str) -> list[str]:
@@ -132,6 +134,7 @@ class ViewAugmenter:
     """Turns a batch of images into one augmented batch per view, on the images' device."""
 
     def __init__(self, views: list[ViewConfig], output_size: int):
+        """`output_size` is the side of every view that does not set its own `output_size`."""
         problems = [] if output_size > 0 else [f"output_size must be > 0, got {output_size}"]
         for i, view in enumerate(views):
             problems += validate(view, f"views[{i}]") + check_view(view, f"views[{i}]")
@@ -142,7 +145,8 @@ class ViewAugmenter:
 
     def __call__(self, images: Tensor, generator: torch.Generator, *, rows: slice | None = None,
                  total: int | None = None) -> list[Tensor]:
-        """uint8 (N,3,H,W) or float in [0,1] on any device -> one float32 tensor (N,3,S,S) in [0,1] per view.
+        """uint8 (N,3,H,W) or float in [0,1] on any device -> one float32 tensor (N,3,S,S) in [0,1] per view
+        (S: the view's own output_size, or the augmenter's).
 
         With `total` and `rows`, the draws are made for a global batch of `total` images and
         `images` are its rows `rows`: each of N processes, given its slice, gets exactly the
@@ -154,5 +158,6 @@ class ViewAugmenter:
         out = []
         for view in self.views:
             params = draw_view_params(view, total, height, width, generator)
-            out.append(apply_view(images, view, params if rows is None else params.rows(rows), self.output_size))
+            out.append(apply_view(images, view, params if rows is None else params.rows(rows),
+                                  view.output_size or self.output_size))
         return out

@@ -1,7 +1,17 @@
-"""SSL methods, one module each, registered by name in `METHODS`."""
+"""SSL methods, one module each, registered by name in `METHODS`.
 
-from . import barlow_twins, byol, moco_v2, simclr, simsiam, vicreg  # noqa: F401  (registers them)
+Every module of this package is imported here, and each registers its method with `@register`:
+adding a method is adding one file.
+"""
+
+import importlib
+import pkgutil
+
 from .base import FAMILIES, METHODS, Method, StepOutput, register
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _module != "base":
+        importlib.import_module(f"{__name__}.{_module}")
 
 
 def get_method(name: str) -> type[Method]:

@@ -40,7 +40,7 @@ class BarlowTwins(Method):
         d = params.projection_dim
         self.projector = projection_mlp(backbone.feature_dim, d, d, num_layers=params.projector_layers)
 
-    def forward(self, views, step):
+    def forward(self, views, step, indices=None):
         z1, z2 = (self.projector(self.backbone(v)) for v in views[:2])
         on_diagonal, off_diagonal, _ = losses.barlow_twins_terms(gather_with_grad(z1), gather_with_grad(z2))
         loss = on_diagonal + self.params.lambd * off_diagonal

@@ -11,7 +11,7 @@ asked for them, `matrices` for the UI.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
@@ -64,9 +64,18 @@ class Method(nn.Module):
         self.total_steps = max(1, int(total_steps))
 
     # -- the training step -------------------------------------------------------------
-    def forward(self, views: list[torch.Tensor], step: int) -> StepOutput:  # noqa: D401
-        """One training step's loss for a batch of augmented views (named `forward` for DDP)."""
+    def forward(self, views: list[torch.Tensor], step: int,
+                indices: torch.Tensor | None = None) -> StepOutput:  # noqa: D401
+        """One training step's loss for a batch of augmented views (named `forward` for DDP).
+
+        `views` holds the global views first, then any local (multi-crop) views; `indices` are
+        the batch's positions in the training set (for methods with per-image pseudo-labels)."""
         raise NotImplementedError
+
+    def before_epoch(self, epoch: int, dataset_features: Callable[[], torch.Tensor]) -> None:
+        """Work at the start of each epoch (0-based). `dataset_features()` embeds the whole
+        training set, un-augmented, in its stored order: DeepCluster clusters it, SeLa
+        re-labels it. Default: nothing (and the features are never computed)."""
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:
@@ -91,6 +100,12 @@ class Method(nn.Module):
         n = min(len(z1), MATRIX_DIMS)
         similarity = nn.functional.normalize(z1[:n], dim=1) @ nn.functional.normalize(z2[:n], dim=1).T
         return {"cross-correlation": losses.cross_correlation(z1, z2), "similarity": similarity}
+
+    @torch.no_grad()
+    def histograms(self, output: StepOutput) -> dict[str, torch.Tensor]:
+        """Named 1-D counts about this batch for the UI, e.g. how many images each prototype
+        or cluster took (the sign of a collapse). Default: none."""
+        return {}
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features used for evaluation (kNN, linear probe, projections)."""

@@ -45,7 +45,7 @@ class BYOL(Method):
         self.target_projector = copy_as_frozen(self.projector)
         self.momentum = params.base_momentum
 
-    def forward(self, views, step):
+    def forward(self, views, step, indices=None):
         x1, x2 = views[:2]
         z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))
         p1, p2 = self.predictor(z1), self.predictor(z2)

@@ -65,7 +65,7 @@ class MoCoV2(Method):
         keys[order] = shuffled
         return F.normalize(keys, dim=1)
 
-    def forward(self, views, step):
+    def forward(self, views, step, indices=None):
         x_query, x_key = views[:2]
         q = self.projector(self.backbone(x_query))
         k = self._keys(x_key)

@@ -38,7 +38,7 @@ class SimCLR(Method):
         super().__init__(backbone, params, total_steps)
         self.projector = projection_mlp(backbone.feature_dim, params.hidden_dim, params.projection_dim)
 
-    def forward(self, views, step):
+    def forward(self, views, step, indices=None):
         z1, z2 = (self.projector(self.backbone(v)) for v in views[:2])
         loss = losses.info_nce(gather_with_grad(z1), gather_with_grad(z2), self.params.temperature)
         return StepOutput(loss, {}, (z1.detach(), z2.detach()))

@@ -44,7 +44,7 @@ class SimSiam(Method):
                                         last_batch_norm=True, last_bn_affine=False)
         self.predictor = prediction_mlp(d, params.predictor_hidden_dim, d)
 
-    def forward(self, views, step):
+    def forward(self, views, step, indices=None):
         z1, z2 = (self.projector(self.backbone(v)) for v in views[:2])
         p1, p2 = self.predictor(z1), self.predictor(z2)
         loss = 0.5 * losses.negative_cosine(p1, z2.detach()) + 0.5 * losses.negative_cosine(p2, z1.detach())

@@ -45,7 +45,7 @@ class VICReg(Method):
         d = params.expander_dim
         self.projector = projection_mlp(backbone.feature_dim, d, d, num_layers=params.expander_layers)
 
-    def forward(self, views, step):
+    def forward(self, views, step, indices=None):
         z1, z2 = (self.projector(self.backbone(v)) for v in views[:2])
         invariance, variance, covariance = losses.vicreg_terms(gather_with_grad(z1), gather_with_grad(z2))
         p = self.params

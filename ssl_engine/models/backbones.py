@@ -4,10 +4,11 @@
     features = backbone(images)                              # (N, 3, H, W) -> (N, 512)
 
 ResNets come from torchvision with random weights (nothing is ever downloaded) and their
-classifier removed. The "small stem" is the CIFAR variant of He et al. 2016 used by the
+classifier removed. Vision Transformers (`vit_tiny`, `vit_small`) live in vit.py. The "small stem" is the CIFAR variant of He et al. 2016 used by the
 SimCLR and MoCo CIFAR-10 experiments: the 7x7 stride-2 first convolution becomes 3x3 stride 1
 and the max-pool goes, so a 32 px image still reaches the last stage at 4x4 instead of 1x1.
-Adding a backbone is one function decorated with `@register_backbone("name")`.
+Adding a backbone is one function decorated with `@register_backbone("name")`, taking the
+keywords `small_stem`, `image_size` and `patch_size` (each uses what concerns it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torchvision
 from torch import nn
 
 from ..errors import ConfigError
+from .vit import VisionTransformer, build_vit
 
 
 class Backbone(nn.Module):
@@ -39,12 +41,12 @@ class Backbone(nn.Module):
         return self.net(images.contiguous(memory_format=torch.channels_last))
 
 
-BACKBONES: dict[str, Callable[[bool], Backbone]] = {}
+BACKBONES: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_backbone(name: str):
-    """Decorator: add a builder `(small_stem: bool) -> Backbone` to the registry under `name`."""
-    def add(builder: Callable[[bool], Backbone]) -> Callable[[bool], Backbone]:
+    """Decorator: add a builder `(*, small_stem, image_size, patch_size) -> module` under `name`."""
+    def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         BACKBONES[name] = builder
         return builder
     return add
@@ -54,13 +56,15 @@ def backbone_names() -> list[str]:
     return list(BACKBONES)
 
 
-def build_backbone(name: str, *, small_stem: bool | None = None, image_size: int = 32) -> Backbone:
-    """A freshly initialised backbone. `small_stem=None` turns the small stem on for images <= 64 px."""
+def build_backbone(name: str, *, small_stem: bool | None = None, image_size: int = 32,
+                   patch_size: int = 4) -> nn.Module:
+    """A freshly initialised backbone with `feature_dim`, `name` and `small_stem` attributes.
+    `small_stem=None` turns the small stem on for images <= 64 px (ResNets, small_cnn)."""
     if name not in BACKBONES:
         raise ConfigError([f"backbone.name must be one of {', '.join(BACKBONES)}, got {name!r}"])
     if small_stem is None:
         small_stem = image_size <= 64
-    return BACKBONES[name](small_stem)
+    return BACKBONES[name](small_stem=small_stem, image_size=image_size, patch_size=patch_size)
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -72,7 +76,7 @@ def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Se
 
 
 @register_backbone("small_cnn")
-def small_cnn(small_stem: bool) -> Backbone:
+def small_cnn(*, small_stem: bool, **_) -> Backbone:
     """Four conv-BN-ReLU stages (32-64-128-256 channels), max-pool between them, global average pool.
 
     Built for quick CPU runs on 32-96 px images. With the small stem the first convolution
@@ -100,18 +104,30 @@ def _resnet(name: str, small_stem: bool) -> Backbone:
 
 
 @register_backbone("resnet18")
-def resnet18(small_stem: bool) -> Backbone:
+def resnet18(*, small_stem: bool, **_) -> Backbone:
     """ResNet-18 (He et al. 2016), 512 features."""
     return _resnet("resnet18", small_stem)
 
 
 @register_backbone("resnet34")
-def resnet34(small_stem: bool) -> Backbone:
+def resnet34(*, small_stem: bool, **_) -> Backbone:
     """ResNet-34 (He et al. 2016), 512 features."""
     return _resnet("resnet34", small_stem)
 
 
 @register_backbone("resnet50")
-def resnet50(small_stem: bool) -> Backbone:
+def resnet50(*, small_stem: bool, **_) -> Backbone:
     """ResNet-50 (He et al. 2016), bottleneck blocks, 2048 features."""
     return _resnet("resnet50", small_stem)
+
+
+@register_backbone("vit_tiny")
+def vit_tiny(*, image_size: int, patch_size: int, **_) -> VisionTransformer:
+    """ViT-Tiny (DeiT widths): 192 wide, 3 heads, 12 blocks; class-token features."""
+    return build_vit("vit_tiny", image_size, patch_size)
+
+
+@register_backbone("vit_small")
+def vit_small(*, image_size: int, patch_size: int, **_) -> VisionTransformer:
+    """ViT-Small: 384 wide, 6 heads, 12 blocks; class-token features."""
+    return build_vit("vit_small", image_size, patch_size)

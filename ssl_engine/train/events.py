@@ -62,6 +62,7 @@ class AugmentedViews:
 class MatrixSnapshot:
     step: int
     matrices: dict[str, np.ndarray]  # name -> float32 (d, d)
+    histograms: dict[str, np.ndarray] = field(default_factory=dict)  # name -> float32 (K,) counts
 
 
 @dataclass

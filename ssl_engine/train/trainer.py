@@ -95,7 +95,8 @@ def load_data_for(config: ExperimentConfig, *, source: str | None = None, image_
 
 def build_backbone_for(config: ExperimentConfig) -> nn.Module:
     stem = {"auto": None, "on": True, "off": False}[config.backbone.small_stem]
-    return build_backbone(config.backbone.name, small_stem=stem, image_size=config.data.image_size)
+    return build_backbone(config.backbone.name, small_stem=stem, image_size=config.data.image_size,
+                          patch_size=config.backbone.patch_size)
 
 
 def to_display(images: torch.Tensor) -> np.ndarray:
@@ -328,10 +329,13 @@ class Trainer:
                                self.peak_lr * cfg.optim.min_lr_ratio)
             set_learning_rate(self.optimizer, lr, self.peak_lr)
 
-            batch = self.images[self._batch_indices(step).to(self.images.device)].to(self.device, non_blocking=True)
+            if position == 0 or step == self.start_step:
+                self.method.before_epoch(epoch, self._dataset_features)
+            indices = self._batch_indices(step)
+            batch = self.images[indices.to(self.images.device)].to(self.device, non_blocking=True)
             views = [normalize(v, *self._mean_std) for v in self._views(batch, step)]
             with autocast:
-                output = self.model(views, step)
+                output = self.model(views, step, indices.to(self.device))
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(output.loss).backward()
             if cfg.optim.grad_clip > 0:
@@ -365,8 +369,9 @@ class Trainer:
                                                 "loss": loss, **metrics.terms, "lr": lr,
                                                 "images_per_second": speed, "time": seconds})
             if self._wanted("matrix_every_steps", step):
-                matrices = self.method.matrices(output)
-                self._emit(MatrixSnapshot(step, {k: v.float().cpu().numpy().copy() for k, v in matrices.items()}),
+                matrices, histograms = self.method.matrices(output), self.method.histograms(output)
+                self._emit(MatrixSnapshot(step, {k: v.float().cpu().numpy().copy() for k, v in matrices.items()},
+                                          {k: v.float().cpu().numpy().copy() for k, v in histograms.items()}),
                            lambda r: r.matrix_every_steps > 0 and step % r.matrix_every_steps == 0)
             if self._wanted("views_every_steps", step):
                 self._emit_views(step)
@@ -422,6 +427,10 @@ class Trainer:
         self._emit(EpochEnd(epoch=epoch, step=step, mean_loss=mean_loss, knn_top1=knn, elapsed_seconds=seconds))
         if epoch % self.config.train.checkpoint_every_epochs == 0 and step < self.total_steps:
             self._checkpoint(step)
+
+    def _dataset_features(self) -> torch.Tensor:
+        """Backbone features of every training image, un-augmented, on the device (eval mode)."""
+        return embed(self.method.backbone, self.images, mean=self.mean, std=self.std, device=self.device).to(self.device)
 
     def _emit_views(self, step: int) -> None:
         count = max(s.rates.views_count for s in self.subscriptions if s.rates.views_every_steps > 0)

@@ -1,0 +1,147 @@
+"""Vision Transformers (Dosovitskiy et al., ICLR 2021) as SSL backbones: `vit_tiny`, `vit_small`.
+
+Patch size and image size are free, so 32 px images with 4 px patches (an 8 x 8 grid) work.
+The encoder has a class token, learnt position embeddings (interpolated for crops of another
+size, as DINO does for its local crops) and a learnt mask token, and offers what the methods
+need beyond pooled features:
+
+    features = vit(images)                         # (N, dim): the final class token
+    tokens = vit.tokens(images)                    # (N, 1 + P, dim): class token, then patches
+    tokens = vit.tokens(images, mask=mask)         # masked patches replaced by the mask token
+    tokens = vit.tokens(images, keep=keep)         # only the kept patches (MAE, MSN)
+    attention = vit.last_attention(images)         # (N, heads, 1 + P, 1 + P), last block
+
+Widths follow DeiT: tiny 192 wide with 3 heads, small 384 with 6, 12 blocks each; pre-norm
+blocks, GELU MLP of ratio 4, truncated-normal initialisation with std 0.02.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        n, t, d = x.shape
+        q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if return_attention:  # the explicit softmax, to hand the weights out
+            attention = (q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5).softmax(dim=-1)
+            out = attention @ v
+        else:  # the fused kernel: same result, less memory
+            attention, out = None, F.scaled_dot_product_attention(q, k, v)
+        out = self.proj(out.transpose(1, 2).reshape(n, t, d))
+        return (out, attention) if return_attention else out
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attention(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        if return_attention:
+            out, attention = self.attn(self.norm1(x), return_attention=True)
+            x = x + out
+            return x + self.mlp(self.norm2(x)), attention
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, *, image_size: int, patch_size: int, dim: int, depth: int, heads: int, name: str):
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch_size}")
+        self.name, self.small_stem = name, False
+        self.feature_dim = self.dim = dim
+        self.patch_size = patch_size
+        self.grid = image_size // patch_size
+        self.patch_embed = nn.Conv2d(3, dim, patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid ** 2, dim))
+        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        for parameter in (self.cls_token, self.mask_token, self.pos_embed):
+            nn.init.trunc_normal_(parameter, std=0.02)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def position_embedding(self, grid: int) -> torch.Tensor:
+        """(1, 1 + grid^2, dim): the learnt embeddings, bicubically resized for another grid."""
+        if grid == self.grid:
+            return self.pos_embed
+        cls, patches = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        patches = patches.reshape(1, self.grid, self.grid, self.dim).permute(0, 3, 1, 2)
+        patches = F.interpolate(patches, size=(grid, grid), mode="bicubic", align_corners=False)
+        return torch.cat([cls, patches.permute(0, 2, 3, 1).reshape(1, grid * grid, self.dim)], dim=1)
+
+    def embed(self, images: torch.Tensor, mask: torch.Tensor | None = None,
+              keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens before the blocks: (N, 1 + P, dim), or (N, 1 + K, dim) with `keep` (N, K) indices.
+
+        `mask` (N, P) bool puts the mask token in place of the masked patches (SimMIM, iBOT)."""
+        x = self.patch_embed(images)
+        grid = x.shape[-1]
+        x = x.flatten(2).transpose(1, 2)                              # (N, P, dim)
+        if mask is not None:
+            x = torch.where(mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
+        position = self.position_embedding(grid)
+        x = x + position[:, 1:]
+        if keep is not None:
+            x = torch.gather(x, 1, keep.unsqueeze(-1).expand(-1, -1, self.dim))
+        cls = (self.cls_token + position[:, :1]).expand(len(x), -1, -1)
+        return torch.cat([cls, x], dim=1)
+
+    def tokens(self, images: torch.Tensor, mask: torch.Tensor | None = None,
+               keep: torch.Tensor | None = None) -> torch.Tensor:
+        """All output tokens after the final norm: class token first, then the patches."""
+        x = self.embed(images, mask, keep)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.tokens(images)[:, 0]
+
+    @torch.no_grad()
+    def last_attention(self, images: torch.Tensor) -> torch.Tensor:
+        """The last block's attention weights, (N, heads, 1 + P, 1 + P); row 0 is the class
+        token's attention over itself and the patches (DINO's emergent segmentation)."""
+        x = self.embed(images)
+        for block in self.blocks[:-1]:
+            x = block(x)
+        return self.blocks[-1](x, return_attention=True)[1]
+
+
+VIT_WIDTHS = {"vit_tiny": (192, 3), "vit_small": (384, 6)}  # (dim, heads), 12 blocks each
+
+
+def build_vit(name: str, image_size: int, patch_size: int, depth: int = 12) -> VisionTransformer:
+    dim, heads = VIT_WIDTHS[name]
+    return VisionTransformer(image_size=image_size, patch_size=patch_size, dim=dim, depth=depth,
+                             heads=heads, name=name)
+
