@@ -328,3 +328,82 @@ def test_all_zero_embeddings_give_finite_losses_and_gradients():
         loss.backward()
         assert torch.isfinite(loss), name
         assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all(), name
+
+
+# ---------------------------------------------------------------- DINO and Sinkhorn
+
+
+def hand_dino(student, teacher, center, student_temp, teacher_temp):
+    """Explicit loops in float64: cross-entropy of each teacher view against every other student view."""
+    def softmax(row):
+        e = np.exp(row - row.max())
+        return e / e.sum()
+
+    total, pairs = 0.0, 0
+    for i, t in enumerate(teacher):
+        for j, s in enumerate(student):
+            if i == j:
+                continue
+            loss = 0.0
+            for n in range(len(t)):
+                p_t = softmax((t[n] - center) / teacher_temp)
+                log_p_s = np.log(softmax(s[n] / student_temp))
+                loss += -(p_t * log_p_s).sum()
+            total += loss / len(t)
+            pairs += 1
+    return total / pairs
+
+
+def test_dino_loss_against_hand_computation():
+    generator = torch.Generator().manual_seed(3)
+    student = [torch.randn(4, 6, generator=generator, dtype=torch.float64) for _ in range(5)]
+    teacher = [torch.randn(4, 6, generator=generator, dtype=torch.float64) for _ in range(2)]
+    center = torch.randn(1, 6, generator=generator, dtype=torch.float64)
+    got = losses.dino_loss(student, teacher, center, 0.1, 0.04)
+    want = hand_dino([s.numpy() for s in student], [t.numpy() for t in teacher], center.numpy()[0], 0.1, 0.04)
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(want, rel=1e-5)
+
+
+def test_dino_loss_limits_and_gradients():
+    # a student that copies a one-hot teacher exactly, at low temperature, has almost no loss
+    target = torch.eye(4) * 10
+    views = [target.clone().requires_grad_(True) for _ in range(3)]
+    loss = losses.dino_loss(views, [target, target], torch.zeros(4), student_temp=0.01, teacher_temp=0.01)
+    assert loss.item() < 1e-3
+    # the teacher side gets no gradient; every student view does, even one never paired with itself
+    teacher = [torch.randn(4, 4, requires_grad=True) for _ in range(2)]
+    student = [torch.randn(4, 4, requires_grad=True) for _ in range(3)]
+    losses.dino_loss(student, teacher, torch.zeros(4), 0.1, 0.04).backward()
+    assert all(t.grad is None for t in teacher) and all(s.grad is not None for s in student)
+    with pytest.raises(ValueError, match="two views"):
+        losses.dino_loss([torch.randn(2, 3)], [torch.randn(2, 3)], torch.zeros(3), 0.1, 0.04)
+
+
+def plain_sinkhorn(scores, epsilon, iterations):
+    """SwAV's iteration as written in its code, in float64."""
+    q = np.exp(scores / epsilon).T
+    q /= q.sum()
+    prototypes, samples = q.shape
+    for _ in range(iterations):
+        q /= q.sum(axis=1, keepdims=True)
+        q /= prototypes
+        q /= q.sum(axis=0, keepdims=True)
+        q /= samples
+    return (q * samples).T
+
+
+def test_sinkhorn_matches_the_plain_iteration_and_has_the_right_sums():
+    scores = torch.randn(48, 6, generator=torch.Generator().manual_seed(0)) * 0.3
+    codes = losses.sinkhorn(scores, epsilon=0.05, iterations=3)
+    assert np.allclose(codes.numpy(), plain_sinkhorn(scores.double().numpy(), 0.05, 3), atol=1e-5)
+    assert torch.allclose(codes.sum(dim=1), torch.ones(48), atol=1e-5)  # a distribution per sample
+    balanced = losses.sinkhorn(scores, epsilon=0.05, iterations=200)
+    assert torch.allclose(balanced.sum(dim=0), torch.full((6,), 48 / 6), atol=1e-3)  # equal shares
+
+
+def test_sinkhorn_survives_peaked_scores_and_has_no_gradient():
+    scores = (torch.randn(32, 8, generator=torch.Generator().manual_seed(1)) * 100).requires_grad_(True)
+    codes = losses.sinkhorn(scores, epsilon=0.05, iterations=10)
+    assert torch.isfinite(codes).all() and not codes.requires_grad
+    assert torch.allclose(codes.sum(dim=1), torch.ones(32), atol=1e-5)

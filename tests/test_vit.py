@@ -1,0 +1,64 @@
+"""Vision Transformer backbones: shapes, tokens, masking, kept patches, attention, positions."""
+
+import pytest
+import torch
+
+from ssl_engine.config import ExperimentConfig
+from ssl_engine.models import build_backbone
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.manual_seed(0)
+    return build_backbone("vit_tiny", image_size=32, patch_size=4).eval()
+
+
+def test_class_token_features_and_token_grid(vit):
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        tokens = vit.tokens(images)
+        features = vit(images)
+    assert tokens.shape == (2, 1 + 8 * 8, 192) and features.shape == (2, vit.feature_dim) == (2, 192)
+    assert torch.allclose(features, tokens[:, 0])
+
+
+def test_mask_token_replaces_exactly_the_masked_patches(vit):
+    images = torch.randn(1, 3, 32, 32)
+    mask = torch.zeros(1, 64, dtype=torch.bool)
+    mask[0, [3, 10]] = True
+    with torch.no_grad():
+        plain, masked = vit.embed(images), vit.embed(images, mask=mask)
+        other = vit.embed(torch.randn(1, 3, 32, 32), mask=mask)
+    changed = (plain != masked).any(-1)[0]
+    assert changed.nonzero().flatten().tolist() == [4, 11]  # +1: the class token comes first
+    assert torch.allclose(masked[0, 4], other[0, 4])  # a masked patch no longer depends on the image
+
+
+def test_kept_patches_are_gathered_with_their_positions(vit):
+    images = torch.randn(2, 3, 32, 32)
+    keep = torch.tensor([[0, 5, 63], [7, 8, 9]])
+    with torch.no_grad():
+        kept, everything = vit.embed(images, keep=keep), vit.embed(images)
+    assert kept.shape == (2, 4, 192)
+    assert torch.allclose(kept[0, 1:], everything[0, 1 + keep[0]])
+    assert torch.allclose(kept[1, 1:], everything[1, 1 + keep[1]])
+
+
+def test_last_attention_rows_are_distributions(vit):
+    attention = vit.last_attention(torch.randn(2, 3, 32, 32))
+    assert attention.shape == (2, 3, 65, 65)
+    assert torch.allclose(attention.sum(-1), torch.ones(2, 3, 65), atol=1e-5)
+
+
+def test_smaller_crops_use_interpolated_positions(vit):
+    with torch.no_grad():
+        assert vit(torch.randn(2, 3, 16, 16)).shape == (2, 192)
+        assert vit.position_embedding(8) is vit.pos_embed
+        assert vit.position_embedding(4).shape == (1, 17, 192)
+
+
+def test_patch_size_must_divide_every_view():
+    config = ExperimentConfig.for_method("simclr").with_overrides(["backbone.name=vit_tiny", "backbone.patch_size=5"])
+    assert config.problems() == ["backbone.patch_size (5) must divide every view's size for a ViT, and 32 px does not"]
+    fine = ExperimentConfig.for_method("simclr").with_overrides(["backbone.name=vit_tiny", "backbone.patch_size=8"])
+    assert fine.problems() == []
