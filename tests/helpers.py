@@ -10,6 +10,14 @@ SMALL_HEADS = {
     "simsiam": ["method.projection_dim=64", "method.predictor_hidden_dim=16"],
     "barlow_twins": ["method.projection_dim=64", "method.lambd=0.02"],
     "vicreg": ["method.expander_dim=64"],
+    "moco_v3": ["method.hidden_dim=64", "method.projection_dim=32"],
+    "dino": ["method.out_dim=256", "method.hidden_dim=64", "method.bottleneck_dim=32"],
+    "swav": ["method.hidden_dim=64", "method.projection_dim=32", "method.num_prototypes=16"],
+    "sela": ["method.num_clusters=16"],
+    "deepcluster": ["method.num_clusters=16", "method.pca_dim=32", "method.hidden_dim=64"],
+    # MSN is ViT-only: the tiny ViT with 8 px patches (a 4 x 4 grid at 32 px) keeps it quick
+    "msn": ["backbone.name=vit_tiny", "backbone.patch_size=8", "method.num_prototypes=16",
+            "method.hidden_dim=64", "method.projection_dim=32"],
 }
 
 

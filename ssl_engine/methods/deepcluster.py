@@ -1,0 +1,185 @@
+"""DeepCluster (Caron, Bojanowski, Joulin, Douze, "Deep Clustering for Unsupervised Learning of
+Visual Features", ECCV 2018).
+
+Two steps alternate. At the start of each epoch the features of the whole training set are
+PCA-reduced to 256 dimensions, whitened and L2-normalised, and k-means groups them into k
+clusters; each image's cluster is its pseudo-label y_n. During the epoch the network learns to
+predict those labels with a classifier g_W on top of the features f_theta:
+
+    min_{theta, W}  1/N sum_n  w_{y_n} CrossEntropy(g_W(f_theta(x_n)), y_n)
+
+The classifier is re-initialised after each clustering (cluster ids mean nothing from one
+epoch to the next). Trivial solutions, as in section 3.3: an empty cluster takes a randomly
+chosen non-empty cluster's centroid, slightly perturbed, and the next assignment splits that
+cluster's points between the two; and since one big cluster would dominate, the paper samples
+images uniformly over clusters. The trainer's sampler is fixed here, so each image's loss is
+weighted instead by w_c = N / (k' n_c) (n_c images in cluster c, k' non-empty clusters): the
+same expected gradient as sampling uniformly over clusters.
+
+Features: the paper's AlexNet clusters the output of fc7 (before its ReLU) and classifies it
+after the ReLU; here two fully connected layers (Linear-ReLU-Linear, fc6 and fc7) on the
+backbone play that part. Views: the paper uses random resized crops and flips behind a fixed
+Sobel filter, which removes colour so that clusters do not form on it; we use SimCLR's views
+(the same crops and flips) whose colour jitter and greyscale do that job, without Sobel. Every
+view is classified against its image's label (the paper takes one view per image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from sklearn.metrics import normalized_mutual_info_score
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..errors import ConfigError
+from ..models.heads import projection_mlp
+from ..params import hyper
+from .base import Method, StepOutput, register
+
+SPLIT_EPS = 1 / 1024  # faiss's relative push apart of a split centroid and its copy
+WHITEN_FLOOR = 1e-6  # least eigenvalue whitened, relative to the largest (no blow-up of null directions)
+
+
+@dataclass
+class DeepClusterParams:
+    num_clusters: int = hyper(100, ge=2, le=1_000_000, help="k of k-means; the paper uses 10x the number of classes (10000 on ImageNet)")
+    pca_dim: int = hyper(256, ge=1, le=65536, help="dimensions kept by the PCA whitening before k-means")
+    # 20 Lloyd iterations: the reference code's faiss setting (niter)
+    kmeans_iterations: int = hyper(20, ge=1, le=1000, help="Lloyd iterations of each k-means")
+    # AlexNet's fc6 and fc7 are 4096 wide; 2048 (DeepCluster-v2's head width) keeps the per-epoch PCA cheap
+    hidden_dim: int = hyper(2048, ge=2, le=65536, help="width of the two fully connected layers under the classifier (fc6, fc7; 4096 in AlexNet)")
+
+
+def pca_whiten(x: Tensor, dim: int) -> Tensor:
+    """Rows of x projected on their top `dim` principal components, each scaled to unit variance
+    (faiss's PCAMatrix with eigen_power -0.5, as the reference), then L2-normalised."""
+    centered = x.float() - x.float().mean(dim=0)
+    covariance = centered.T @ centered / len(x)
+    # MPS has no eigh; elsewhere it runs where the features are
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance.cpu() if covariance.device.type == "mps" else covariance)
+    values = eigenvalues.flip(0)[:dim].to(x.device)
+    vectors = eigenvectors.flip(1)[:, :dim].to(x.device)
+    scale = values.clamp_min(float(values[0].clamp_min(1e-30)) * WHITEN_FLOOR).rsqrt()
+    return F.normalize(centered @ vectors * scale, dim=1)
+
+
+def nearest_centroid(x: Tensor, centroids: Tensor) -> Tensor:
+    """Index of each row's nearest centroid (squared Euclidean), in chunks that bound memory."""
+    half_norms = centroids.pow(2).sum(dim=1) / 2
+    chunk = max(1, 2 ** 26 // len(centroids))
+    return torch.cat([(part @ centroids.T - half_norms).argmax(dim=1) for part in x.split(chunk)])
+
+
+def fill_empty_clusters(centroids: Tensor, counts: Tensor, generator: torch.Generator) -> int:
+    """In place: each empty cluster takes a copy of a non-empty cluster's centroid, picked at random
+    with probability proportional to its size minus one (as faiss does), and the copy and the
+    original are pushed apart by +-SPLIT_EPS, so that the next assignment splits the donor's points.
+    Returns the number of clusters filled."""
+    empty = torch.nonzero(counts == 0).flatten().tolist()
+    sizes = counts.double().cpu()
+    sign = torch.ones(centroids.shape[1], device=centroids.device)
+    sign[1::2] = -1
+    for cluster in empty:
+        weights = (sizes - 1).clamp_min(0)
+        if weights.sum() == 0:
+            break
+        donor = int(torch.multinomial(weights, 1, generator=generator))
+        centroids[cluster] = centroids[donor] * (1 + SPLIT_EPS * sign)
+        centroids[donor] *= 1 - SPLIT_EPS * sign
+        sizes[cluster] = sizes[donor] / 2
+        sizes[donor] -= sizes[cluster]
+    return len(empty)
+
+
+def kmeans(x: Tensor, k: int, iterations: int, generator: torch.Generator) -> tuple[Tensor, int]:
+    """Lloyd's k-means of the rows of x from k distinct random rows (faiss's initialisation, as the
+    reference). Returns each row's cluster and how many empty clusters were filled on the way."""
+    centroids = x[torch.randperm(len(x), generator=generator)[:k].to(x.device)].clone()
+    filled = 0
+    for _ in range(iterations):
+        labels = nearest_centroid(x, centroids)
+        counts = torch.bincount(labels, minlength=k)
+        centroids = torch.zeros_like(centroids).index_add_(0, labels, x) / counts.clamp_min(1).unsqueeze(1)
+        filled += fill_empty_clusters(centroids, counts, generator)
+    return nearest_centroid(x, centroids), filled
+
+
+@register
+class DeepCluster(Method):
+    name = "deepcluster"
+    family = "clustering"
+    summary = "k-means the whole training set each epoch, then learn to classify images into their clusters"
+    paper = "Caron et al., ECCV 2018"
+    Params = DeepClusterParams
+    augment_preset = "simclr"
+    # SGD at 0.05 for a batch of 256, momentum 0.9, weight decay 1e-5, no warm-up (paper's implementation details, reference code)
+    optim_defaults = {"name": "sgd", "lr": 0.05, "weight_decay": 1e-5, "momentum": 0.9, "warmup_epochs": 0.0}
+
+    def __init__(self, backbone, params: DeepClusterParams, total_steps: int):
+        super().__init__(backbone, params, total_steps)
+        self.head = projection_mlp(backbone.feature_dim, params.hidden_dim, params.hidden_dim, batch_norm=False)
+        self.classifier = nn.Linear(params.hidden_dim, params.num_clusters)
+        # the training set's length is known at the first clustering (see _load_from_state_dict)
+        self.register_buffer("pseudo_labels", torch.empty(0, dtype=torch.long))
+        self.register_buffer("class_weights", torch.zeros(params.num_clusters))
+        self.register_buffer("clustered_epoch", torch.tensor(-1))
+        self.register_buffer("nmi", torch.tensor(float("nan")))
+        self.register_buffer("empty_filled", torch.tensor(0.0))
+        self.register_buffer("seed", torch.randint(2 ** 31 - 1, ()))
+
+    @torch.no_grad()
+    def before_epoch(self, epoch, dataset_features):
+        if int(self.clustered_epoch) == epoch:  # resumed mid-epoch: keep this epoch's clustering
+            return
+        features = dataset_features()
+        k = self.params.num_clusters
+        if k > len(features):
+            raise ConfigError([f"method.num_clusters ({k}) must be at most the number of training images ({len(features)})"])
+        # seeded by run and epoch: a resumed run clusters as the uninterrupted one, and every
+        # process of a DDP run alike; a new seed each epoch, as the reference re-seeds faiss
+        generator = torch.Generator().manual_seed(int(self.seed) + epoch)
+        # the head has neither BatchNorm nor dropout: its output is the same in eval mode
+        fc7 = torch.cat([self.head(chunk) for chunk in features.split(8192)])
+        labels, filled = kmeans(pca_whiten(fc7, self.params.pca_dim), k, self.params.kmeans_iterations, generator)
+        if len(self.pseudo_labels) == len(labels):
+            self.nmi.fill_(normalized_mutual_info_score(self.pseudo_labels.cpu().numpy(), labels.cpu().numpy()))
+        self.pseudo_labels = labels
+        sizes = torch.bincount(labels, minlength=k).float()
+        self.class_weights.copy_(torch.where(sizes > 0, len(labels) / (sizes.count_nonzero() * sizes.clamp_min(1)), 0))
+        self.empty_filled.fill_(filled)
+        self.clustered_epoch.fill_(epoch)
+        self.classifier.weight.copy_(torch.randn(self.classifier.weight.shape, generator=generator) * 0.01)
+        self.classifier.bias.zero_()
+
+    def forward(self, views, step, indices=None):
+        if indices is None or len(self.pseudo_labels) == 0:
+            raise RuntimeError("deepcluster needs the batch's indices and a clustering from before_epoch")
+        targets = self.pseudo_labels[indices]
+        weights = self.class_weights[targets]
+        fc7 = [self.head(self.backbone(v)) for v in views]
+        per_view = [(weights * F.cross_entropy(self.classifier(F.relu(h)).float(), targets, reduction="none")).mean()
+                    for h in fc7]
+        loss = sum(per_view) / len(per_view)
+        terms = {"cross-entropy": loss.detach(), "empty clusters fixed": self.empty_filled.clone()}
+        if not torch.isnan(self.nmi):
+            terms["NMI with previous clustering"] = self.nmi.clone()
+        embeddings = (fc7[0].detach(), fc7[1].detach()) if len(fc7) > 1 else None
+        return StepOutput(loss, terms, embeddings)
+
+    @torch.no_grad()
+    def histograms(self, output):
+        return {"cluster sizes": torch.bincount(self.pseudo_labels, minlength=self.params.num_clusters).float()}
+
+    def parameter_groups(self):
+        # The paper gives the classifier its own SGD without momentum, new after each clustering:
+        # without momentum no stale state outlives a re-initialisation.
+        features = [p for m in (self.backbone, self.head) for p in m.parameters()]
+        return [{"params": features}, {"params": list(self.classifier.parameters()), "momentum": 0.0}]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "pseudo_labels"
+        if key in state_dict:  # take the saved length before loading into it
+            self.pseudo_labels = torch.empty_like(state_dict[key], device=self.pseudo_labels.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

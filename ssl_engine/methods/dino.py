@@ -1,0 +1,178 @@
+"""DINO (Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021).
+
+Self-distillation with no labels. A student (backbone + DINO head) is trained to match the
+output distribution of a teacher, an EMA of the student whose momentum rises from
+`base_momentum` to 1 on a cosine. The teacher sees only the global views; the student sees
+every view (global, then the smaller local ones), and each student view is matched to every
+teacher view but its own (multi-crop: "local-to-global" correspondences):
+
+    P_t = softmax((g_t(x) - center) / teacher_temp),   P_s = softmax(g_s(x') / student_temp)
+    loss = mean over pairs of  -sum_k P_t[k] log P_s[k]                   (losses.dino_loss)
+
+Collapse is avoided by centring and sharpening the teacher: the center is an EMA of the
+teacher's mean output over the global batch, center <- m center + (1 - m) mean(g_t), and the
+teacher's low temperature sharpens its target. The head is a 3-layer MLP (GELU), a
+bottleneck that is L2-normalised, and a weight-normalised last layer whose K outputs act as
+prototypes; that last layer is frozen for the first epoch(s), which the paper found steadies
+the start of training. The teacher temperature and the frozen layer go by epochs, as in the
+code: the method learns the epoch from `before_epoch` (a resumed run gets it too).
+
+Reported: the teacher targets' mean entropy, the center's norm (after this step's update), the
+teacher temperature, and how many global views each prototype's target peaks at. Evaluation
+uses the student's backbone; the paper evaluates the teacher, which is often slightly better.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import losses
+from ..distributed import all_reduce_mean, gather_no_grad
+from ..models.ema import copy_as_frozen, cosine_momentum, ema_update
+from ..params import hyper
+from .base import Method, StepOutput, register
+
+
+class DINOHead(nn.Module):
+    """MLP (Linear-GELU x 2, Linear to the bottleneck), L2 normalisation, then a weight-normalised
+    Linear without bias to `out_dim` (its weight's norm fixed at 1 when `norm_last_layer`)."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256,
+                 norm_last_layer: bool = True):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim),
+                                 nn.GELU(), nn.Linear(hidden_dim, bottleneck_dim))
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                nn.init.trunc_normal_(layer.weight, std=0.02)
+                nn.init.zeros_(layer.bias)
+        self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+        weight_norm = self.last_layer.parametrizations.weight.original0
+        weight_norm.data.fill_(1.0)
+        weight_norm.requires_grad_(not norm_last_layer)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.last_layer(F.normalize(self.mlp(features), dim=-1))
+
+
+@dataclass
+class DINOParams:
+    # 65536 in the paper (for ImageNet); 4096 suits small data sets and keeps CPU steps quick.
+    out_dim: int = hyper(4096, ge=2, le=262144, help="outputs (prototypes) of the DINO head (paper: 65536)")
+    hidden_dim: int = hyper(2048, ge=2, le=65536, help="hidden size of the head's MLP")
+    bottleneck_dim: int = hyper(256, ge=2, le=65536, help="size of the L2-normalised bottleneck before the last layer")
+    norm_last_layer: bool = hyper(True, help="fix the norm of the last layer's weights (more stable; False can do better with ViT-S)")
+    student_temp: float = hyper(0.1, gt=0, le=10, help="temperature of the student's softmax")
+    teacher_temp: float = hyper(0.04, gt=0, le=10, help="temperature of the teacher's softmax after the warm-up (above 0.07 is unstable)")
+    warmup_teacher_temp: float = hyper(0.04, gt=0, le=10, help="teacher temperature at the first epoch, rising linearly to teacher_temp")
+    # 30 in the paper (the code's flag defaults to 0); with 0.04 -> 0.04 the warm-up is flat anyway.
+    warmup_teacher_temp_epochs: int = hyper(30, ge=0, le=100000, help="epochs of the teacher temperature's warm-up")
+    center_momentum: float = hyper(0.9, ge=0, le=1, help="EMA momentum of the center of the teacher's outputs")
+    base_momentum: float = hyper(0.996, ge=0, le=1, help="teacher EMA momentum at the start; it rises to 1 on a cosine")
+    freeze_last_layer: int = hyper(1, ge=0, le=100000, help="epochs during which the head's last layer is kept fixed")
+
+
+@dataclass
+class DINOStepOutput(StepOutput):
+    """StepOutput plus the prototype each teacher target peaks at, over the global batch."""
+
+    teacher_assignments: Tensor | None = None
+
+
+@register
+class DINO(Method):
+    name = "dino"
+    family = "distillation"
+    summary = "a student matches a centred, sharpened EMA teacher across global and local crops"
+    paper = "Caron et al., ICCV 2021"
+    Params = DINOParams
+    augment_preset = "dino"
+    # AdamW at 5e-4 x batch/256, 10 warm-up epochs, gradients clipped at 3 (the code's defaults).
+    # Weight decay fixed at 0.04: the paper raises it to 0.4 on a cosine, which we do not.
+    optim_defaults = {"name": "adamw", "lr": 5e-4, "weight_decay": 0.04, "momentum": 0.9,
+                      "warmup_epochs": 10.0, "grad_clip": 3.0}
+
+    def __init__(self, backbone, params: DINOParams, total_steps: int):
+        super().__init__(backbone, params, total_steps)
+        self.head = DINOHead(backbone.feature_dim, params.out_dim, params.hidden_dim, params.bottleneck_dim,
+                             params.norm_last_layer)
+        self.teacher_backbone = copy_as_frozen(self.backbone)
+        self.teacher_head = copy_as_frozen(self.head)
+        self.register_buffer("center", torch.zeros(1, params.out_dim))
+        self.epoch = 0
+        # Zeroing (not dropping, as the code does) the gradient keeps DDP's reduction intact.
+        # AdamW then only applies weight decay: on v a uniform scale that the weight norm undoes;
+        # a learnt g (norm_last_layer False) shrinks by lr * weight_decay per step.
+        for parameter in self.head.last_layer.parameters():
+            if parameter.requires_grad:
+                parameter.register_hook(self._freeze_last_layer)
+
+    def _freeze_last_layer(self, grad: Tensor) -> Tensor:
+        return torch.zeros_like(grad) if self.epoch < self.params.freeze_last_layer else grad
+
+    def before_epoch(self, epoch, dataset_features):
+        self.epoch = epoch
+
+    def teacher_temperature(self) -> float:
+        """Linear from warmup_teacher_temp at epoch 0 to teacher_temp at the warm-up's last
+        epoch, then constant (the code's np.linspace schedule)."""
+        p, epochs = self.params, self.params.warmup_teacher_temp_epochs
+        if self.epoch >= epochs:
+            return p.teacher_temp
+        return p.warmup_teacher_temp + (p.teacher_temp - p.warmup_teacher_temp) * self.epoch / max(epochs - 1, 1)
+
+    def forward(self, views, step, indices=None):
+        # The global views are the leading views at full size (two at most, as in the paper).
+        size = views[0].shape[-2:]
+        global_count = 1 + int(len(views) > 1 and views[1].shape[-2:] == size)
+        student_logits = _multi_crop(self.backbone, self.head, views)
+        with torch.no_grad():
+            teacher_logits = _multi_crop(self.teacher_backbone, self.teacher_head, views[:global_count])
+        temperature = self.teacher_temperature()
+        loss = losses.dino_loss(student_logits, teacher_logits, self.center, self.params.student_temp, temperature)
+        with torch.no_grad(), torch.autocast(device_type=self.center.device.type, enabled=False):
+            teacher = torch.cat(teacher_logits).float()
+            log_targets = F.log_softmax((teacher - self.center) / temperature, dim=-1)
+            entropy = all_reduce_mean(-(log_targets.exp() * log_targets).sum(dim=-1).mean())
+            assignments = gather_no_grad(log_targets.argmax(dim=-1))
+            batch_center = all_reduce_mean(teacher.mean(dim=0, keepdim=True))
+            self.center.mul_(self.params.center_momentum).add_(batch_center, alpha=1 - self.params.center_momentum)
+        terms = {"teacher entropy": entropy, "center norm": self.center.norm(),
+                 "teacher temperature": torch.tensor(temperature)}
+        embeddings = (student_logits[0].detach(), student_logits[1].detach()) if len(views) > 1 else None
+        return DINOStepOutput(loss, terms, embeddings, teacher_assignments=assignments)
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step):
+        momentum = cosine_momentum(step, self.total_steps, base=self.params.base_momentum)
+        ema_update(self.teacher_backbone, self.backbone, momentum)
+        ema_update(self.teacher_head, self.head, momentum)
+
+    def parameter_groups(self):
+        return [{"params": [p for m in (self.backbone, self.head) for p in m.parameters() if p.requires_grad]}]
+
+    @torch.no_grad()
+    def histograms(self, output):
+        """How many of the batch's global views each prototype's teacher target peaks at
+        (out_dim bars; one tall bar is a collapse)."""
+        if getattr(output, "teacher_assignments", None) is None:
+            return {}
+        usage = torch.bincount(output.teacher_assignments, minlength=self.params.out_dim)
+        return {"teacher prototype usage": usage.float()}
+
+
+def _multi_crop(backbone: nn.Module, head: nn.Module, views: list[Tensor]) -> list[Tensor]:
+    """Head outputs per view, one backbone pass per run of same-sized views (the code's
+    MultiCropWrapper: BatchNorm sees the global views together) and one head pass for all."""
+    runs: list[list[Tensor]] = []
+    for view in views:
+        if runs and runs[-1][0].shape[-2:] == view.shape[-2:]:
+            runs[-1].append(view)
+        else:
+            runs.append([view])
+    features = torch.cat([backbone(torch.cat(run)) for run in runs])
+    return list(head(features).chunk(len(views)))

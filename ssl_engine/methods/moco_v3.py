@@ -1,0 +1,105 @@
+"""MoCo v3 (Chen, Xie, He, "An Empirical Study of Training Self-Supervised Vision Transformers",
+ICCV 2021).
+
+MoCo without a queue: the keys of the current batch are the negatives. A base encoder
+(backbone, projector) and a predictor make the queries q; a momentum encoder, an EMA of the
+base encoder whose momentum rises from `base_momentum` to 1 on a cosine, makes the keys k.
+Each view's query is contrasted with the other view's keys of the whole (global) batch:
+
+    ctr(q, k) = CrossEntropy(q k^T / T, positives on the diagonal) * 2T     (q, k L2-normalised)
+    loss      = ctr(q1, k2) + ctr(q2, k1)
+
+The factor 2T is the reference code's; it makes the gradient's scale independent of T.
+For ViTs the paper keeps the patch projection at its random initialisation (section 4.2):
+training is then stable at learning rates where a learnt projection makes the accuracy dip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..distributed import gather_no_grad, rank
+from ..models.ema import copy_as_frozen, cosine_momentum, ema_update
+from ..models.heads import projection_mlp
+from ..params import hyper
+from .base import Method, StepOutput, register
+
+
+def contrastive_loss(q: Tensor, keys: Tensor, temperature: float, first_positive: int = 0) -> Tensor:
+    """MoCo v3's ctr: CrossEntropy(normalize(q) normalize(keys)^T / T, labels) * 2T.
+
+    `q`: (N, D) queries of this process; `keys`: (M, D) keys of the global batch, where the
+    positive of query n is key `first_positive + n` (this process's offset in the gather).
+    Computed in float32 with autocast off."""
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        q = F.normalize(q.float(), dim=1)
+        keys = F.normalize(keys.float(), dim=1)
+        labels = torch.arange(len(q), device=q.device) + first_positive
+        return F.cross_entropy(q @ keys.T / temperature, labels) * (2 * temperature)
+
+
+@dataclass
+class MoCoV3Params:
+    # The ViT recipe: T = 0.2 (the ResNet recipe and the code's default use 1.0).
+    temperature: float = hyper(0.2, gt=0, le=10, help="softmax temperature (paper: 0.2 for ViT, 1.0 for ResNet)")
+    projection_dim: int = hyper(256, ge=2, le=65536, help="output size of the projector and predictor")
+    hidden_dim: int = hyper(4096, ge=2, le=65536, help="hidden size of the projector and predictor")
+    projector_layers: int = hyper(3, ge=1, le=5, help="projector depth (the code: 3 for ViT, 2 for ResNet)")
+    base_momentum: float = hyper(0.99, ge=0, le=1, help="momentum encoder's EMA momentum at the start; it rises to 1 on a cosine")
+    random_patch_projection: bool = hyper(True, help="ViT only: freeze the patch projection at its random initialisation (the paper's stability fix)")
+
+
+@register
+class MoCoV3(Method):
+    name = "moco_v3"
+    family = "contrastive"
+    summary = "a query predicts a momentum encoder's key among the batch's other keys, no queue"
+    paper = "Chen, Xie, He, ICCV 2021"
+    Params = MoCoV3Params
+    augment_preset = "byol"  # the paper uses BYOL's augmentations
+    # The ViT recipe (CONFIG.md): AdamW at 1.5e-4 x batch/256, weight decay 0.1, 40 warm-up
+    # epochs. The ResNet recipe is LARS at 0.6 (0.3 for long runs), weight decay 1e-6, 10 epochs.
+    optim_defaults = {"name": "adamw", "lr": 1.5e-4, "weight_decay": 0.1, "momentum": 0.9, "warmup_epochs": 40.0}
+
+    def __init__(self, backbone, params: MoCoV3Params, total_steps: int):
+        super().__init__(backbone, params, total_steps)
+        # Every Linear without bias and a last BatchNorm without affine, in both MLPs, as in the code.
+        self.projector = projection_mlp(backbone.feature_dim, params.hidden_dim, params.projection_dim,
+                                        num_layers=params.projector_layers, last_batch_norm=True,
+                                        last_bn_affine=False)
+        self.predictor = projection_mlp(params.projection_dim, params.hidden_dim, params.projection_dim,
+                                        num_layers=2, last_batch_norm=True, last_bn_affine=False)
+        if params.random_patch_projection and hasattr(backbone, "patch_embed"):
+            backbone.patch_embed.requires_grad_(False)
+        self.momentum_backbone = copy_as_frozen(self.backbone)
+        self.momentum_projector = copy_as_frozen(self.projector)
+
+    def forward(self, views, step, indices=None):
+        x1, x2 = views[:2]
+        z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))
+        q1, q2 = self.predictor(z1), self.predictor(z2)
+        with torch.no_grad():
+            k1 = gather_no_grad(self.momentum_projector(self.momentum_backbone(x1)))
+            k2 = gather_no_grad(self.momentum_projector(self.momentum_backbone(x2)))
+        offset = rank() * len(x1)
+        temperature = self.params.temperature
+        loss = contrastive_loss(q1, k2, temperature, offset) + contrastive_loss(q2, k1, temperature, offset)
+        momentum = torch.tensor(self._momentum(step))
+        return StepOutput(loss, {"contrastive": loss.detach(), "momentum": momentum}, (z1.detach(), z2.detach()))
+
+    def _momentum(self, step: int) -> float:
+        return cosine_momentum(step, self.total_steps, base=self.params.base_momentum)
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step):
+        momentum = self._momentum(step)
+        ema_update(self.momentum_backbone, self.backbone, momentum)
+        ema_update(self.momentum_projector, self.projector, momentum)
+
+    def parameter_groups(self):
+        modules = (self.backbone, self.projector, self.predictor)
+        return [{"params": [p for m in modules for p in m.parameters() if p.requires_grad]}]

@@ -1,0 +1,125 @@
+"""MoCo v3: the symmetric in-batch contrastive loss, its heads, the momentum encoder and training."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ssl_engine.methods.moco_v3 import MoCoV3, MoCoV3Params, contrastive_loss
+from ssl_engine.models.backbones import build_backbone
+from ssl_engine.train import EventRates, Trainer, TrainingControl
+from ssl_engine.train.checkpoint import load_checkpoint
+from ssl_engine.train.events import EpochEnd
+from tests.helpers import tiny_config
+
+SMALL = ["method.hidden_dim=32", "method.projection_dim=16"]
+
+
+def make_method(backbone="small_cnn", total_steps=10, **params):
+    torch.manual_seed(0)
+    params = MoCoV3Params(**{"hidden_dim": 32, "projection_dim": 16, **params})
+    return MoCoV3(build_backbone(backbone, image_size=32, patch_size=4), params, total_steps)
+
+
+def test_contrastive_loss_matches_a_hand_computation():
+    q = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    keys = torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])  # positives at rows 1 and 2
+    temperature = 0.5
+    # cosines of q0 with the keys: 0.6, 1, 0, -1; of q1: 0.8, 0, 1, 0
+    row0 = -math.log(math.exp(1 / 0.5) / sum(math.exp(c / 0.5) for c in (0.6, 1, 0, -1)))
+    row1 = -math.log(math.exp(1 / 0.5) / sum(math.exp(c / 0.5) for c in (0.8, 0, 1, 0)))
+    expected = (row0 + row1) / 2 * (2 * temperature)
+    assert contrastive_loss(q, keys, temperature, first_positive=1).item() == pytest.approx(expected, rel=1e-6)
+    # the positive's place matters: with the wrong offset the loss is another number
+    assert contrastive_loss(q, keys, temperature, first_positive=0).item() != pytest.approx(expected, rel=1e-3)
+
+
+def test_contrastive_loss_is_float32_from_half_precision_inputs():
+    q, keys = torch.randn(4, 8).bfloat16(), torch.randn(4, 8).bfloat16()
+    loss = contrastive_loss(q, keys, 0.2)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(contrastive_loss(q.float(), keys.float(), 0.2).item(), rel=1e-6)
+
+
+def test_loss_is_the_sum_of_both_directions_with_the_momentum_encoders_keys():
+    method = make_method(temperature=0.2)
+    views = [torch.randn(6, 3, 32, 32), torch.randn(6, 3, 32, 32)]
+    # make the momentum encoder differ from the base encoder, so that mixing them up would show
+    with torch.no_grad():
+        for p in method.momentum_projector.parameters():
+            p.add_(0.5)
+    output = method(views, step=0)
+    with torch.no_grad():
+        q1, q2 = (method.predictor(method.projector(method.backbone(v))) for v in views)
+        k1, k2 = (method.momentum_projector(method.momentum_backbone(v)) for v in views)
+        expected = contrastive_loss(q1, k2, 0.2) + contrastive_loss(q2, k1, 0.2)
+    assert output.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert set(output.terms) == {"contrastive", "momentum"}
+    z1, z2 = output.embeddings
+    assert z1.shape == z2.shape == (6, 16) and not z1.requires_grad
+    output.loss.backward()  # gradients reach the base encoder, never the momentum encoder
+    assert method.predictor[0].weight.grad is not None
+    assert all(p.grad is None for p in method.momentum_backbone.parameters())
+
+
+def test_heads_follow_the_reference_code():
+    method = make_method()
+    projector, predictor = method.projector, method.predictor
+    linears = [m for m in [*projector, *predictor] if isinstance(m, nn.Linear)]
+    assert len([m for m in projector if isinstance(m, nn.Linear)]) == 3
+    assert len([m for m in predictor if isinstance(m, nn.Linear)]) == 2
+    assert all(m.bias is None for m in linears)
+    for head in (projector, predictor):
+        assert isinstance(head[-1], nn.BatchNorm1d) and not head[-1].affine
+        assert head[-1].num_features == 16
+    assert len([m for m in make_method(projector_layers=2).projector if isinstance(m, nn.Linear)]) == 2
+
+
+def test_momentum_rises_from_its_base_to_one_on_a_cosine_and_drives_the_ema():
+    method = make_method(total_steps=10, base_momentum=0.99)
+    views = [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]
+    momenta = [method(views, step=s).terms["momentum"].item() for s in (0, 5, 10)]
+    assert momenta == pytest.approx([0.99, 0.995, 1.0])
+    with torch.no_grad():
+        for p in method.projector.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in method.momentum_projector.parameters()]
+    online = [p.clone() for p in method.projector.parameters()]
+    method.after_optimizer_step(step=0)
+    for target, old, new in zip(method.momentum_projector.parameters(), before, online):
+        assert torch.allclose(target, 0.99 * old + 0.01 * new)
+
+
+def test_vit_patch_projection_stays_random_and_other_weights_train():
+    method = make_method("vit_tiny")
+    trained = {id(p) for group in method.parameter_groups() for p in group["params"]}
+    patch = list(method.backbone.patch_embed.parameters())
+    assert patch and not any(id(p) in trained for p in patch)
+    assert id(method.backbone.cls_token) in trained and id(method.predictor[0].weight) in trained
+    learnt = make_method("vit_tiny", random_patch_projection=False)
+    assert all(p.requires_grad for p in learnt.backbone.patch_embed.parameters())
+    cnn = make_method("small_cnn")
+    assert len(cnn.parameter_groups()[0]["params"]) == len([p for p in cnn.parameters() if p.requires_grad])
+
+
+# ViT-tiny keeps its 12 blocks: 8 px patches (16 per 32 px image) and 20 training images keep it quick.
+@pytest.mark.parametrize("backbone, patch, batch, test_fraction", [("small_cnn", 4, 16, 0.2), ("vit_tiny", 8, 10, 0.8)])
+def test_training_runs_writes_a_checkpoint_and_resumes(tmp_path, backbone, patch, batch, test_fraction):
+    overrides = [*SMALL, f"backbone.name={backbone}", f"backbone.patch_size={patch}", "train.eval_subset=16",
+                 f"data.test_fraction={test_fraction}"]
+    config = tiny_config(tmp_path, "moco_v3", *overrides, epochs=2, count=100, batch=batch)
+    control = TrainingControl()
+    first = Trainer(config, control=control)
+    first.subscribe(lambda e: control.stop() if isinstance(e, EpochEnd) else None, EventRates())
+    summary = first.run()
+    steps_per_epoch = first.steps_per_epoch
+    assert steps_per_epoch >= 2 and summary["steps"] == steps_per_epoch and math.isfinite(summary["final_loss"])
+    state = load_checkpoint(first.run_dir)
+    assert state["step"] == steps_per_epoch
+    # the momentum encoder is state of its own, kept in the checkpoint
+    assert not torch.equal(state["method"]["momentum_projector.0.weight"], state["method"]["projector.0.weight"])
+    resumed = Trainer(config, resume=first.run_dir)
+    summary = resumed.run()
+    assert summary["steps"] == 2 * steps_per_epoch and math.isfinite(summary["final_loss"])
+    assert load_checkpoint(first.run_dir)["step"] == 2 * steps_per_epoch
