@@ -1,5 +1,7 @@
 """Small, fast experiment configs shared by the training, CLI and app tests."""
 
+import torch
+
 from ssl_engine.config import ExperimentConfig
 
 # Narrow heads keep a CPU step to a few milliseconds; every other value is the paper's.
@@ -28,3 +30,25 @@ def tiny_config(tmp_path, method="simclr", *extra, epochs=1, count=400, batch=64
         "backbone.name=small_cnn", f"train.epochs={epochs}", f"train.batch_size={batch}",
         "train.device=cpu", f"train.runs_dir={tmp_path / 'runs'}", "train.log_every_steps=1",
         "train.eval_subset=64", "train.linear_probe=false", *SMALL_HEADS.get(method, []), *extra]).validate()
+
+
+def assert_same_state(first: dict, second: dict) -> None:
+    """Two state dicts hold the same keys and bit-identical tensors (a resumed run against an
+    uninterrupted one)."""
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def reference_sinkhorn(q: torch.Tensor, iterations: int) -> torch.Tensor:
+    """SwAV's Sinkhorn-Knopp as its code writes it, on a positive (N, K) matrix q = exp(scores /
+    epsilon): normalise the total, then prototypes and samples in turn; rows of the result sum to 1."""
+    q = q.T.clone()
+    q /= q.sum()
+    prototypes, samples = q.shape
+    for _ in range(iterations):
+        q /= q.sum(dim=1, keepdim=True)
+        q /= prototypes
+        q /= q.sum(dim=0, keepdim=True)
+        q /= samples
+    return (q * samples).T

@@ -16,7 +16,7 @@ from app.settings import AppSettings  # noqa: E402
 from ssl_engine import losses  # noqa: E402
 from ssl_engine.config import ExperimentConfig  # noqa: E402
 
-from helpers import tiny_config  # noqa: E402
+from tests.helpers import tiny_config  # noqa: E402
 
 
 def open_window(qtbot, tmp_path, config=None) -> MainWindow:

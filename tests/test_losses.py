@@ -9,6 +9,8 @@ import torch
 
 from ssl_engine import losses
 
+from tests.helpers import reference_sinkhorn
+
 
 def random_pair(batch_size=3, dimension=2, seed=0):
     generator = torch.Generator().manual_seed(seed)
@@ -380,23 +382,10 @@ def test_dino_loss_limits_and_gradients():
         losses.dino_loss([torch.randn(2, 3)], [torch.randn(2, 3)], torch.zeros(3), 0.1, 0.04)
 
 
-def plain_sinkhorn(scores, epsilon, iterations):
-    """SwAV's iteration as written in its code, in float64."""
-    q = np.exp(scores / epsilon).T
-    q /= q.sum()
-    prototypes, samples = q.shape
-    for _ in range(iterations):
-        q /= q.sum(axis=1, keepdims=True)
-        q /= prototypes
-        q /= q.sum(axis=0, keepdims=True)
-        q /= samples
-    return (q * samples).T
-
-
 def test_sinkhorn_matches_the_plain_iteration_and_has_the_right_sums():
     scores = torch.randn(48, 6, generator=torch.Generator().manual_seed(0)) * 0.3
     codes = losses.sinkhorn(scores, epsilon=0.05, iterations=3)
-    assert np.allclose(codes.numpy(), plain_sinkhorn(scores.double().numpy(), 0.05, 3), atol=1e-5)
+    assert torch.allclose(codes.double(), reference_sinkhorn(torch.exp(scores.double() / 0.05), 3), atol=1e-5)
     assert torch.allclose(codes.sum(dim=1), torch.ones(48), atol=1e-5)  # a distribution per sample
     balanced = losses.sinkhorn(scores, epsilon=0.05, iterations=200)
     assert torch.allclose(balanced.sum(dim=0), torch.full((6,), 48 / 6), atol=1e-3)  # equal shares

@@ -14,7 +14,7 @@ from ssl_engine.models.backbones import build_backbone
 from ssl_engine.train import EventRates, Trainer, TrainingControl
 from ssl_engine.train.checkpoint import load_checkpoint
 from ssl_engine.train.events import StepMetrics
-from tests.helpers import tiny_config
+from tests.helpers import assert_same_state, tiny_config
 
 SMALL = ["method.hidden_dim=64", "method.num_clusters=8", "method.kmeans_iterations=5"]
 
@@ -176,8 +176,7 @@ def test_trains_on_small_cnn_and_a_stopped_run_resumes_to_the_same_weights(tmp_p
     assert clusterings == []  # the epoch's clustering came back from the checkpoint
     a = load_checkpoint(straight.run_dir)["method"]
     b = load_checkpoint(first.run_dir)["method"]
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_state(a, b)
 
 
 def test_trains_on_vit_tiny(tmp_path):

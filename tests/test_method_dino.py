@@ -13,7 +13,7 @@ from ssl_engine.models.backbones import build_backbone
 from ssl_engine.train import EventRates, Trainer, TrainingControl
 from ssl_engine.train.checkpoint import load_checkpoint
 from ssl_engine.train.events import EpochEnd
-from tests.helpers import tiny_config
+from tests.helpers import assert_same_state, tiny_config
 
 SMALL = {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16}
 
@@ -166,8 +166,7 @@ def test_a_stopped_run_resumes_to_the_same_weights_and_centre(tmp_path):
                       resume=first.run_dir)
     assert resumed.run()["steps"] == 10
     a, b = load_checkpoint(straight.run_dir)["method"], load_checkpoint(first.run_dir)["method"]
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_state(a, b)
 
 
 def test_vit_tiny_trains_on_global_and_local_views_and_resumes(tmp_path):

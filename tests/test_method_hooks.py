@@ -6,7 +6,7 @@ from ssl_engine.methods import METHODS
 from ssl_engine.methods.simclr import SimCLR
 from ssl_engine.train import Trainer
 
-from helpers import tiny_config
+from tests.helpers import tiny_config
 
 
 class Recorder(SimCLR):

@@ -14,7 +14,7 @@ from ssl_engine.models.vit import VisionTransformer
 from ssl_engine.train import EventRates, Trainer, TrainingControl
 from ssl_engine.train.checkpoint import load_checkpoint
 from ssl_engine.train.events import RunStarted, StepMetrics
-from tests.helpers import tiny_config
+from tests.helpers import reference_sinkhorn, tiny_config
 
 SMALL = ["backbone.name=vit_tiny", "data.image_size=16", "method.hidden_dim=32", "method.projection_dim=16", "method.num_prototypes=8"]
 
@@ -30,19 +30,6 @@ def multi_crop(n=6):
     generator = torch.Generator().manual_seed(1)
     return [torch.randn(n, 3, 16, 16, generator=generator) for _ in range(2)] + \
            [torch.randn(n, 3, 8, 8, generator=generator) for _ in range(3)]
-
-
-def reference_sinkhorn(q, iterations):
-    """The reference's distributed_sinkhorn in one process, on probabilities."""
-    q = q.T.clone()
-    q /= q.sum()
-    prototypes, samples = q.shape
-    for _ in range(iterations):
-        q /= q.sum(dim=1, keepdim=True)
-        q /= prototypes
-        q /= q.sum(dim=0, keepdim=True)
-        q /= samples
-    return (q * samples).T
 
 
 def test_msn_needs_a_vision_transformer():

@@ -12,7 +12,7 @@ from ssl_engine.methods.sela import SeLa, SeLaParams, random_balanced_labels
 from ssl_engine.train import EventRates, Trainer, TrainingControl
 from ssl_engine.train.checkpoint import load_checkpoint
 from ssl_engine.train.events import StepMetrics
-from tests.helpers import tiny_config
+from tests.helpers import assert_same_state, tiny_config
 
 SMALL = ["method.num_clusters=10"]
 
@@ -124,8 +124,7 @@ def test_small_cnn_run_stopped_mid_epoch_resumes_to_the_same_weights_and_labels(
     assert resumed.run()["steps"] == 10
     a, b = load_checkpoint(straight.run_dir)["method"], load_checkpoint(first.run_dir)["method"]
     assert a["pseudo_labels"].shape == (1, 80) and int(a["labelled_epoch"]) == 1
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_state(a, b)
 
 
 def test_vit_tiny_trains(tmp_path):

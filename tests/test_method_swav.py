@@ -13,7 +13,7 @@ from ssl_engine.methods.swav import SwAV, SwAVParams, swapped_prediction_loss
 from ssl_engine.train import EventRates, Trainer, TrainingControl
 from ssl_engine.train.checkpoint import load_checkpoint
 from ssl_engine.train.events import StepMetrics
-from tests.helpers import tiny_config
+from tests.helpers import assert_same_state, tiny_config
 
 SMALL = ["method.hidden_dim=64", "method.projection_dim=16", "method.num_prototypes=12"]
 
@@ -133,8 +133,7 @@ def test_small_cnn_run_with_queue_resumes_to_the_same_state_as_an_uninterrupted_
     assert resumed.run()["steps"] == 10
     a, b = load_checkpoint(straight.run_dir)["method"], load_checkpoint(first.run_dir)["method"]
     assert a["queue_filled"] == 40  # full from the third step of epoch 1, used in its last two
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_state(a, b)
 
 
 def test_vit_tiny_trains_on_global_and_local_views(tmp_path):

@@ -14,7 +14,7 @@ from ssl_engine.train import EventRates, Trainer, TrainingControl, TrainingDiver
 from ssl_engine.train.checkpoint import load_checkpoint
 from ssl_engine.train.events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, Failed,
                                      Finished, MatrixSnapshot, RunStarted, StepMetrics)
-from tests.helpers import tiny_config
+from tests.helpers import assert_same_state, tiny_config
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -142,8 +142,7 @@ def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_p
     assert summary["steps"] == 10 and resumed.run_dir == first.run_dir
     a = load_checkpoint(straight.run_dir)["method"]
     b = load_checkpoint(first.run_dir)["method"]
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_state(a, b)
 
 
 def test_diverging_loss_fails_with_one_clear_message_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ asked for them, `matrices` for the UI.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
@@ -110,6 +111,13 @@ class Method(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features used for evaluation (kNN, linear probe, projections)."""
         return self.backbone(images)
+
+
+def features_by_resolution(backbone: nn.Module, views: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Backbone features of each run of consecutive same-sized views, one pass per run (the
+    multi-crop wrapper of the SwAV and DINO code: BatchNorm sees the global views together).
+    Returns one (views_in_run * N, D) tensor per run, in view order."""
+    return [backbone(torch.cat(list(run))) for _, run in itertools.groupby(views, key=lambda view: view.shape[-2:])]
 
 
 METHODS: dict[str, type[Method]] = {}

@@ -34,7 +34,7 @@ from .. import losses
 from ..distributed import all_reduce_mean, gather_no_grad
 from ..models.ema import copy_as_frozen, cosine_momentum, ema_update
 from ..params import hyper
-from .base import Method, StepOutput, register
+from .base import Method, StepOutput, features_by_resolution, register
 
 
 class DINOHead(nn.Module):
@@ -166,13 +166,5 @@ class DINO(Method):
 
 
 def _multi_crop(backbone: nn.Module, head: nn.Module, views: list[Tensor]) -> list[Tensor]:
-    """Head outputs per view, one backbone pass per run of same-sized views (the code's
-    MultiCropWrapper: BatchNorm sees the global views together) and one head pass for all."""
-    runs: list[list[Tensor]] = []
-    for view in views:
-        if runs and runs[-1][0].shape[-2:] == view.shape[-2:]:
-            runs[-1].append(view)
-        else:
-            runs.append([view])
-    features = torch.cat([backbone(torch.cat(run)) for run in runs])
-    return list(head(features).chunk(len(views)))
+    """Head outputs per view: one backbone pass per run of same-sized views, one head pass for all."""
+    return list(head(torch.cat(features_by_resolution(backbone, views))).chunk(len(views)))

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from itertools import groupby
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +38,7 @@ from ..errors import ConfigError
 from ..models.ema import copy_as_frozen, ema_update
 from ..models.vit import VisionTransformer
 from ..params import hyper
-from .base import Method, StepOutput, register
+from .base import Method, StepOutput, features_by_resolution, register
 
 
 @dataclass
@@ -116,7 +115,7 @@ class MSN(Method):
         # Views of one size go through the encoder together; the head's BatchNorm then sees one
         # resolution at a time, as in the reference.
         features = [self._masked_features(torch.cat(views[:2]))]
-        features += [self.backbone(torch.cat(list(group))) for _, group in groupby(views[2:], key=lambda v: v.shape)]
+        features += features_by_resolution(self.backbone, views[2:])
         anchors = torch.cat([self.projector(f) for f in features])
         with torch.no_grad():
             targets = self.target_projector(self.target_backbone(torch.cat(views[:2])))

@@ -19,7 +19,6 @@ equipartition is over more samples than the batch, and only the batch's codes ar
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +29,7 @@ from .. import losses
 from ..distributed import all_reduce_sum, gather_no_grad, rank, world_size
 from ..models.heads import projection_mlp
 from ..params import hyper
-from .base import Method, StepOutput, register
+from .base import Method, StepOutput, features_by_resolution, register
 
 GLOBAL_VIEWS = 2  # the views that get codes: the reference's crops_for_assign [0, 1]
 
@@ -99,9 +98,7 @@ class SwAV(Method):
     def _project(self, views: list[torch.Tensor]) -> torch.Tensor:
         """(V * N, D) unit projections; consecutive views of one size share a backbone pass (and
         its BatchNorm statistics), as in the reference's multi-resolution forward."""
-        features = [self.backbone(torch.cat(list(group)))
-                    for _, group in itertools.groupby(views, key=lambda view: view.shape[-2:])]
-        return F.normalize(self.projector(torch.cat(features)).float(), dim=1)
+        return F.normalize(self.projector(torch.cat(features_by_resolution(self.backbone, views))).float(), dim=1)
 
     def forward(self, views, step, indices=None):
         if len(views) < GLOBAL_VIEWS:
