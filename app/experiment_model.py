@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, Signal
 from ssl_engine.augment.presets import PRESETS, preset_views
 from ssl_engine.config import ExperimentConfig
 from ssl_engine.errors import ConfigError
+from ssl_engine.methods import get_method
 from ssl_engine.params import to_dict
 
 
@@ -90,12 +91,15 @@ class ExperimentModel(QObject):
 
     def switch_method(self, name: str) -> None:
         """Method `name` with its paper's hyperparameters, views and optimiser; data, backbone
-        and training settings stay as they are."""
+        and training settings stay as they are, unless the method cannot use the backbone."""
         size = self._table.get("data", {}).get("image_size", 32)
         recipe = ExperimentConfig.for_method(name, size if isinstance(size, int) else 32).to_dict()
         for section in ("method", "augment", "optim"):
             self._table[section] = recipe[section]
         self._views_are_preset = True
+        allowed = get_method(name).backbones
+        if allowed is not None and self._table["backbone"].get("name") not in allowed:
+            self._table["backbone"]["name"] = allowed[0]  # e.g. MSN masks ViT patches
         self._revalidate()
         self.reset.emit()
         self.changed.emit()

@@ -105,8 +105,12 @@ class ExperimentConfig:
         from .methods import get_method
 
         method = get_method(name)
+        backbone = BackboneConfig()
+        if method.backbones is not None and backbone.name not in method.backbones:
+            backbone = BackboneConfig(name=method.backbones[0])  # e.g. MSN masks ViT patches
         return cls(
             data=DataConfig(image_size=image_size),
+            backbone=backbone,
             augment=AugmentConfig(preset=method.augment_preset,
                                   views=preset_views(method.augment_preset, image_size)),
             method=MethodConfig(name=name, params=method.Params()),
@@ -230,9 +234,17 @@ class ExperimentConfig:
         return ExperimentConfig.from_dict(table)
 
     def switch_method(self, name: str) -> "ExperimentConfig":
-        """This config with method `name`'s own hyperparameters, views and optimiser recipe."""
+        """This config with method `name`'s own hyperparameters, views and optimiser recipe; the
+        backbone stays unless the method cannot use it (MSN needs a ViT)."""
+        from .methods import get_method
+
         recipe = ExperimentConfig.for_method(name, self.data.image_size)
-        return dataclasses.replace(self, method=recipe.method, augment=recipe.augment, optim=recipe.optim)
+        allowed = get_method(name).backbones
+        backbone = self.backbone
+        if allowed is not None and backbone.name not in allowed:
+            backbone = dataclasses.replace(backbone, name=recipe.backbone.name)
+        return dataclasses.replace(self, method=recipe.method, augment=recipe.augment, optim=recipe.optim,
+                                   backbone=backbone)
 
     # -- checks ----------------------------------------------------------------------
     def problems(self) -> list[str]:
@@ -250,8 +262,13 @@ class ExperimentConfig:
             problems.append(f"backbone.name must be one of {', '.join(backbone_names())}, got {self.backbone.name!r}")
         if self.method.name not in METHODS:
             problems.append(f"method.name must be one of {', '.join(sorted(METHODS))}, got {self.method.name!r}")
-        elif self.method.params is not None:
-            problems += P.validate(self.method.params, "method")
+        else:
+            if self.method.params is not None:
+                problems += P.validate(self.method.params, "method")
+            allowed = METHODS[self.method.name].backbones
+            if allowed is not None and self.backbone.name not in allowed:
+                problems.append(f"backbone.name must be {' or '.join(allowed)} for {self.method.name}, "
+                                f"got {self.backbone.name!r}")
         device = self.train.device
         if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
             problems.append(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")

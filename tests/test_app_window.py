@@ -233,3 +233,15 @@ def test_a_larger_image_size_brings_the_papers_blur_back(qtbot, tmp_path):
     assert window.model.config.augment.views[0].blur_p == 0.5  # SimCLR's ImageNet recipe
     assert window.preview.sliders["blur_p"].value_label.text() == "0.5"
     qtbot.waitUntil(lambda: window.data is not None and window.preview.grid.shown[0].shape[1] == 64, timeout=20000)
+
+
+def test_a_vit_only_method_brings_a_vit_and_a_cnn_is_marked_at_the_field(qtbot, tmp_path):
+    window = open_window(qtbot, tmp_path)
+    picker = window.setup.method
+    picker.setCurrentIndex(picker.findData("msn"))
+    backbone = window.setup.backbone_form.editors["name"]
+    assert window.model.config.backbone.name == "vit_tiny" and backbone.currentData() == "vit_tiny"
+    backbone.setCurrentIndex(backbone.findData("small_cnn"))
+    problem = window.setup.backbone_form.problem_labels["name"]
+    assert problem.isVisible() and "backbone.name must be vit_tiny or vit_small for msn" in problem.text()
+    assert not window.start_action.isEnabled()

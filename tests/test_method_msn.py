@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ssl_engine.errors import ConfigError, UserError
+from ssl_engine.errors import ConfigError
 from ssl_engine.methods.msn import MSN, MSNParams, global_batch_mean
 from ssl_engine.models.backbones import build_backbone
 from ssl_engine.models.vit import VisionTransformer
@@ -37,9 +37,10 @@ def test_msn_needs_a_vision_transformer():
         MSN(build_backbone("small_cnn", image_size=16), MSNParams(), total_steps=10)
 
 
-def test_a_run_on_a_cnn_fails_with_the_one_line_message(tmp_path):
-    with pytest.raises(UserError, match="msn masks ViT patches"):
-        Trainer(tiny_config(tmp_path, "msn", "backbone.name=small_cnn", count=100, batch=40)).run()
+def test_a_cnn_backbone_is_a_config_problem_at_the_field(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        tiny_config(tmp_path, "msn", "backbone.name=small_cnn", count=100, batch=40)
+    assert error.value.problems == ["backbone.name must be vit_tiny or vit_small for msn, got 'small_cnn'"]
 
 
 @pytest.mark.parametrize("sinkhorn_iterations", [0, 3])

@@ -57,6 +57,7 @@ class Method(nn.Module):
     augment_preset: ClassVar[str]
     optim_defaults: ClassVar[dict]
     matrix_names: ClassVar[tuple[str, ...]] = ("cross-correlation", "similarity")
+    backbones: ClassVar[tuple[str, ...] | None] = None  # the backbones it works with (None: any)
 
     def __init__(self, backbone: nn.Module, params, total_steps: int):
         super().__init__()

@@ -77,6 +77,7 @@ class MSN(Method):
     summary = "a masked view predicts an unmasked view's prototype assignment; me-max spreads the assignments"
     paper = "Assran et al., ECCV 2022"
     Params = MSNParams
+    backbones = ("vit_tiny", "vit_small")
     augment_preset = "dino"
     # AdamW at 0.001 for a batch of 1024 (0.00025 per 256), weight decay 0.04, 15 warm-up epochs, cosine
     # to 1e-6, gradients clipped at 3 (reference configuration for ViT-S/16; its weight decay rises to 0.4)
