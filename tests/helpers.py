@@ -3,6 +3,8 @@
 import torch
 
 from ssl_engine.config import ExperimentConfig
+from ssl_engine.train import EventRates, Trainer, TrainingControl
+from ssl_engine.train.events import EpochEnd, StepMetrics
 
 # Narrow heads keep a CPU step to a few milliseconds; every other value is the paper's.
 SMALL_HEADS = {
@@ -52,3 +54,18 @@ def reference_sinkhorn(q: torch.Tensor, iterations: int) -> torch.Tensor:
         q /= q.sum(dim=0, keepdim=True)
         q /= samples
     return (q * samples).T
+
+
+def stopped_run(config, at_step: int | None = None) -> tuple[Trainer, dict]:
+    """Train `config` and press Stop after step `at_step` (or after the first epoch): the trainer
+    and its summary, with the stop's checkpoint in its run folder."""
+    control = TrainingControl()
+    trainer = Trainer(config, control=control)
+
+    def stop_when_due(event):
+        if (isinstance(event, EpochEnd) if at_step is None else
+                isinstance(event, StepMetrics) and event.step == at_step):
+            control.stop()
+
+    trainer.subscribe(stop_when_due, EventRates(metrics_every_steps=1))
+    return trainer, trainer.run()

@@ -11,10 +11,10 @@ from ssl_engine.errors import ConfigError
 from ssl_engine.methods.deepcluster import (DeepCluster, DeepClusterParams, fill_empty_clusters, kmeans,
                                             nearest_centroid, pca_whiten)
 from ssl_engine.models.backbones import build_backbone
-from ssl_engine.train import EventRates, Trainer, TrainingControl
+from ssl_engine.train import EventRates, Trainer
 from ssl_engine.train.checkpoint import load_checkpoint
 from ssl_engine.train.events import StepMetrics
-from tests.helpers import assert_same_state, tiny_config
+from tests.helpers import assert_same_state, stopped_run, tiny_config
 
 SMALL = ["method.hidden_dim=64", "method.num_clusters=8", "method.kmeans_iterations=5"]
 
@@ -158,12 +158,9 @@ def test_trains_on_small_cnn_and_a_stopped_run_resumes_to_the_same_weights(tmp_p
     metrics = [json.loads(line) for line in (straight.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(m["loss"] == m["loss"] and m["loss"] < 1e3 for m in metrics if m["kind"] == "step")
 
-    control = TrainingControl()
-    first = Trainer(tiny_config(tmp_path / "b", "deepcluster", *SMALL, epochs=2, count=200, batch=64),
-                    control=control)
-    first.subscribe(lambda e: control.stop() if isinstance(e, StepMetrics) and e.step == 3 else None,
-                    EventRates(metrics_every_steps=1))
-    assert first.run()["steps"] == 3  # stopped in the middle of the second epoch
+    first, summary = stopped_run(tiny_config(tmp_path / "b", "deepcluster", *SMALL, epochs=2, count=200, batch=64),
+                                 at_step=3)
+    assert summary["steps"] == 3  # stopped in the middle of the second epoch
     saved = load_checkpoint(first.run_dir)["method"]
     assert saved["pseudo_labels"].shape == (len(first.data.train),) and int(saved["clustered_epoch"]) == 1
 

@@ -10,10 +10,9 @@ import torch.nn.functional as F
 from ssl_engine import losses
 from ssl_engine.methods.dino import DINO, DINOHead, DINOParams
 from ssl_engine.models.backbones import build_backbone
-from ssl_engine.train import EventRates, Trainer, TrainingControl
+from ssl_engine.train import Trainer
 from ssl_engine.train.checkpoint import load_checkpoint
-from ssl_engine.train.events import EpochEnd
-from tests.helpers import assert_same_state, tiny_config
+from tests.helpers import assert_same_state, stopped_run, tiny_config
 
 SMALL = {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16}
 
@@ -156,10 +155,7 @@ def test_a_stopped_run_resumes_to_the_same_weights_and_centre(tmp_path):
     overrides = ["method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16", "train.eval_subset=16"]
     straight = Trainer(tiny_config(tmp_path / "a", "dino", *overrides, epochs=2, count=100, batch=16))
     straight.run()
-    control = TrainingControl()
-    first = Trainer(tiny_config(tmp_path / "b", "dino", *overrides, epochs=2, count=100, batch=16), control=control)
-    first.subscribe(lambda e: control.stop() if isinstance(e, EpochEnd) else None, EventRates())
-    summary = first.run()
+    first, summary = stopped_run(tiny_config(tmp_path / "b", "dino", *overrides, epochs=2, count=100, batch=16))
     assert summary["steps"] == 5 and math.isfinite(summary["final_loss"])
     assert load_checkpoint(first.run_dir)["method"]["center"].abs().sum() > 0
     resumed = Trainer(tiny_config(tmp_path / "b", "dino", *overrides, epochs=2, count=100, batch=16),

@@ -8,10 +8,9 @@ from torch import nn
 
 from ssl_engine.methods.moco_v3 import MoCoV3, MoCoV3Params, contrastive_loss
 from ssl_engine.models.backbones import build_backbone
-from ssl_engine.train import EventRates, Trainer, TrainingControl
+from ssl_engine.train import Trainer
 from ssl_engine.train.checkpoint import load_checkpoint
-from ssl_engine.train.events import EpochEnd
-from tests.helpers import tiny_config
+from tests.helpers import stopped_run, tiny_config
 
 SMALL = ["method.hidden_dim=32", "method.projection_dim=16"]
 
@@ -109,10 +108,7 @@ def test_training_runs_writes_a_checkpoint_and_resumes(tmp_path, backbone, patch
     overrides = [*SMALL, f"backbone.name={backbone}", f"backbone.patch_size={patch}", "train.eval_subset=16",
                  f"data.test_fraction={test_fraction}"]
     config = tiny_config(tmp_path, "moco_v3", *overrides, epochs=2, count=100, batch=batch)
-    control = TrainingControl()
-    first = Trainer(config, control=control)
-    first.subscribe(lambda e: control.stop() if isinstance(e, EpochEnd) else None, EventRates())
-    summary = first.run()
+    first, summary = stopped_run(config)
     steps_per_epoch = first.steps_per_epoch
     assert steps_per_epoch >= 2 and summary["steps"] == steps_per_epoch and math.isfinite(summary["final_loss"])
     state = load_checkpoint(first.run_dir)

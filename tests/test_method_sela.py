@@ -9,10 +9,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ssl_engine.methods.sela import SeLa, SeLaParams, random_balanced_labels
-from ssl_engine.train import EventRates, Trainer, TrainingControl
+from ssl_engine.train import Trainer
 from ssl_engine.train.checkpoint import load_checkpoint
-from ssl_engine.train.events import StepMetrics
-from tests.helpers import assert_same_state, tiny_config
+from tests.helpers import assert_same_state, stopped_run, tiny_config
 
 SMALL = ["method.num_clusters=10"]
 
@@ -114,11 +113,8 @@ def test_small_cnn_run_stopped_mid_epoch_resumes_to_the_same_weights_and_labels(
     straight = Trainer(tiny_config(tmp_path / "a", "sela", *SMALL, epochs=2, count=100, batch=16))
     assert math.isfinite(straight.run()["final_loss"])
 
-    control = TrainingControl()
-    first = Trainer(tiny_config(tmp_path / "b", "sela", *SMALL, epochs=2, count=100, batch=16), control=control)
-    first.subscribe(lambda e: control.stop() if isinstance(e, StepMetrics) and e.step == 7 else None,
-                    EventRates(metrics_every_steps=1))
-    assert first.run()["steps"] == 7  # inside epoch 1, after its relabelling
+    first, summary = stopped_run(tiny_config(tmp_path / "b", "sela", *SMALL, epochs=2, count=100, batch=16), at_step=7)
+    assert summary["steps"] == 7  # inside epoch 1, after its relabelling
     resumed = Trainer(tiny_config(tmp_path / "b", "sela", *SMALL, epochs=2, count=100, batch=16),
                       resume=first.run_dir)
     assert resumed.run()["steps"] == 10

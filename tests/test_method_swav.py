@@ -10,10 +10,9 @@ from torch.nn import functional as F
 
 from ssl_engine import losses
 from ssl_engine.methods.swav import SwAV, SwAVParams, swapped_prediction_loss
-from ssl_engine.train import EventRates, Trainer, TrainingControl
+from ssl_engine.train import Trainer
 from ssl_engine.train.checkpoint import load_checkpoint
-from ssl_engine.train.events import StepMetrics
-from tests.helpers import assert_same_state, tiny_config
+from tests.helpers import assert_same_state, stopped_run, tiny_config
 
 SMALL = ["method.hidden_dim=64", "method.projection_dim=16", "method.num_prototypes=12"]
 
@@ -122,11 +121,9 @@ def test_small_cnn_run_with_queue_resumes_to_the_same_state_as_an_uninterrupted_
     straight = Trainer(tiny_config(tmp_path / "a", "swav", *overrides, epochs=2, count=100, batch=16))
     assert math.isfinite(straight.run()["final_loss"])
 
-    control = TrainingControl()
-    first = Trainer(tiny_config(tmp_path / "b", "swav", *overrides, epochs=2, count=100, batch=16), control=control)
-    first.subscribe(lambda e: control.stop() if isinstance(e, StepMetrics) and e.step == 7 else None,
-                    EventRates(metrics_every_steps=1))
-    assert first.run()["steps"] == 7  # stopped inside epoch 1, the queue 32/40 full
+    first, summary = stopped_run(tiny_config(tmp_path / "b", "swav", *overrides, epochs=2, count=100, batch=16),
+                                 at_step=7)
+    assert summary["steps"] == 7  # stopped inside epoch 1, the queue 32/40 full
     assert load_checkpoint(first.run_dir)["method"]["queue_filled"] == 32
     resumed = Trainer(tiny_config(tmp_path / "b", "swav", *overrides, epochs=2, count=100, batch=16),
                       resume=first.run_dir)

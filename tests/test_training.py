@@ -14,7 +14,7 @@ from ssl_engine.train import EventRates, Trainer, TrainingControl, TrainingDiver
 from ssl_engine.train.checkpoint import load_checkpoint
 from ssl_engine.train.events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, Failed,
                                      Finished, MatrixSnapshot, RunStarted, StepMetrics)
-from tests.helpers import assert_same_state, tiny_config
+from tests.helpers import assert_same_state, stopped_run, tiny_config
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -133,10 +133,8 @@ def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_p
     straight = Trainer(tiny_config(tmp_path / "a", "simclr", epochs=2))
     straight.run()
 
-    control = TrainingControl()
-    first = Trainer(tiny_config(tmp_path / "b", "simclr", epochs=2), control=control)
-    first.subscribe(lambda e: control.stop() if isinstance(e, EpochEnd) else None, EventRates())
-    assert first.run()["steps"] == 5
+    first, summary = stopped_run(tiny_config(tmp_path / "b", "simclr", epochs=2))
+    assert summary["steps"] == 5
     resumed = Trainer(tiny_config(tmp_path / "b", "simclr", epochs=2), resume=first.run_dir)
     summary = resumed.run()
     assert summary["steps"] == 10 and resumed.run_dir == first.run_dir
