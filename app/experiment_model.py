@@ -14,9 +14,8 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from ssl_engine.augment.presets import PRESETS, preset_views
-from ssl_engine.config import ExperimentConfig
+from ssl_engine.config import ExperimentConfig, usable_backbone
 from ssl_engine.errors import ConfigError
-from ssl_engine.methods import get_method
 from ssl_engine.params import to_dict
 
 
@@ -97,9 +96,8 @@ class ExperimentModel(QObject):
         for section in ("method", "augment", "optim"):
             self._table[section] = recipe[section]
         self._views_are_preset = True
-        allowed = get_method(name).backbones
-        if allowed is not None and self._table["backbone"].get("name") not in allowed:
-            self._table["backbone"]["name"] = allowed[0]  # e.g. MSN masks ViT patches
+        backbone = self._table["backbone"]
+        backbone["name"] = usable_backbone(name, str(backbone.get("name")))
         self._revalidate()
         self.reset.emit()
         self.changed.emit()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from PySide6.QtCore import QThread
 
@@ -46,8 +46,13 @@ class Delivery:
     failed: Failed | None = None
 
     def empty(self) -> bool:
-        return not (self.started or self.metrics or self.epochs or self.views or self.matrix or self.embedding
-                    or self.checkpoints or self.finished or self.failed)
+        return not any(getattr(self, f.name) for f in fields(self))
+
+
+# Events the UI needs every one of, and events where only the newest matters.
+_QUEUED = {StepMetrics: "metrics", EpochEnd: "epochs", CheckpointSaved: "checkpoints"}
+_LATEST = {RunStarted: "started", AugmentedViews: "views", MatrixSnapshot: "matrix", EmbeddingSnapshot: "embedding",
+           Finished: "finished", Failed: "failed"}
 
 
 class Mailbox:
@@ -60,26 +65,12 @@ class Mailbox:
 
     def put(self, event) -> None:
         with self._lock:
-            pending = self._pending
-            if isinstance(event, StepMetrics):
-                pending.metrics.append(event)
-            elif isinstance(event, EpochEnd):
-                pending.epochs.append(event)
-            elif isinstance(event, AugmentedViews):
-                pending.views = event
-            elif isinstance(event, MatrixSnapshot):
-                pending.matrix = event
-            elif isinstance(event, EmbeddingSnapshot):
-                pending.embedding = event
-            elif isinstance(event, CheckpointSaved):
-                pending.checkpoints.append(event)
-            elif isinstance(event, RunStarted):
-                pending.started = event
-            elif isinstance(event, Finished):
-                pending.finished = event
-            elif isinstance(event, Failed):
-                pending.failed = event
-                self.saw_failure = True
+            name = _QUEUED.get(type(event))
+            if name is not None:
+                getattr(self._pending, name).append(event)
+            elif type(event) in _LATEST:
+                setattr(self._pending, _LATEST[type(event)], event)
+            self.saw_failure = self.saw_failure or isinstance(event, Failed)
 
     def drain(self) -> Delivery:
         with self._lock:

@@ -105,12 +105,9 @@ class ExperimentConfig:
         from .methods import get_method
 
         method = get_method(name)
-        backbone = BackboneConfig()
-        if method.backbones is not None and backbone.name not in method.backbones:
-            backbone = BackboneConfig(name=method.backbones[0])  # e.g. MSN masks ViT patches
         return cls(
             data=DataConfig(image_size=image_size),
-            backbone=backbone,
+            backbone=BackboneConfig(name=usable_backbone(name, BackboneConfig().name)),
             augment=AugmentConfig(preset=method.augment_preset,
                                   views=preset_views(method.augment_preset, image_size)),
             method=MethodConfig(name=name, params=method.Params()),
@@ -236,13 +233,8 @@ class ExperimentConfig:
     def switch_method(self, name: str) -> "ExperimentConfig":
         """This config with method `name`'s own hyperparameters, views and optimiser recipe; the
         backbone stays unless the method cannot use it (MSN needs a ViT)."""
-        from .methods import get_method
-
         recipe = ExperimentConfig.for_method(name, self.data.image_size)
-        allowed = get_method(name).backbones
-        backbone = self.backbone
-        if allowed is not None and backbone.name not in allowed:
-            backbone = dataclasses.replace(backbone, name=recipe.backbone.name)
+        backbone = dataclasses.replace(self.backbone, name=usable_backbone(name, self.backbone.name))
         return dataclasses.replace(self, method=recipe.method, augment=recipe.augment, optim=recipe.optim,
                                    backbone=backbone)
 
@@ -292,6 +284,15 @@ class ExperimentConfig:
         if problems:
             raise ConfigError(problems)
         return self
+
+
+def usable_backbone(method_name: str, backbone_name: str) -> str:
+    """`backbone_name` when method `method_name` works with it, else the first backbone it
+    declares (MSN masks ViT patches: a CNN becomes vit_tiny)."""
+    from .methods import get_method
+
+    allowed = get_method(method_name).backbones
+    return backbone_name if allowed is None or backbone_name in allowed else allowed[0]
 
 
 def _method_from_dict(table: dict, base: MethodConfig) -> MethodConfig:

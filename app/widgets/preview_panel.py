@@ -17,7 +17,8 @@ from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QPus
                                QWidget)
 
 from ssl_engine import params as P
-from ssl_engine.augment.views import ViewAugmenter, ViewConfig, check_view
+from ssl_engine.augment.views import ViewAugmenter, ViewConfig
+from ssl_engine.config import ExperimentConfig
 from ssl_engine.data.image_set import ImageSet
 from ssl_engine.errors import ConfigError
 from ssl_engine.train.trainer import to_display
@@ -172,20 +173,14 @@ class PreviewPanel(QWidget):
 
     # -- drawing ----------------------------------------------------------------------
     def view_configs(self) -> list[ViewConfig]:
-        """The views in the table, or ConfigError naming what is wrong with them."""
-        views, problems = [], []
-        for i, table in enumerate(self.model.value(("augment", "views"))):
-            where = f"augment.views[{i}]"
-            try:
-                view = P.from_dict(ViewConfig, table, where)
-            except ConfigError as error:
-                problems += error.problems
-                continue
-            problems += P.validate(view, where) + check_view(view, where)
-            views.append(view)
+        """The views in the table, or ConfigError naming what is wrong with them. Checked on their
+        own, with the engine's own reader, so that a bad value elsewhere does not stop the preview."""
+        table = self.model.table
+        config = ExperimentConfig.from_dict({"method": {"name": table["method"]["name"]}, "augment": table["augment"]})
+        problems = [p for p in config.problems() if p.startswith("augment")]
         if problems:
             raise ConfigError(problems)
-        return views
+        return config.augment.views
 
     def render(self) -> None:
         self._show_values()
