@@ -61,6 +61,11 @@ def main(argv=None) -> int:
     for _ in range(20):
         app.processEvents()
     window.grab().save(str(args.out / f"training-{args.size}.png"))
+    if window.training.method_views.isTabVisible(1):  # methods with prototypes or clusters
+        window.training.method_views.setCurrentIndex(1)
+        for _ in range(20):
+            app.processEvents()
+        window.grab().save(str(args.out / f"usage-{args.size}.png"))
     window.stop()
     wait_for(app, lambda: window.worker is None, 120)
     window.close()

@@ -80,6 +80,7 @@ class ImageGrid(QWidget):
     def __init__(self, placeholder: str = "", parent=None):
         super().__init__(parent)
         self.caption = QLabel()
+        self.caption.setWordWrap(True)
         self.picture = ScaledPicture()
         self.picture.setText(placeholder)
         self.shown: list[np.ndarray] = []  # the columns on screen, for tests and tooltips
@@ -91,8 +92,8 @@ class ImageGrid(QWidget):
 
     def set_images(self, originals: np.ndarray, views: list[np.ndarray]) -> None:
         columns = [originals, *views]
-        self.caption.setText("each row: an image, then " +
-                             ", ".join(f"view {i + 1}" for i in range(len(views))))
+        # short whatever the number of views: a long caption would widen the whole window
+        self.caption.setText(f"each row: an image, then its {len(views)} views, left to right")
         self.shown = columns
         self.groups = 0
         self._compose()
