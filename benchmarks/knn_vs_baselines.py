@@ -26,12 +26,23 @@ from ssl_engine.methods import METHODS  # noqa: E402
 from ssl_engine.train import Trainer  # noqa: E402
 from ssl_engine.train.trainer import load_data_for  # noqa: E402
 
-# Narrower projectors than the papers' 8192 (for ResNet-50 on ImageNet) so that a CPU run of a
-# few minutes spends its time in the backbone; everything else is each paper's recipe.
-CPU_FRIENDLY = {
-    "barlow_twins": ["method.projection_dim=2048"],
+# A few minutes on a CPU is a few hundred steps, where the papers train for 10^5: each method
+# keeps its paper recipe except for what these settings change, which are the usual CIFAR-sized
+# choices of the reproductions (solo-learn's configs) for runs that short.
+SHORT_RUN = {
+    # narrower projectors than the papers' 8192 (for ResNet-50 on ImageNet), so that the time
+    # goes to the backbone
+    "barlow_twins": ["method.projection_dim=1024", "train.batch_size=128"],
     "vicreg": ["method.expander_dim=2048"],
     "moco_v2": ["method.queue_size=4096"],  # MoCo's CIFAR setting: below the data set's size
+    # no negatives: more, smaller steps, and a target that follows the online network faster
+    # than ImageNet's 0.996 over a few hundred steps
+    "byol": ["train.batch_size=64", "optim.lr=1.0", "method.base_momentum=0.99"],
+    # MoCo v3's AdamW recipe is the ViT one; with a CNN the paper trains with LARS
+    "moco_v3": ["optim.name=lars", "optim.lr=0.3", "optim.weight_decay=1e-6"],
+    # the paper freezes the prototypes for 313 iterations, one ImageNet epoch at batch 4096
+    "swav": ["method.freeze_prototypes_iters=31"],
+    "msn": ["backbone.name=vit_tiny"],  # ViT only: it masks patch tokens
 }
 CALIBRATION_STEPS = 8
 
@@ -41,7 +52,7 @@ def configure(method: str, args, runs_dir: str, extra=()) -> ExperimentConfig:
         f"data.source={args.dataset}", f"data.image_size={args.image_size}", f"backbone.name={args.backbone}",
         f"train.batch_size={args.batch_size}", f"train.device={args.device}", f"train.runs_dir={runs_dir}",
         "train.log_every_steps=100000", f"train.seed={args.seed}",
-        *CPU_FRIENDLY.get(method, []), *args.set, *extra]).validate()
+        *SHORT_RUN.get(method, []), *args.set, *extra]).validate()
 
 
 def images_per_second(method: str, args, data: DataSplits, runs_dir: str) -> float:

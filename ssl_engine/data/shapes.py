@@ -5,13 +5,15 @@ of the class: the shape's colour, size, position and rotation, and a background 
 a checkerboard, smooth noise or a gradient. So raw pixels say little about the class (a kNN on
 raw pixels stays weak), while a person or a CNN sees the shape at once.
 
-The colours vary the way SSL's colour augmentations vary them, so that invariance to those
-augmentations pays: each image has one random hue, its background in two shades of that hue
-and its shape in the opposite hue, and light-on-dark or dark-on-light at random. Colour jitter
-(hue, brightness, saturation) and greyscale make two views of one image differ in just these
-ways. Colours drawn uniformly in RGB would instead give every image a colour signature that no
-jitter hides, and the methods learn to match views by that signature rather than by the shape
-(measured: with RGB-uniform colours SimCLR's kNN stayed under raw pixels).
+What varies from image to image is chosen so that the papers' augmentations can undo it:
+position and size (the crop), and colour within what colour jitter spans. Each image has one
+hue from a 0.3-wide arc of the colour circle, its background in two nearby shades of that hue
+and its shape in the opposite hue, light-on-dark or dark-on-light at random. What no
+augmentation undoes is kept weak, because SSL matches two views of an image by whatever they
+share: measured with SimCLR, hues over the whole circle or a high-contrast background texture
+made the features encode the hue (6-bin kNN 0.91) or the background kind rather than the
+shape, and the shape kNN stayed near raw pixels. Smaller shapes (radius 0.35-0.65 of half the
+side) keep raw pixels weak without that colour noise.
 
 Drawing is vectorised: each shape is an inside test on a supersampled coordinate grid for a
 chunk of images at once, averaged down to the image size for antialiased edges.
@@ -28,7 +30,13 @@ SHAPE_NAMES: tuple[str, ...] = ("circle", "ring", "triangle", "square", "star", 
                                 "crescent", "heart", "semicircle", "ellipse")
 BACKGROUNDS: tuple[str, ...] = ("stripes", "checkerboard", "noise", "gradient")
 
-RADIUS = (0.45, 0.75)  # the shape's radius as a fraction of half the image side
+RADIUS = (0.35, 0.65)  # the shape's radius as a fraction of half the image side
+# Image hues span this share of the colour circle: within reach of the papers' hue jitter
+# (+-0.1 to +-0.2 per view), so that invariance to the jitter makes hue nearly uninformative.
+HUE_SPAN = 0.3
+# The background's two shades are this share of their full spread apart: a visible texture, but
+# one that does not outweigh the shape when two crops of one image are matched.
+BACKGROUND_CONTRAST = 0.5
 
 
 def _half_planes(u: np.ndarray, v: np.ndarray, points: int, distance: float,
@@ -132,11 +140,12 @@ def _pick_colours(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.
     """Background colour pairs (n, 2, 3) and shape colours (n, 3): two shades of a random hue
     behind a shape in the opposite hue, dark behind light or light behind dark at random. The
     shape's brightness stays at least 0.2 (in HSV value) from every shade of its background."""
-    hue = rng.random(count)
+    hue = rng.random(count) * HUE_SPAN
     saturation = rng.uniform(0.3, 0.7, count)
     light_shape = rng.random(count) < 0.5
     low = np.where(light_shape, rng.uniform(0.15, 0.35, count), rng.uniform(0.65, 0.8, count))
     high = np.where(light_shape, rng.uniform(0.4, 0.6, count), rng.uniform(0.85, 1.0, count))
+    high = low + (high - low) * BACKGROUND_CONTRAST
     shape_value = np.where(light_shape, rng.uniform(0.8, 1.0, count), rng.uniform(0.05, 0.3, count))
     background = np.stack([_hsv_to_rgb(hue, saturation, low), _hsv_to_rgb(hue, saturation, high)], axis=1)
     shape = _hsv_to_rgb((hue + 0.5) % 1.0, rng.uniform(0.5, 1.0, count), shape_value)
@@ -147,7 +156,7 @@ def generate_shapes(count: int, image_size: int = 32, seed: int = 0) -> ImageSet
     """`count` images of the SHAPE_NAMES classes, balanced (counts differ by at most one).
 
     The same seed gives the same bytes. Each image draws, independently of its class: a rotation,
-    a radius of 0.5..0.8 of half the image, a centre that keeps the shape inside the image, a
+    a radius in RADIUS of half the image, a centre that keeps the shape inside the image, a
     background kind with random colours and parameters, and a shape colour that stands clear of
     the background.
     """
