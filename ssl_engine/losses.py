@@ -35,6 +35,8 @@ __all__ = [
     "negative_cosine",
     "dino_loss",
     "sinkhorn",
+    "masked_patch_mse",
+    "masked_pixel_l1",
 ]
 
 NORMALIZE_EPS = 1e-12
@@ -45,6 +47,10 @@ BATCHNORM_EPS = 1e-5
 
 VICREG_VARIANCE_EPS = 1e-4
 """Added to the variance before the square root in VICReg's variance term (the paper's value)."""
+
+NORM_PIX_EPS = 1e-6
+"""Added to a patch's pixel variance before the square root in MAE's per-patch target
+normalisation (`norm_pix_loss`, the value of the MAE code)."""
 
 _LossFunction = TypeVar("_LossFunction", bound=Callable[..., object])
 
@@ -333,3 +339,57 @@ def _logsumexp_over_samples(log_q: Tensor) -> Tensor:
     peak = all_reduce_max(log_q.max(dim=0, keepdim=True).values)
     peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
     return torch.log(all_reduce_sum(torch.exp(log_q - peak).sum(dim=0, keepdim=True))) + peak
+
+
+def _mean_over_masked(per_patch: Tensor, mask: Tensor) -> Tensor:
+    """Mean of (N, P) per-patch values over the patches where the bool (N, P) `mask` is True
+    (zero when none is)."""
+    if per_patch.shape != mask.shape:
+        raise ValueError(f"expected a (N, P) mask matching the predictions, got {tuple(mask.shape)} "
+                         f"for {tuple(per_patch.shape)}")
+    weights = mask.to(per_patch.dtype)
+    return (per_patch * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+@_in_float32
+def masked_patch_mse(pred: Tensor, target: Tensor, mask: Tensor, normalize_target: bool = True) -> Tensor:
+    """MAE's reconstruction loss (He et al., "Masked Autoencoders Are Scalable Vision Learners",
+    CVPR 2022): the mean squared error of the predicted pixels, on the masked patches only,
+
+        loss = sum_i m_i mean_d (pred_id - t_id)^2 / sum_i m_i
+
+    with `pred`, `target` (N, P, D) patches of D pixel values (see `models.vit.patchify`) and
+    `mask` (N, P) bool, True where a patch was hidden from the encoder. With `normalize_target`
+    (the paper's `norm_pix_loss`, its default), each target patch is first standardised by its
+    own pixels, t = (t - mean_d t) / sqrt(var_d t + 1e-6) with the unbiased variance, as in the
+    MAE code. Every process masks the same share of patches, so under DDP the per-process mean
+    averages to the global one.
+    """
+    _require_same_shape_3d(pred, target)
+    if normalize_target:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + NORM_PIX_EPS).sqrt()
+    return _mean_over_masked((pred - target).pow(2).mean(dim=-1), mask)
+
+
+@_in_float32
+def masked_pixel_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """SimMIM's reconstruction loss (Xie et al., "SimMIM: A Simple Framework for Masked Image
+    Modeling", CVPR 2022): the L1 distance of the predicted raw pixels to the input's, averaged
+    over the pixels (and channels) of the masked patches only,
+
+        loss = sum_i m_i mean_d |pred_id - t_id| / sum_i m_i
+
+    with `pred`, `target` (N, P, D) patches and `mask` (N, P) bool, True where masked. Every
+    patch holds the same D values, so this is the code's sum over masked pixels divided by their
+    count and the channels.
+    """
+    _require_same_shape_3d(pred, target)
+    return _mean_over_masked((pred - target).abs().mean(dim=-1), mask)
+
+
+def _require_same_shape_3d(pred: Tensor, target: Tensor) -> None:
+    if pred.dim() != 3 or pred.shape != target.shape:
+        raise ValueError(f"expected two (N, P, D) tensors of the same shape, got {tuple(pred.shape)} "
+                         f"and {tuple(target.shape)}")

@@ -22,6 +22,12 @@ SMALL_HEADS = {
     # MSN is ViT-only: the tiny ViT with 8 px patches (a 4 x 4 grid at 32 px) keeps it quick
     "msn": ["backbone.name=vit_tiny", "backbone.patch_size=8", "method.num_prototypes=16",
             "method.hidden_dim=64", "method.projection_dim=32"],
+    "mae": ["backbone.name=vit_tiny", "backbone.patch_size=8", "method.decoder_dim=32",
+            "method.decoder_depth=1", "method.decoder_heads=2"],
+    "simmim": ["backbone.name=vit_tiny", "backbone.patch_size=8"],
+    "maskfeat": ["backbone.name=vit_tiny", "backbone.patch_size=8"],
+    "ijepa": ["backbone.name=vit_tiny", "backbone.patch_size=8", "method.predictor_dim=48",
+              "method.predictor_depth=1"],
 }
 
 

@@ -17,6 +17,14 @@
 - "dino" (Caron et al., 2021): 2 global views, crop 0.4-1 (BYOL's asymmetric blur and
   solarisation), and 8 local views at 96/224 of the side, crop 0.05-0.4, blur p 0.5.
   Local views are rounded to a multiple of 8 px (16 px for 32 px images), so ViT patches fit.
+- "mae" (He et al., 2022, appendix A.1 and its code): one view, crop 0.2-1 (aspect 3/4-4/3),
+  flip 0.5; no colour jitter, greyscale, blur or solarisation (masking is the augmentation).
+- "simmim" (Xie et al., 2022, section 4.1): one view, crop 0.67-1 with aspect 3/4-4/3, flip 0.5;
+  nothing else.
+- "maskfeat" (Wei et al., 2022; SlowFast's in1k_VIT_B_MaskFeat_PT config): one view, crop
+  0.5-1 (aspect 3/4-4/3), flip 0.5; nothing else.
+- "ijepa" (Assran et al., 2023; the I-JEPA code's ImageNet configs): one view, crop 0.3-1 only:
+  no flip, no colour distortion, no blur.
 
 Small images (image_size <= 32, CIFAR-sized): every preset turns the blur off (blur_p = 0),
 as SimCLR does for CIFAR-10 (appendix B.9), and as the common CIFAR reproductions of the
@@ -41,6 +49,10 @@ PRESETS: dict[str, str] = {
     "simsiam": "SimSiam: MoCo v2's views",
     "swav": "SwAV multi-crop: 2 global views (crop 0.14-1) + 6 local views (crop 0.05-0.14)",
     "dino": "DINO multi-crop: 2 global views (crop 0.4-1, BYOL's asymmetry) + 8 local views (crop 0.05-0.4)",
+    "mae": "MAE: one view, crop 0.2-1 and flip, no colour changes",
+    "simmim": "SimMIM: one view, crop 0.67-1 and flip, no colour changes",
+    "maskfeat": "MaskFeat: one view, crop 0.5-1 and flip, no colour changes",
+    "ijepa": "I-JEPA: one view, crop 0.3-1 only (no flip, no colour changes)",
 }
 
 SMALL_IMAGE_SIZE = 32  # at or below this side, presets drop the blur (papers' CIFAR settings)
@@ -70,6 +82,14 @@ _RECIPES["swav"] = [_SWAV_GLOBAL] * 2 + [
 _DINO_GLOBAL = dataclasses.replace(_BYOL, crop_scale_min=0.4)
 _RECIPES["dino"] = [_DINO_GLOBAL, dataclasses.replace(_DINO_GLOBAL, blur_p=0.1, solarize_p=0.2)] + [
     dataclasses.replace(_BYOL, crop_scale_min=0.05, crop_scale_max=0.4, blur_p=0.5, output_size=_LOCAL)] * 8
+
+# Masked image modelling: one view, only cropped and flipped (every colour op off)
+_CROP_AND_FLIP = ViewConfig(crop_scale_min=0.2, crop_scale_max=1.0, flip_p=0.5, jitter_p=0.0, brightness=0.0,
+                            contrast=0.0, saturation=0.0, hue=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
+_RECIPES["mae"] = [_CROP_AND_FLIP]
+_RECIPES["simmim"] = [dataclasses.replace(_CROP_AND_FLIP, crop_scale_min=0.67)]
+_RECIPES["maskfeat"] = [dataclasses.replace(_CROP_AND_FLIP, crop_scale_min=0.5)]
+_RECIPES["ijepa"] = [dataclasses.replace(_CROP_AND_FLIP, crop_scale_min=0.3, flip_p=0.0)]
 
 
 def local_view_size(image_size: int) -> int:

@@ -109,6 +109,14 @@ class Method(nn.Module):
         or cluster took (the sign of a collapse). Default: none."""
         return {}
 
+    @torch.no_grad()
+    def pictures(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Images that show what the method does, for the UI, from a batch of normalised images
+        (N, 3, H, W): e.g. "mask" (N, 1, H, W) in 0..1 and "reconstruction" (N, 3, H, W)
+        normalised like the input. Masks come from a fixed seed so the same images keep the same
+        masks from step to step. Default: none."""
+        return {}
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features used for evaluation (kNN, linear probe, projections)."""
         return self.backbone(images)
@@ -119,6 +127,14 @@ def features_by_resolution(backbone: nn.Module, views: list[torch.Tensor]) -> li
     multi-crop wrapper of the SwAV and DINO code: BatchNorm sees the global views together).
     Returns one (views_in_run * N, D) tensor per run, in view order."""
     return [backbone(torch.cat(list(run))) for _, run in itertools.groupby(views, key=lambda view: view.shape[-2:])]
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """A CPU generator for one training step's own random draws (patch masks), seeded by `seed`
+    (a method draws it once when built, so it follows train.seed) and the step: a resumed run
+    draws at step k exactly what the uninterrupted run drew there, which torch's global
+    generator (not saved in checkpoints) would not give."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
 METHODS: dict[str, type[Method]] = {}

@@ -10,12 +10,15 @@ need beyond pooled features:
     tokens = vit.tokens(images, mask=mask)         # masked patches replaced by the mask token
     tokens = vit.tokens(images, keep=keep)         # only the kept patches (MAE, MSN)
     attention = vit.last_attention(images)         # (N, heads, 1 + P, 1 + P), last block
+    patches = patchify(images, vit.patch_size)     # (N, P, p^2 * 3) pixels in token order; unpatchify inverts
 
 Widths follow DeiT: tiny 192 wide with 3 heads, small 384 with 6, 12 blocks each; pre-norm
 blocks, GELU MLP of ratio 4, truncated-normal initialisation with std 0.02.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -135,6 +138,44 @@ class VisionTransformer(nn.Module):
         for block in self.blocks[:-1]:
             x = block(x)
         return self.blocks[-1](x, return_attention=True)[1]
+
+
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(N, C, H, W) images -> (N, P, patch_size^2 * C) pixel patches, in the token order of
+    `VisionTransformer.tokens` (row by row); inside a patch, pixels row by row with their C
+    channels last, as in the MAE code. The pixel targets of MAE and SimMIM."""
+    n, c, h, w = images.shape
+    p = patch_size
+    x = images.reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)   # (N, h, w, p, p, C)
+    return x.reshape(n, (h // p) * (w // p), p * p * c)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, channels: int = 3) -> torch.Tensor:
+    """The inverse of `patchify` for a square grid: (N, P, patch_size^2 * C) -> (N, C, H, W)."""
+    n, count, _ = patches.shape
+    grid, p = math.isqrt(count), patch_size
+    if grid * grid != count:
+        raise ValueError(f"{count} patches do not make a square grid")
+    x = patches.reshape(n, grid, grid, p, p, channels).permute(0, 5, 1, 3, 2, 4)  # (N, C, h, p, w, p)
+    return x.reshape(n, channels, grid * p, grid * p)
+
+
+def sincos_position_embedding(dim: int, grid: int) -> torch.Tensor:
+    """(1, 1 + grid^2, dim) fixed 2-D sine-cosine position embeddings, as in the MAE code: the
+    first half of the dimensions encodes the column, the second the row, each as sin and cos at
+    frequencies 1 / 10000^(k / (dim / 4)); the class token's position is zeros."""
+    if dim % 4:
+        raise ValueError(f"a 2-D sin-cos embedding needs a width divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    rows, columns = torch.meshgrid(torch.arange(grid, dtype=torch.float64),
+                                   torch.arange(grid, dtype=torch.float64), indexing="ij")
+
+    def one_axis(positions: torch.Tensor) -> torch.Tensor:
+        angles = positions.reshape(-1, 1) * omega
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    patches = torch.cat([one_axis(columns), one_axis(rows)], dim=1)
+    return torch.cat([torch.zeros(1, dim, dtype=torch.float64), patches]).float().unsqueeze(0)
 
 
 VIT_WIDTHS = {"vit_tiny": (192, 3), "vit_small": (384, 6)}  # (dim, heads), 12 blocks each

@@ -1,0 +1,125 @@
+"""MaskFeat (Wei et al., "Masked Feature Prediction for Self-Supervised Visual Pre-Training", CVPR 2022).
+
+Replace 40% of each image's patches, in blocks (BEiT's block-wise masking, the paper's choice
+for images), by a learnt mask token at the encoder's input; a linear head maps each output patch
+token to that patch's Histograms of Oriented Gradients, and the loss is the squared error on the
+hidden patches only. With h_i the HOG of patch i (`ssl_engine.hog`: Sobel gradients per RGB
+channel, 9 unsigned orientation bins, histograms over cells of half a patch side, each
+L2-normalised, concatenated per patch), m_i = 1 for a hidden patch and h^_i = W t_i + b the
+prediction from the patch's output token t_i,
+
+    loss = sum_i m_i ||h^_i - h_i||^2 / D  /  sum_i m_i      (losses.masked_patch_mse, no target normalisation)
+
+HOG is a hand-crafted feature: it keeps the local shape (edges and their orientation) and drops
+what is easy to copy (colour, brightness), and its per-cell normalisation makes it unmoved by
+contrast. Targets are computed on the encoder's (normalised) input: HOG does not change under a
+per-channel affine map. The head is dropped after pre-training; evaluation uses the encoder's
+class token. Augmentation: one crop (0.5-1) and flip, preset "maskfeat".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .. import losses
+from ..distributed import rank, world_size
+from ..errors import ConfigError
+from ..hog import default_cell_size, hog_feature_dim, hog_patch_targets, hog_picture
+from ..masking import block_mask, mask_picture, random_patch_mask
+from ..models.vit import VisionTransformer
+from ..params import hyper
+from .base import Method, StepOutput, register, step_generator
+
+PICTURE_SEED = 0  # masks of `pictures`: the same images keep the same masks
+
+
+@dataclass
+class MaskFeatParams:
+    # 0.4 block-wise: the paper's image setting and SlowFast's in1k_VIT_B_MaskFeat_PT (MASK_RATIO 0.4)
+    mask_ratio: float = hyper(0.4, gt=0, lt=1, help="share of each image's patches replaced by the mask token (0.4 in the paper)")
+    masking: str = hyper("block", choices=("block", "random"),
+                         help="block: BEiT's block-wise masking (the paper's for images); random: patches uniformly at random")
+    hog_bins: int = hyper(9, ge=2, le=36, help="HOG orientation bins over 0-180 degrees (9 in the paper)")
+    hog_cell_size: int = hyper(0, ge=0, le=64, help="HOG cell side in pixels, dividing the ViT patch "
+                                                    "(8 px in 16 px patches in the paper; 0: half the patch)")
+
+
+@register
+class MaskFeat(Method):
+    name = "maskfeat"
+    family = "masked image modelling"
+    summary = "mask tokens replace 40% of the patches, in blocks; a linear head predicts their HOG features"
+    paper = "Wei et al., CVPR 2022"
+    Params = MaskFeatParams
+    backbones = ("vit_tiny", "vit_small")
+    augment_preset = "maskfeat"
+    matrix_names = ()
+    # SlowFast's in1k_VIT_B_MaskFeat_PT: AdamW (momentum 0.9), BASE_LR 2e-4 for its batch of 256
+    # (the paper's table: 2e-3 at batch 2048, 2.5e-4 per 256), weight decay 0.05, 30 warm-up
+    # epochs, cosine to 1e-6 (min_lr_ratio 1e-6 / 2e-4), gradients clipped at an L2 norm of 0.02.
+    optim_defaults = {"name": "adamw", "lr": 2e-4, "weight_decay": 0.05, "momentum": 0.9,
+                      "warmup_epochs": 30.0, "min_lr_ratio": 0.005, "grad_clip": 0.02}
+
+    def __init__(self, backbone, params: MaskFeatParams, total_steps: int):
+        if not isinstance(backbone, VisionTransformer):
+            raise ConfigError([f"maskfeat masks ViT patches: backbone.name must be vit_tiny or vit_small, "
+                               f"got {getattr(backbone, 'name', type(backbone).__name__)}"])
+        super().__init__(backbone, params, total_steps)
+        self.cell_size = params.hog_cell_size or default_cell_size(backbone.patch_size)
+        if backbone.patch_size % self.cell_size:
+            raise ConfigError([f"method.hog_cell_size ({self.cell_size}) must divide backbone.patch_size "
+                               f"({backbone.patch_size})"])
+        # a linear head from each patch token to its patch's HOG (the reference's separate head)
+        self.head = nn.Linear(backbone.dim, hog_feature_dim(backbone.patch_size, bins=params.hog_bins,
+                                                            cell_size=self.cell_size))
+        VisionTransformer._init_weights(self.head)
+        self.mask_seed = int(torch.randint(0, 2 ** 31, ()))  # follows train.seed: the Trainer seeds torch first
+
+    def _mask(self, batch: int, grid: int, generator: torch.Generator, device) -> Tensor:
+        """(batch, grid^2) bool, True = replaced by the mask token."""
+        if self.params.masking == "block":
+            return block_mask(batch, grid, self.params.mask_ratio, generator=generator, device=device)
+        return random_patch_mask(batch, grid * grid, self.params.mask_ratio, generator=generator, device=device)
+
+    def _step_mask(self, images: Tensor, step: int) -> Tensor:
+        """This step's masks: drawn for the global batch from the step's generator, this process
+        keeping its rows, so a resumed run and N processes mask as one uninterrupted process."""
+        n, processes = len(images), world_size()
+        grid = images.shape[-1] // self.backbone.patch_size
+        mask = self._mask(n * processes, grid, step_generator(self.mask_seed, step), images.device)
+        return mask[rank() * n:(rank() + 1) * n]
+
+    def _predict(self, images: Tensor, mask: Tensor) -> Tensor:
+        """Predicted HOG of every patch, (N, P, D), with mask tokens in place of the masked patches."""
+        return self.head(self.backbone.tokens(images, mask=mask)[:, 1:])
+
+    def _targets(self, images: Tensor) -> Tensor:
+        return hog_patch_targets(images, self.backbone.patch_size, bins=self.params.hog_bins,
+                                 cell_size=self.cell_size)
+
+    def forward(self, views, step, indices=None):
+        images = views[0]
+        mask = self._step_mask(images, step)
+        loss = losses.masked_patch_mse(self._predict(images, mask), self._targets(images), mask,
+                                       normalize_target=False)
+        return StepOutput(loss, {"hog mse": loss.detach()})
+
+    @torch.no_grad()
+    def pictures(self, images):
+        """"mask" (N, 1, H, W), 1 on hidden patches; "target_hog" and "predicted_hog" (N, 1, H, W)
+        in [0, 1], HOG drawn as glyphs (`hog.hog_picture`: in every cell a stroke along each
+        orientation's edge direction, as bright as its histogram value): the targets of every
+        patch, and the head's predictions on the hidden patches only (visible ones stay black)."""
+        grid = images.shape[-1] // self.backbone.patch_size
+        mask = self._mask(len(images), grid, torch.Generator().manual_seed(PICTURE_SEED), images.device)
+        prediction = torch.where(mask.unsqueeze(-1), self._predict(images, mask).float(), 0.0)
+        size = tuple(images.shape[-2:])
+
+        def draw(hog: Tensor) -> Tensor:
+            return hog_picture(hog, size, self.backbone.patch_size, bins=self.params.hog_bins, cell_size=self.cell_size)
+
+        return {"mask": mask_picture(mask, grid, size), "target_hog": draw(self._targets(images)),
+                "predicted_hog": draw(prediction)}

@@ -1,0 +1,113 @@
+"""SimMIM (Xie et al., "SimMIM: A Simple Framework for Masked Image Modeling", CVPR 2022).
+
+Replace a random 60% of each image's patches by a learnt mask token at the encoder's input (the
+encoder sees every position, hidden or not); a one-layer head maps each output patch token to
+its patch's raw pixels, and the loss is their L1 distance to the input's, on the hidden pixels
+only. With x_i the (normalised) pixels of patch i, m_i = 1 for a hidden patch, x^_i = W h_i + b
+the prediction from the patch's output token h_i,
+
+    loss = sum_i m_i ||x^_i - x_i||_1 / D  /  sum_i m_i          (losses.masked_pixel_l1)
+
+The paper masks squares of 32 px (2 x 2 patches of ViT-B/16 at 224 px): `mask_patch_size`. On
+small images a 32 px square is the whole image, so the default hides single ViT patches (the
+mask patch is the ViT patch). Augmentation: one crop (0.67-1, aspect 3/4-4/3) and flip, preset
+"simmim". The head is dropped after pre-training: evaluation uses the encoder's class token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .. import losses
+from ..distributed import rank, world_size
+from ..errors import ConfigError
+from ..masking import mask_picture, random_patch_mask
+from ..models.vit import VisionTransformer, patchify, unpatchify
+from ..params import hyper
+from .base import Method, StepOutput, register, step_generator
+
+PICTURE_SEED = 0  # masks of `pictures`: the same images keep the same masks
+
+
+@dataclass
+class SimMIMParams:
+    mask_ratio: float = hyper(0.6, gt=0, lt=1, help="share of each image's patches replaced by the mask token (0.6 in the paper)")
+    mask_patch_size: int = hyper(0, ge=0, le=256, help="side of the masked squares in pixels, a multiple of the ViT patch "
+                                                       "(32 at 224 px in the paper; 0: the ViT patch, for small images)")
+
+
+@register
+class SimMIM(Method):
+    name = "simmim"
+    family = "masked image modelling"
+    summary = "mask tokens replace 60% of the patches; a linear head predicts their raw pixels (L1)"
+    paper = "Xie et al., CVPR 2022"
+    Params = SimMIMParams
+    backbones = ("vit_tiny", "vit_small")
+    augment_preset = "simmim"
+    matrix_names = ()
+    # The ViT-B configuration of the SimMIM code: AdamW (betas 0.9, 0.999), BASE_LR 1e-4 per 512
+    # images (so 5e-5 per 256; 4e-4 at its batch of 2048), weight decay 0.05, 10 warm-up epochs,
+    # gradients clipped at 5 (the code's default). The paper's 8e-4 is for Swin-B at batch 2048
+    # (the code's 2e-4 per 512). The ViT run decays the rate tenfold for its last 100 of 800
+    # epochs; here the engine's cosine, to the Swin configuration's MIN_LR / BASE_LR = 0.05.
+    optim_defaults = {"name": "adamw", "lr": 5e-5, "weight_decay": 0.05, "momentum": 0.9,
+                      "warmup_epochs": 10.0, "min_lr_ratio": 0.05, "grad_clip": 5.0}
+
+    def __init__(self, backbone, params: SimMIMParams, total_steps: int):
+        if not isinstance(backbone, VisionTransformer):
+            raise ConfigError([f"simmim masks ViT patches: backbone.name must be vit_tiny or vit_small, "
+                               f"got {getattr(backbone, 'name', type(backbone).__name__)}"])
+        super().__init__(backbone, params, total_steps)
+        size = params.mask_patch_size or backbone.patch_size
+        if size % backbone.patch_size or (backbone.grid * backbone.patch_size) % size:
+            raise ConfigError([f"method.mask_patch_size ({size}) must be a multiple of backbone.patch_size "
+                               f"({backbone.patch_size}) and divide the image size ({backbone.grid * backbone.patch_size})"])
+        self.patches_per_mask_side = size // backbone.patch_size
+        # the paper's one-layer prediction head (a 1 x 1 convolution over the patch tokens)
+        self.head = nn.Linear(backbone.dim, backbone.patch_size ** 2 * 3)
+        # the masks' seed: drawn from torch's generator, which the Trainer seeds from train.seed
+        self.mask_seed = int(torch.randint(0, 2 ** 31, ()))
+
+    def _mask(self, images: Tensor, generator: torch.Generator, rows: int | None = None) -> Tensor:
+        """(rows, P) bool over the ViT's patches, on the generator's device: `mask_ratio` of the
+        mask squares, each covering patches_per_mask_side^2 patches (the code's MaskGenerator,
+        upscaled to the patch grid; rows: one per image by default)."""
+        scale = self.patches_per_mask_side
+        coarse = images.shape[-1] // self.backbone.patch_size // scale
+        mask = random_patch_mask(rows or len(images), coarse * coarse, self.params.mask_ratio, generator=generator)
+        mask = mask.reshape(-1, coarse, coarse).repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+        return mask.flatten(1)
+
+    def _predict(self, images: Tensor, mask: Tensor) -> Tensor:
+        """Predicted pixels of every patch, (N, P, patch_size^2 * 3), with mask tokens in the input."""
+        return self.head(self.backbone.tokens(images, mask=mask)[:, 1:])
+
+    def _step_mask(self, images: Tensor, step: int) -> Tensor:
+        """This step's masks: drawn for the global batch from the step's generator, this process
+        keeping its rows, so a resumed run and N processes mask as one uninterrupted process."""
+        n = len(images)
+        mask = self._mask(images, step_generator(self.mask_seed, step), n * world_size())
+        return mask[rank() * n:(rank() + 1) * n].to(images.device)
+
+    def forward(self, views, step, indices=None):
+        images = views[0]
+        mask = self._step_mask(images, step)
+        target = patchify(images, self.backbone.patch_size)
+        loss = losses.masked_pixel_l1(self._predict(images, mask), target, mask)
+        return StepOutput(loss, {"reconstruction": loss.detach()})
+
+    @torch.no_grad()
+    def pictures(self, images):
+        """"mask" (N, 1, H, W), 1 on hidden patches, and "reconstruction" (N, 3, H, W): visible
+        patches from the input, hidden ones as predicted."""
+        mask = self._mask(images, torch.Generator().manual_seed(PICTURE_SEED)).to(images.device)
+        prediction = self._predict(images, mask).float()
+        target = patchify(images.float(), self.backbone.patch_size)
+        pasted = torch.where(mask.unsqueeze(-1), prediction, target)
+        grid = images.shape[-1] // self.backbone.patch_size
+        return {"mask": mask_picture(mask, grid, tuple(images.shape[-2:])),
+                "reconstruction": unpatchify(pasted, self.backbone.patch_size)}

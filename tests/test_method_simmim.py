@@ -1,0 +1,142 @@
+"""SimMIM: the masked L1 against a hand computation, mask tokens in the encoder's input, mask
+squares larger than a patch, pictures, and a short ViT run that resumes to the same state."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from ssl_engine import losses
+from ssl_engine.augment.presets import preset_views
+from ssl_engine.config import ExperimentConfig
+from ssl_engine.errors import ConfigError
+from ssl_engine.masking import random_patch_mask
+from ssl_engine.methods.simmim import SimMIM, SimMIMParams
+from ssl_engine.methods.base import step_generator
+from ssl_engine.models.backbones import build_backbone
+from ssl_engine.models.vit import VisionTransformer, patchify
+from ssl_engine.train import Trainer
+from ssl_engine.train.checkpoint import load_checkpoint
+from tests.helpers import assert_same_state, stopped_run, tiny_config
+
+
+def small_simmim(**changes):
+    torch.manual_seed(0)
+    vit = VisionTransformer(image_size=16, patch_size=4, dim=24, depth=1, heads=2, name="vit_tiny")
+    return SimMIM(vit, dataclasses.replace(SimMIMParams(), **changes), total_steps=10)
+
+
+def images(n=3, seed=1):
+    return torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def test_masked_pixel_l1_matches_a_hand_computation_and_ignores_visible_patches():
+    pred = torch.tensor([[[1.0, -2.0, 0.0], [9.0, 9.0, 9.0]], [[0.5, 0.5, 0.5], [1.0, 1.0, 4.0]]])
+    target = torch.zeros(2, 2, 3)
+    mask = torch.tensor([[True, False], [False, True]])
+    # masked: row 0 patch 0, mean |.| = 1; row 1 patch 1, mean |.| = 2; the mean over the two
+    assert losses.masked_pixel_l1(pred, target, mask).item() == pytest.approx(1.5)
+    changed = pred.clone()
+    changed[0, 1] = -100.0
+    changed[1, 0] = 7.0
+    assert losses.masked_pixel_l1(changed, target, mask).item() == pytest.approx(1.5)
+    assert losses.masked_pixel_l1(target, target, mask).item() == 0
+    assert losses.masked_pixel_l1(pred, target, torch.zeros(2, 2, dtype=torch.bool)).item() == 0
+    with pytest.raises(ValueError):
+        losses.masked_pixel_l1(pred, target[:, :1], mask)
+
+
+def test_simmim_needs_a_vision_transformer_and_mask_squares_that_fit():
+    with pytest.raises(ConfigError, match="simmim masks ViT patches"):
+        SimMIM(build_backbone("small_cnn", image_size=16), SimMIMParams(), total_steps=10)
+    with pytest.raises(ConfigError, match="mask_patch_size"):
+        small_simmim(mask_patch_size=6)
+    with pytest.raises(ConfigError, match="mask_patch_size"):
+        small_simmim(mask_patch_size=12)   # a multiple of 4 that does not divide 16
+
+
+def test_mask_tokens_replace_the_hidden_patches_and_the_loss_is_the_heads_l1(monkeypatch):
+    method = small_simmim()
+    given = []
+    real_tokens = method.backbone.tokens
+    monkeypatch.setattr(method.backbone, "tokens",
+                        lambda x, mask=None, keep=None: given.append((mask, keep)) or real_tokens(x, mask=mask, keep=keep))
+    x = images()
+    output = method([x], 2)
+    (mask, keep), = given
+    assert keep is None and mask.shape == (3, 16) and (mask.sum(dim=1) == 10).all()  # round(0.6 x 16)
+    expected_mask = random_patch_mask(3, 16, 0.6, generator=step_generator(method.mask_seed, 2))
+    assert torch.equal(mask, expected_mask)
+    with torch.no_grad():
+        tokens = real_tokens(x, mask=mask)[:, 1:]
+        expected = losses.masked_pixel_l1(method.head(tokens), patchify(x, 4), mask)
+    assert output.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert set(output.terms) == {"reconstruction"} and output.embeddings is None and method.matrices(output) == {}
+
+    # a hidden patch's pixels reach nothing: the mask token stands in its place
+    hidden, visible = int(mask[0].nonzero()[0]), int((~mask[0]).nonzero()[0])
+
+    def predicted(index):
+        changed = x.clone()
+        row, column = divmod(index, 4)
+        changed[0, :, 4 * row:4 * row + 4, 4 * column:4 * column + 4] += 5.0
+        with torch.no_grad():
+            return method._predict(changed, mask)
+
+    with torch.no_grad():
+        before = method._predict(x, mask)
+    assert torch.equal(predicted(hidden), before)
+    assert not torch.allclose(predicted(visible)[0], before[0])
+    output.loss.backward()
+    assert method.backbone.mask_token.grad.abs().sum() > 0 and method.head.weight.grad.abs().sum() > 0
+
+
+def test_mask_squares_cover_whole_blocks_of_patches():
+    method = small_simmim(mask_patch_size=8)          # 2 x 2 patches per square, a 2 x 2 grid of squares
+    mask = method._mask(images(n=8), torch.Generator().manual_seed(0)).reshape(8, 4, 4)
+    assert (mask.sum(dim=(1, 2)) == 4 * round(0.6 * 4)).all()
+    squares = mask.reshape(8, 2, 2, 2, 2)                # (image, square row, patch row, square column, patch column)
+    assert (squares.all(dim=(2, 4)) == squares.any(dim=(2, 4))).all()
+
+
+def test_pictures_show_a_seeded_mask_and_the_input_where_visible():
+    method = small_simmim()
+    x = images(n=4)
+    pictures = method.pictures(x)
+    assert pictures["mask"].shape == (4, 1, 16, 16) and pictures["reconstruction"].shape == (4, 3, 16, 16)
+    assert torch.allclose(pictures["mask"].mean(dim=(1, 2, 3)), torch.full((4,), 10 / 16))
+    visible = pictures["mask"].expand(-1, 3, -1, -1) == 0
+    assert torch.equal(pictures["reconstruction"][visible], x[visible])
+    mask = pictures["mask"][:, 0, ::4, ::4].reshape(4, 16).bool()
+    assert torch.allclose(patchify(pictures["reconstruction"], 4)[mask], method._predict(x, mask)[mask])
+    assert torch.equal(method.pictures(x)["mask"], pictures["mask"])
+
+
+def test_the_preset_and_recipe_are_the_papers():
+    views = preset_views("simmim", 32)
+    assert len(views) == 1
+    assert (views[0].crop_scale_min, views[0].crop_scale_max, views[0].flip_p) == (0.67, 1.0, 0.5)
+    assert views[0].jitter_p == views[0].grayscale_p == views[0].blur_p == views[0].solarize_p == 0
+    config = ExperimentConfig.for_method("simmim")
+    assert (config.optim.name, config.optim.lr, config.optim.weight_decay, config.optim.warmup_epochs,
+            config.optim.grad_clip) == ("adamw", 5e-5, 0.05, 10.0, 5.0)
+    assert config.method.params.mask_ratio == 0.6
+
+
+def test_a_short_vit_run_writes_a_checkpoint_and_a_stopped_run_resumes_to_the_same_state(tmp_path):
+    # ViT-Tiny keeps its 12 blocks on the CPU: 40 training images in batches of 16, two steps
+    def config(where):
+        return tiny_config(tmp_path / where, "simmim", "train.eval_subset=16", "data.test_fraction=0.6",
+                           count=100, batch=16)
+
+    straight = Trainer(config("a"))
+    summary = straight.run()
+    assert summary["steps"] == 2 and math.isfinite(summary["final_loss"])
+    saved = load_checkpoint(straight.run_dir)
+    assert saved["step"] == 2 and "head.weight" in saved["method"]
+
+    first, stopped = stopped_run(config("b"), at_step=1)
+    assert stopped["steps"] == 1
+    assert Trainer(config("b"), resume=first.run_dir).run()["steps"] == 2
+    assert_same_state(saved["method"], load_checkpoint(first.run_dir)["method"])
