@@ -31,6 +31,7 @@ from ssl_engine.train import Trainer  # noqa: E402
 from ssl_engine.train.trainer import (build_backbone_for, load_data_for, resolve_device,  # noqa: E402
                                      resolve_precision)
 from ssl_engine.augment.views import ViewAugmenter  # noqa: E402
+from ssl_engine.methods.base import features_by_resolution  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -39,11 +40,14 @@ def _sync(device: torch.device) -> None:
 
 
 def backbone_alone(config, device, steps: int, warmup: int = 3) -> float:
-    """Images per second of the backbone's forward + backward on ready tensors."""
+    """Images per second of the backbone's forward + backward on ready tensors: each view at its
+    own size (multi-crop's local views are smaller), one pass per run of same-sized views as the
+    multi-crop methods make them."""
     torch.manual_seed(0)
     backbone = build_backbone_for(config).to(device).train()
-    size, batch, views = config.data.image_size, config.train.batch_size, len(config.augment.views)
-    inputs = [torch.randn(batch, 3, size, size, device=device) for _ in range(views)]
+    batch = config.train.batch_size
+    inputs = [torch.randn(batch, 3, size, size, device=device)
+              for size in (view.output_size or config.data.image_size for view in config.augment.views)]
     dtype = resolve_precision(config.train.precision, device)
     autocast = torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext()
     for i in range(warmup + steps):
@@ -52,7 +56,7 @@ def backbone_alone(config, device, steps: int, warmup: int = 3) -> float:
             start = time.perf_counter()
         backbone.zero_grad(set_to_none=True)
         with autocast:
-            loss = sum(backbone(x).float().square().mean() for x in inputs)
+            loss = sum(features.float().square().mean() for features in features_by_resolution(backbone, inputs))
         loss.backward()
     _sync(device)
     return steps * batch / (time.perf_counter() - start)
