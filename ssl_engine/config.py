@@ -53,6 +53,8 @@ class BackboneConfig:
     small_stem: str = hyper("auto", choices=("auto", "on", "off"),
                             help="3x3 stride-1 first conv and no max-pool (auto: on for images of 64 px or less)")
     patch_size: int = hyper(4, ge=1, le=64, help="ViT patch side in pixels; every view's size must be a multiple of it")
+    vit_features: str = hyper("auto", choices=("auto", "class_token", "mean_patch"),
+                              help="a ViT's features for kNN, linear probe and maps: its class token or the mean of its patch tokens (auto: the method's usual choice)")
 
 
 @dataclass
@@ -284,6 +286,16 @@ class ExperimentConfig:
         if problems:
             raise ConfigError(problems)
         return self
+
+
+def vit_features_for(config: "ExperimentConfig") -> str:
+    """What a ViT's evaluation features are for this experiment: backbone.vit_features, or with
+    "auto" the method's usual choice (the class token, or the mean patch token for I-JEPA, SimMIM
+    and MaskFeat)."""
+    from .methods import get_method
+
+    choice = config.backbone.vit_features
+    return get_method(config.method.name).vit_features if choice == "auto" else choice
 
 
 def usable_backbone(method_name: str, backbone_name: str) -> str:

@@ -62,3 +62,33 @@ def test_patch_size_must_divide_every_view():
     assert config.problems() == ["backbone.patch_size (5) must divide every view's size for a ViT, and 32 px does not"]
     fine = ExperimentConfig.for_method("simclr").with_overrides(["backbone.name=vit_tiny", "backbone.patch_size=8"])
     assert fine.problems() == []
+
+
+def test_evaluation_features_follow_the_config_and_the_methods_choice():
+    """A ViT's kNN / probe / map features: the class token by default, the mean patch token for
+    the methods that evaluate it (I-JEPA, SimMIM, MaskFeat), and the user's explicit choice."""
+    from ssl_engine.config import ExperimentConfig, vit_features_for
+    from ssl_engine.eval.embed import embed
+    from ssl_engine.train.trainer import build_backbone_for
+
+    def config(method, *extra):
+        return ExperimentConfig.for_method(method).with_overrides(
+            ["backbone.name=vit_tiny", "backbone.patch_size=8", *extra]).validate()
+
+    assert vit_features_for(config("dino")) == "class_token"
+    assert vit_features_for(config("ijepa")) == "mean_patch"
+    assert vit_features_for(config("dino", "backbone.vit_features=mean_patch")) == "mean_patch"
+    assert vit_features_for(config("ijepa", "backbone.vit_features=class_token")) == "class_token"
+
+    torch.manual_seed(0)
+    backbone = build_backbone_for(config("ijepa"))
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    stats = dict(mean=[0.5] * 3, std=[0.25] * 3)
+    normalised = (images.float() / 255 - 0.5) / 0.25
+    with torch.no_grad():
+        tokens = backbone.eval().tokens(normalised)
+    torch.testing.assert_close(embed(backbone, images, **stats), tokens[:, 1:].mean(dim=1))
+    # what the method trains on (DeepCluster and SeLa cluster it) stays the class token
+    torch.testing.assert_close(embed(backbone, images, **stats, for_evaluation=False), tokens[:, 0])
+    backbone.evaluation_pooling = "class_token"
+    torch.testing.assert_close(embed(backbone, images, **stats), tokens[:, 0])

@@ -11,13 +11,15 @@ from torch import nn
 @torch.no_grad()
 def embed(backbone: nn.Module, images_uint8: torch.Tensor, *, mean: Sequence[float],
           std: Sequence[float], batch_size: int = 512, device: torch.device | str | None = None,
-          amp: bool = False) -> torch.Tensor:
+          amp: bool = False, for_evaluation: bool = True) -> torch.Tensor:
     """(N, 3, H, W) uint8 images -> (N, D) float32 features on the CPU.
 
     Each batch is moved to `device` (default: the backbone's device), scaled to [0, 1],
     normalised per channel with `mean`/`std`, and passed through `backbone` in eval mode without
     gradients; `amp=True` runs it under bfloat16 autocast on CUDA (ignored elsewhere). Every
-    submodule's train/eval mode is restored afterwards.
+    submodule's train/eval mode is restored afterwards. A ViT gives its evaluation features
+    (class token or mean patch token, as configured); `for_evaluation=False` gives what the
+    method trains on instead (its forward), for methods that cluster the training set.
     """
     if images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4:
         raise ValueError(f"embed expects (N, C, H, W) uint8 images, got {images_uint8.dtype} "
@@ -28,6 +30,8 @@ def embed(backbone: nn.Module, images_uint8: torch.Tensor, *, mean: Sequence[flo
     device = torch.device(device)
     channel_mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     channel_std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    encode = backbone.evaluation_features if for_evaluation and hasattr(backbone, "evaluation_features") \
+        else backbone
     modes = {module: module.training for module in backbone.modules()}
     backbone.eval()
     chunks = []
@@ -37,7 +41,7 @@ def embed(backbone: nn.Module, images_uint8: torch.Tensor, *, mean: Sequence[flo
             batch = (batch.float() / 255.0 - channel_mean) / channel_std
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16,
                                 enabled=amp and device.type == "cuda"):
-                features = backbone(batch)
+                features = encode(batch)
             chunks.append(features.float().cpu())
     finally:
         for module, training in modes.items():

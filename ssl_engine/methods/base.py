@@ -58,6 +58,7 @@ class Method(nn.Module):
     optim_defaults: ClassVar[dict]
     matrix_names: ClassVar[tuple[str, ...]] = ("cross-correlation", "similarity")
     backbones: ClassVar[tuple[str, ...] | None] = None  # the backbones it works with (None: any)
+    vit_features: ClassVar[str] = "class_token"  # a ViT's evaluation features: or "mean_patch"
 
     def __init__(self, backbone: nn.Module, params, total_steps: int):
         super().__init__()

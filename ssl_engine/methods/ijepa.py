@@ -111,6 +111,8 @@ class IJEPA(Method):
     paper = "Assran et al., CVPR 2023"
     Params = IJEPAParams
     backbones = ("vit_tiny", "vit_small")
+    # the paper's linear probes average-pool the patch tokens (there is no class-token objective)
+    vit_features = "mean_patch"
     augment_preset = "ijepa"
     matrix_names = ()
     # The code's ImageNet configs (in1k_vith14_ep300): AdamW, lr 0.001 for a batch of 2048 (128 x

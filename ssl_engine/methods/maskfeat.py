@@ -55,6 +55,8 @@ class MaskFeat(Method):
     paper = "Wei et al., CVPR 2022"
     Params = MaskFeatParams
     backbones = ("vit_tiny", "vit_small")
+    # the paper's ViTs are evaluated on average-pooled patch tokens (the loss is per patch)
+    vit_features = "mean_patch"
     augment_preset = "maskfeat"
     matrix_names = ()
     # SlowFast's in1k_VIT_B_MaskFeat_PT: AdamW (momentum 0.9), BASE_LR 2e-4 for its batch of 256

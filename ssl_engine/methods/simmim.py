@@ -47,6 +47,8 @@ class SimMIM(Method):
     paper = "Xie et al., CVPR 2022"
     Params = SimMIMParams
     backbones = ("vit_tiny", "vit_small")
+    # the paper evaluates average-pooled patch tokens (its head is per patch; the class token is untrained)
+    vit_features = "mean_patch"
     augment_preset = "simmim"
     matrix_names = ()
     # The ViT-B configuration of the SimMIM code: AdamW (betas 0.9, 0.999), BASE_LR 1e-4 per 512

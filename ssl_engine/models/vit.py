@@ -70,6 +70,8 @@ class VisionTransformer(nn.Module):
         if image_size % patch_size:
             raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch_size}")
         self.name, self.small_stem = name, False
+        # what `evaluation_features` returns: "class_token" or "mean_patch" (set from the config)
+        self.evaluation_pooling = "class_token"
         self.feature_dim = self.dim = dim
         self.patch_size = patch_size
         self.grid = image_size // patch_size
@@ -129,6 +131,12 @@ class VisionTransformer(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.tokens(images)[:, 0]
+
+    def evaluation_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, dim) features for kNN, linear probes and maps: the class token, or with
+        `evaluation_pooling` "mean_patch" the mean of the patch tokens (as I-JEPA evaluates)."""
+        tokens = self.tokens(images)
+        return tokens[:, 1:].mean(dim=1) if self.evaluation_pooling == "mean_patch" else tokens[:, 0]
 
     @torch.no_grad()
     def last_attention(self, images: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from torch import nn
 from .. import distributed as dist_utils
 from ..augment.ops import normalize
 from ..augment.views import ViewAugmenter
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, vit_features_for
 from ..data import load_data
 from ..data.image_set import DataSplits
 from ..data.stats import channel_stats
@@ -95,8 +95,11 @@ def load_data_for(config: ExperimentConfig, *, source: str | None = None, image_
 
 def build_backbone_for(config: ExperimentConfig) -> nn.Module:
     stem = {"auto": None, "on": True, "off": False}[config.backbone.small_stem]
-    return build_backbone(config.backbone.name, small_stem=stem, image_size=config.data.image_size,
-                          patch_size=config.backbone.patch_size)
+    backbone = build_backbone(config.backbone.name, small_stem=stem, image_size=config.data.image_size,
+                              patch_size=config.backbone.patch_size)
+    if hasattr(backbone, "evaluation_pooling"):
+        backbone.evaluation_pooling = vit_features_for(config)
+    return backbone
 
 
 def to_display(images: torch.Tensor) -> np.ndarray:
@@ -430,7 +433,8 @@ class Trainer:
 
     def _dataset_features(self) -> torch.Tensor:
         """Backbone features of every training image, un-augmented, on the device (eval mode)."""
-        return embed(self.method.backbone, self.images, mean=self.mean, std=self.std, device=self.device).to(self.device)
+        return embed(self.method.backbone, self.images, mean=self.mean, std=self.std, device=self.device,
+                     for_evaluation=False).to(self.device)
 
     def _emit_views(self, step: int) -> None:
         count = max(s.rates.views_count for s in self.subscriptions if s.rates.views_every_steps > 0)
