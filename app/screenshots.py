@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", default="1280x800")
     parser.add_argument("--method", default="simclr")
     parser.add_argument("--epochs-shown", type=int, default=2, help="epochs trained before the training shot")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.split("x"))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="screenshots_"))
     window = MainWindow(AppSettings(work / "settings.ini"))
     window.model.set_config(ExperimentConfig.for_method(args.method).with_overrides(
-        [f"train.runs_dir={work / 'runs'}", "train.epochs=20"]))
+        [f"train.runs_dir={work / 'runs'}", "train.epochs=20", *args.set]))
     window.resize(width, height)
     window.show()
     wait_for(app, lambda: window.start_blocked_by() is None, 60)
@@ -61,11 +62,13 @@ def main(argv=None) -> int:
     for _ in range(20):
         app.processEvents()
     window.grab().save(str(args.out / f"training-{args.size}.png"))
-    if window.training.method_views.isTabVisible(1):  # methods with prototypes or clusters
-        window.training.method_views.setCurrentIndex(1)
-        for _ in range(20):
-            app.processEvents()
-        window.grab().save(str(args.out / f"usage-{args.size}.png"))
+    # the method's own tabs, where it has them: prototype usage, masks, ViT attention
+    for tab, name in ((1, "usage"), (2, "masks"), (3, "attention")):
+        if window.training.method_views.isTabVisible(tab):
+            window.training.method_views.setCurrentIndex(tab)
+            for _ in range(20):
+                app.processEvents()
+            window.grab().save(str(args.out / f"{name}-{args.size}.png"))
     window.stop()
     wait_for(app, lambda: window.worker is None, 120)
     window.close()

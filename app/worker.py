@@ -21,7 +21,7 @@ from ssl_engine.errors import UserError
 from ssl_engine.train import Trainer
 from ssl_engine.train.control import TrainingControl
 from ssl_engine.train.events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, EventRates,
-                                     Failed, Finished, MatrixSnapshot, RunStarted, StepMetrics)
+                                     Failed, Finished, MatrixSnapshot, MethodPictures, RunStarted, StepMetrics)
 
 from .compute_threads import use_all_cores_in_this_thread
 
@@ -40,6 +40,7 @@ class Delivery:
     epochs: list[EpochEnd] = field(default_factory=list)
     views: AugmentedViews | None = None
     matrix: MatrixSnapshot | None = None
+    pictures: MethodPictures | None = None
     embedding: EmbeddingSnapshot | None = None
     checkpoints: list[CheckpointSaved] = field(default_factory=list)
     finished: Finished | None = None
@@ -51,7 +52,8 @@ class Delivery:
 
 # Events the UI needs every one of, and events where only the newest matters.
 _QUEUED = {StepMetrics: "metrics", EpochEnd: "epochs", CheckpointSaved: "checkpoints"}
-_LATEST = {RunStarted: "started", AugmentedViews: "views", MatrixSnapshot: "matrix", EmbeddingSnapshot: "embedding",
+_LATEST = {RunStarted: "started", AugmentedViews: "views", MatrixSnapshot: "matrix", MethodPictures: "pictures",
+           EmbeddingSnapshot: "embedding",
            Finished: "finished", Failed: "failed"}
 
 

@@ -15,6 +15,7 @@ from PySide6.QtCore import QPointF, QThreadPool  # noqa: E402
 from app.widgets.loss_plot import LossPlot, smooth_ema  # noqa: E402
 from app.widgets.matrix_view import MatrixView, symmetric_level  # noqa: E402
 from app.widgets.projection_view import TSNE_METHOD, ProjectionView  # noqa: E402
+from tests.helpers import tiny_config  # noqa: E402
 
 
 def test_smooth_ema_matches_a_hand_computation():
@@ -201,3 +202,55 @@ def test_tsne_result_of_a_cleared_run_is_dropped(qtbot):
     view.findChild(QThreadPool).waitForDone()
     qtbot.wait(50)  # delivers the queued result
     assert not view.plot_item.items and view.status.text() == "no embeddings yet"
+
+
+def test_a_masked_vit_run_shows_its_masks_reconstructions_and_attention(qtbot, tmp_path):
+    """A real MAE run on a ViT: the trainer sends the method's pictures and the attention maps
+    of the fixed sample images, and the panel shows them in their own tabs."""
+    from app.widgets.training_panel import TrainingPanel
+    from app.worker import Mailbox
+    from ssl_engine.train import EventRates, Trainer
+    from ssl_engine.train.events import MethodPictures
+
+    mailbox = Mailbox()
+    trainer = Trainer(tiny_config(tmp_path, "mae"))
+    trainer.subscribe(mailbox.put, EventRates(views_every_steps=2, views_count=4))
+    trainer.run()
+    delivery = mailbox.drain()
+    shown = delivery.pictures
+    assert isinstance(shown, MethodPictures)
+    assert set(shown.pictures) == {"mask", "reconstruction"}
+    assert shown.pictures["mask"].shape == (4, 32, 32, 1) and shown.pictures["reconstruction"].shape == (4, 32, 32, 3)
+    hidden = shown.pictures["mask"].mean()
+    assert abs(hidden - 0.75) < 1e-6  # MAE hides 75% of the patches
+    assert shown.attention.shape == (4, 3, 4, 4)  # vit_tiny: 3 heads over a 4 x 4 grid
+    np.testing.assert_allclose(shown.attention.max(axis=(2, 3)), 1.0, rtol=1e-5)
+
+    panel = TrainingPanel()
+    qtbot.addWidget(panel)
+    panel.resize(1200, 800)
+    panel.apply(delivery)
+    tabs = panel.method_views
+    assert tabs.isTabVisible(2) and tabs.isTabVisible(3) and not tabs.isTabVisible(1)
+    assert not tabs.isTabVisible(0)  # MAE has no view embeddings to correlate
+    originals, mask_column, reconstruction = panel.masks.shown
+    assert np.array_equal(originals, shown.originals)
+    hidden_pixels = shown.pictures["mask"][..., 0] == 1
+    # hidden patches drawn dark, visible ones untouched
+    assert (mask_column[hidden_pixels] <= originals[hidden_pixels]).all()
+    assert np.array_equal(mask_column[~hidden_pixels], originals[~hidden_pixels])
+    assert "reconstruction" in panel.masks.caption.text()
+    assert len(panel.attention.shown) == 1 + 3
+    panel.reset()
+    assert tabs.isTabVisible(0) and not tabs.isTabVisible(2) and not tabs.isTabVisible(3)
+
+
+def test_a_cnn_run_sends_no_pictures(tmp_path):
+    from ssl_engine.train import EventRates, Trainer
+    from ssl_engine.train.events import MethodPictures
+
+    seen = []
+    trainer = Trainer(tiny_config(tmp_path, "simclr"))
+    trainer.subscribe(seen.append, EventRates(views_every_steps=1, views_count=4))
+    trainer.run()
+    assert not any(isinstance(event, MethodPictures) for event in seen)

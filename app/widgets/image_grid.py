@@ -90,10 +90,11 @@ class ImageGrid(QWidget):
         layout.addWidget(self.caption)
         layout.addWidget(self.picture, 1)
 
-    def set_images(self, originals: np.ndarray, views: list[np.ndarray]) -> None:
+    def set_images(self, originals: np.ndarray, views: list[np.ndarray], caption: str | None = None) -> None:
+        """Each original beside its views (or other pictures of it, named by `caption`)."""
         columns = [originals, *views]
         # short whatever the number of views: a long caption would widen the whole window
-        self.caption.setText(f"each row: an image, then its {len(views)} views, left to right")
+        self.caption.setText(caption or f"each row: an image, then its {len(views)} view{'s' if len(views) != 1 else ''}, left to right")
         self.shown = columns
         self.groups = 0
         self._compose()

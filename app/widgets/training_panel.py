@@ -1,4 +1,5 @@
-"""The live training views: progress, loss curves, augmented views, matrix, embedding map.
+"""The live training views: progress, loss curves, augmented views, what the method sees (matrix,
+prototype usage, masks and reconstructions, ViT attention), embedding map.
 
 The panel draws what the worker's mailbox delivered since the last timer tick: all the step
 metrics (appended to the curves in one call), the latest views, matrix and map.
@@ -11,6 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QGridLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QTabWidget, QVBoxLayout,
                                QWidget)
 
+from ssl_engine.methods import get_method
 from ssl_engine.train.events import RunStarted
 
 from ..worker import Delivery
@@ -18,6 +20,7 @@ from .histogram_view import HistogramView
 from .image_grid import ImageGrid
 from .loss_plot import LossPlot
 from .matrix_view import MatrixView
+from .overlays import attention_columns, picture_columns
 from .projection_view import ProjectionView
 
 
@@ -78,7 +81,12 @@ class TrainingPanel(QWidget):
         self.method_views = QTabWidget()  # the matrix, and per-prototype counts where a method has them
         self.method_views.addTab(self.matrix, "Correlation")
         self.method_views.addTab(self.histogram, "Prototype usage")
-        self.method_views.setTabVisible(1, False)
+        self.masks = ImageGrid()  # masked methods: masks, reconstructions, predicted targets
+        self.method_views.addTab(self.masks, "Masks")
+        self.attention = ImageGrid()  # any ViT: the class token's attention per head
+        self.method_views.addTab(self.attention, "Attention")
+        for tab in (1, 2, 3):
+            self.method_views.setTabVisible(tab, False)
         self.projection = ProjectionView()
         self.class_names: list[str] = []
         grid = QGridLayout()
@@ -101,7 +109,11 @@ class TrainingPanel(QWidget):
         self.views.clear("the augmented views appear when training starts")
         self.matrix.clear()
         self.histogram.clear()
-        self.method_views.setTabVisible(1, False)
+        self.masks.clear()
+        self.attention.clear()
+        self.method_views.setTabVisible(0, True)
+        for tab in (1, 2, 3):
+            self.method_views.setTabVisible(tab, False)
         self.projection.clear()
 
     def apply(self, delivery: Delivery) -> None:
@@ -109,6 +121,9 @@ class TrainingPanel(QWidget):
         if delivery.started is not None:
             self.class_names = delivery.started.class_names
             self.progress.start(delivery.started)
+            # masked methods have no view embeddings to correlate: their tab would stay empty
+            has_matrices = bool(get_method(delivery.started.config["method"]["name"]).matrix_names)
+            self.method_views.setTabVisible(0, has_matrices)
         if delivery.metrics:
             metrics = delivery.metrics
             steps = np.array([m.step for m in metrics], dtype=np.float64)
@@ -130,8 +145,24 @@ class TrainingPanel(QWidget):
             if delivery.matrix.histograms:
                 self.method_views.setTabVisible(1, True)
                 self.histogram.set_histograms(delivery.matrix.histograms)
+        if delivery.pictures is not None:
+            self._show_pictures(delivery.pictures)
         if delivery.embedding is not None:
             snapshot = delivery.embedding
             self.projection.set_snapshot(snapshot.projection_2d, snapshot.labels, snapshot.class_names,
                                          snapshot.images, snapshot.embeddings,
                                          f"epoch {snapshot.epoch}, {len(snapshot.labels)} test images")
+
+    def _show_pictures(self, shown) -> None:
+        """A masked method's pictures and a ViT's attention maps, each in its own tab."""
+        if shown.pictures:
+            names = ", ".join(name.replace("_", " ") for name in shown.pictures)
+            self.masks.set_images(shown.originals, picture_columns(shown.originals, shown.pictures),
+                                  f"each row: an image, then {names}")
+            self.method_views.setTabVisible(2, True)
+        if shown.attention is not None:
+            heads = shown.attention.shape[1]
+            self.attention.set_images(shown.originals, attention_columns(shown.originals, shown.attention),
+                                      f"each row: an image, then the last block's class-token attention, "
+                                      f"{heads} heads")
+            self.method_views.setTabVisible(3, True)

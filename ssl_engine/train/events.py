@@ -59,6 +59,20 @@ class AugmentedViews:
 
 
 @dataclass
+class MethodPictures:
+    """What a masked method and a ViT show on the fixed sample images, sent with the views.
+
+    `pictures`: the method's own (`Method.pictures`), name -> float32 (n, H, W, C) in 0..1:
+    C = 3 for images (a reconstruction, de-normalised), C = 1 for masks and maps to lay over the
+    originals. `attention`: a ViT's last-block class-token attention over the patches, float32
+    (n, heads, grid, grid), each map scaled to a maximum of 1; None for other backbones."""
+    step: int
+    originals: np.ndarray      # uint8 (n, H, W, 3)
+    pictures: dict[str, np.ndarray]
+    attention: np.ndarray | None = None
+
+
+@dataclass
 class MatrixSnapshot:
     step: int
     matrices: dict[str, np.ndarray]  # name -> float32 (d, d)

@@ -37,7 +37,7 @@ from ..runs import RunFolder, new_run_dir
 from .checkpoint import load_checkpoint, save_checkpoint
 from .control import TrainingControl
 from .events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, EventRates, Failed,
-                     Finished, MatrixSnapshot, RunStarted, StepMetrics, Subscription)
+                     Finished, MatrixSnapshot, MethodPictures, RunStarted, StepMetrics, Subscription)
 from .optim import build_optimizer, set_learning_rate
 from .schedules import warmup_cosine
 
@@ -378,6 +378,7 @@ class Trainer:
                            lambda r: r.matrix_every_steps > 0 and step % r.matrix_every_steps == 0)
             if self._wanted("views_every_steps", step):
                 self._emit_views(step)
+                self._emit_pictures(step)
 
             if position + 1 == self.steps_per_epoch:
                 train_seconds += time.perf_counter() - tick
@@ -431,10 +432,37 @@ class Trainer:
         if epoch % self.config.train.checkpoint_every_epochs == 0 and step < self.total_steps:
             self._checkpoint(step)
 
-    def _dataset_features(self) -> torch.Tensor:
-        """Backbone features of every training image, un-augmented, on the device (eval mode)."""
-        return embed(self.method.backbone, self.images, mean=self.mean, std=self.std, device=self.device,
-                     for_evaluation=False).to(self.device)
+    def _dataset_features(self, encoder: nn.Module | None = None) -> torch.Tensor:
+        """Features of every training image, un-augmented, on the device (eval mode): the backbone's,
+        or those of `encoder`, a module of normalised images (BEiT's tokenizer takes patches)."""
+        return embed(self.method.backbone if encoder is None else encoder, self.images, mean=self.mean,
+                     std=self.std, device=self.device, for_evaluation=False).to(self.device)
+
+    @torch.no_grad()
+    def _emit_pictures(self, step: int) -> None:
+        """The method's pictures and a ViT's attention maps of the views' fixed sample images;
+        nothing for methods and backbones that have neither."""
+        backbone = self.method.backbone
+        count = max(s.rates.views_count for s in self.subscriptions if s.rates.views_every_steps > 0)
+        originals = self.data.train.images[self.view_index[:count]]
+        images = normalize(originals.to(self.device).float() / 255.0, *self._mean_std)
+        mean, std = (t.view(1, -1, 1, 1) for t in self._mean_std)
+        pictures = {}
+        for name, picture in self.method.pictures(images).items():
+            picture = picture.float()
+            if picture.shape[1] == 3:  # an image, normalised like the input
+                picture = picture * std + mean
+            pictures[name] = picture.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy().copy()
+        attention = None
+        if hasattr(backbone, "last_attention"):
+            weights = backbone.last_attention(images)[:, :, 0, 1:].float()   # class token -> patches
+            grid = backbone.grid
+            maps = weights.reshape(len(images), weights.shape[1], grid, grid)
+            attention = (maps / maps.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)).cpu().numpy().copy()
+        if pictures or attention is not None:
+            self._emit(MethodPictures(step=step, originals=to_display(originals), pictures=pictures,
+                                      attention=attention),
+                       lambda r: r.views_every_steps > 0 and step % r.views_every_steps == 0)
 
     def _emit_views(self, step: int) -> None:
         count = max(s.rates.views_count for s in self.subscriptions if s.rates.views_every_steps > 0)
