@@ -37,6 +37,8 @@ __all__ = [
     "sinkhorn",
     "masked_patch_mse",
     "masked_pixel_l1",
+    "masked_token_cross_entropy",
+    "ibot_patch_loss",
 ]
 
 NORMALIZE_EPS = 1e-12
@@ -387,6 +389,60 @@ def masked_pixel_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """
     _require_same_shape_3d(pred, target)
     return _mean_over_masked((pred - target).abs().mean(dim=-1), mask)
+
+
+@_in_float32
+def masked_token_cross_entropy(logits: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+    """BEiT's masked image modelling loss (Bao, Dong, Piao, Wei, "BEiT: BERT Pre-Training of Image
+    Transformers", ICLR 2022, eq. 1): the cross-entropy of the predicted visual token, on the
+    masked patches only,
+
+        loss = sum_i m_i (-log softmax(logits_i)[z_i]) / sum_i m_i
+
+    with `logits` (N, P, K) scores over a codebook of K visual tokens, `tokens` (N, P) the
+    tokenizer's token z_i of every patch and `mask` (N, P) bool, True where the patch was
+    replaced by the mask token. The mean runs over all masked patches of the batch, as the BEiT
+    code's cross-entropy over `x[bool_masked_pos]`.
+    """
+    if logits.dim() != 3 or logits.shape[:2] != tokens.shape:
+        raise ValueError(f"expected (N, P, K) logits and (N, P) tokens, got {tuple(logits.shape)} "
+                         f"and {tuple(tokens.shape)}")
+    per_patch = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none").reshape(tokens.shape)
+    return _mean_over_masked(per_patch, mask)
+
+
+def ibot_patch_loss(student_patch_logits: list[Tensor], teacher_patch_logits: list[Tensor], center: Tensor,
+                    masks: list[Tensor], student_temp: float, teacher_temp: float) -> Tensor:
+    """iBOT's masked image modelling loss (Zhou et al., "iBOT: Image BERT Pre-Training with Online
+    Tokenizer", ICLR 2022, eq. 2 and the code's iBOTLoss): self-distillation of the patch tokens.
+
+    One (N, P, K) tensor of head outputs per global view for the student (which saw the view with
+    its masked patches replaced by the mask token) and for the teacher (which saw it whole), the
+    teacher's patch centre (K,) or (1, K), and one (N, P) bool mask per view, True = masked:
+
+        P_t = softmax((t_vnp - center) / teacher_temp),   log P_s = log_softmax(s_vnp / student_temp)
+        l_vn = sum_p m_vnp (-sum_k P_t[k] log P_s[k]) / max(1, sum_p m_vnp)
+        loss = mean over views v of mean over images n of l_vn
+
+    Only the same view is compared (the student's patches of view v against the teacher's of
+    view v), only masked patches count, and an image with no masked patch adds 0 to the mean
+    over images, as in the code. No gradient flows into the teacher's side; the centre's update
+    is the method's.
+    """
+    if not (len(student_patch_logits) == len(teacher_patch_logits) == len(masks)) or not masks:
+        raise ValueError("ibot_patch_loss needs one student output, teacher output and mask per global view")
+    with torch.autocast(device_type=center.device.type, enabled=False):
+        total = 0.0
+        for student, teacher, mask in zip(student_patch_logits, teacher_patch_logits, masks):
+            if student.dim() != 3 or student.shape != teacher.shape or student.shape[:2] != mask.shape:
+                raise ValueError(f"expected (N, P, K) outputs and an (N, P) mask, got {tuple(student.shape)}, "
+                                 f"{tuple(teacher.shape)} and {tuple(mask.shape)}")
+            target = F.softmax((teacher.float().detach() - center.float()) / teacher_temp, dim=-1)
+            per_patch = torch.sum(-target * F.log_softmax(student.float() / student_temp, dim=-1), dim=-1)
+            weights = mask.float()
+            per_image = (per_patch * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+            total = total + per_image.mean()
+        return total / len(masks)
 
 
 def _require_same_shape_3d(pred: Tensor, target: Tensor) -> None:

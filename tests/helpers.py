@@ -28,6 +28,9 @@ SMALL_HEADS = {
     "maskfeat": ["backbone.name=vit_tiny", "backbone.patch_size=8"],
     "ijepa": ["backbone.name=vit_tiny", "backbone.patch_size=8", "method.predictor_dim=48",
               "method.predictor_depth=1"],
+    "beit": ["backbone.name=vit_tiny", "backbone.patch_size=8", "method.codebook_size=16"],
+    "ibot": ["backbone.name=vit_tiny", "backbone.patch_size=8", "method.out_dim=64", "method.patch_out_dim=64",
+             "method.hidden_dim=32", "method.bottleneck_dim=16"],
 }
 
 

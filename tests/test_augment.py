@@ -351,7 +351,7 @@ def test_byol_preset_and_aliases(name):
 
 def test_presets_are_named_valid_and_fresh():
     assert set(PRESETS) == {"simclr", "moco_v2", "byol", "barlow_twins", "vicreg", "simsiam", "swav", "dino",
-                            "mae", "simmim", "maskfeat", "ijepa"}
+                            "mae", "simmim", "maskfeat", "ijepa", "beit"}
     for name in PRESETS:
         for view in preset_views(name, 96):
             assert validate(view, name) + check_view(view, name) == []

@@ -25,6 +25,9 @@
   0.5-1 (aspect 3/4-4/3), flip 0.5; nothing else.
 - "ijepa" (Assran et al., 2023; the I-JEPA code's ImageNet configs): one view, crop 0.3-1 only:
   no flip, no colour distortion, no blur.
+- "beit" (Bao et al., 2022, appendix table; microsoft/unilm beit/datasets.py as first released):
+  one view, colour jitter always applied (brightness, contrast, saturation 0.4, no hue), flip
+  0.5, crop 0.08-1 (aspect 3/4-4/3); no greyscale, blur or solarisation.
 
 Small images (image_size <= 32, CIFAR-sized): every preset turns the blur off (blur_p = 0),
 as SimCLR does for CIFAR-10 (appendix B.9), and as the common CIFAR reproductions of the
@@ -53,6 +56,7 @@ PRESETS: dict[str, str] = {
     "simmim": "SimMIM: one view, crop 0.67-1 and flip, no colour changes",
     "maskfeat": "MaskFeat: one view, crop 0.5-1 and flip, no colour changes",
     "ijepa": "I-JEPA: one view, crop 0.3-1 only (no flip, no colour changes)",
+    "beit": "BEiT: one view, crop 0.08-1, flip, colour jitter 0.4 (always)",
 }
 
 SMALL_IMAGE_SIZE = 32  # at or below this side, presets drop the blur (papers' CIFAR settings)
@@ -90,6 +94,8 @@ _RECIPES["mae"] = [_CROP_AND_FLIP]
 _RECIPES["simmim"] = [dataclasses.replace(_CROP_AND_FLIP, crop_scale_min=0.67)]
 _RECIPES["maskfeat"] = [dataclasses.replace(_CROP_AND_FLIP, crop_scale_min=0.5)]
 _RECIPES["ijepa"] = [dataclasses.replace(_CROP_AND_FLIP, crop_scale_min=0.3, flip_p=0.0)]
+_RECIPES["beit"] = [dataclasses.replace(_CROP_AND_FLIP, crop_scale_min=0.08, jitter_p=1.0, brightness=0.4,
+                                        contrast=0.4, saturation=0.4)]
 
 
 def local_view_size(image_size: int) -> int:

@@ -75,10 +75,12 @@ class Method(nn.Module):
         the batch's positions in the training set (for methods with per-image pseudo-labels)."""
         raise NotImplementedError
 
-    def before_epoch(self, epoch: int, dataset_features: Callable[[], torch.Tensor]) -> None:
+    def before_epoch(self, epoch: int, dataset_features: Callable[..., torch.Tensor]) -> None:
         """Work at the start of each epoch (0-based). `dataset_features()` embeds the whole
         training set, un-augmented, in its stored order: DeepCluster clusters it, SeLa
-        re-labels it. Default: nothing (and the features are never computed)."""
+        re-labels it; `dataset_features(encoder)` runs another module on the normalised images
+        instead of the backbone (BEiT samples patches for its tokenizer). Default: nothing (and
+        the features are never computed)."""
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:

@@ -93,9 +93,9 @@ def fill_empty_clusters(centroids: Tensor, counts: Tensor, generator: torch.Gene
     return len(empty)
 
 
-def kmeans(x: Tensor, k: int, iterations: int, generator: torch.Generator) -> tuple[Tensor, int]:
+def kmeans_centroids(x: Tensor, k: int, iterations: int, generator: torch.Generator) -> tuple[Tensor, int]:
     """Lloyd's k-means of the rows of x from k distinct random rows (faiss's initialisation, as the
-    reference). Returns each row's cluster and how many empty clusters were filled on the way."""
+    reference). Returns the (k, D) centroids and how many empty clusters were filled on the way."""
     centroids = x[torch.randperm(len(x), generator=generator)[:k].to(x.device)].clone()
     filled = 0
     for _ in range(iterations):
@@ -103,6 +103,13 @@ def kmeans(x: Tensor, k: int, iterations: int, generator: torch.Generator) -> tu
         counts = torch.bincount(labels, minlength=k)
         centroids = torch.zeros_like(centroids).index_add_(0, labels, x) / counts.clamp_min(1).unsqueeze(1)
         filled += fill_empty_clusters(centroids, counts, generator)
+    return centroids, filled
+
+
+def kmeans(x: Tensor, k: int, iterations: int, generator: torch.Generator) -> tuple[Tensor, int]:
+    """`kmeans_centroids`, then each row's cluster: returns the labels and how many empty
+    clusters were filled on the way."""
+    centroids, filled = kmeans_centroids(x, k, iterations, generator)
     return nearest_centroid(x, centroids), filled
 
 

@@ -50,13 +50,20 @@ class DINOHead(nn.Module):
             if isinstance(layer, nn.Linear):
                 nn.init.trunc_normal_(layer.weight, std=0.02)
                 nn.init.zeros_(layer.bias)
-        self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
-        weight_norm = self.last_layer.parametrizations.weight.original0
-        weight_norm.data.fill_(1.0)
-        weight_norm.requires_grad_(not norm_last_layer)
+        self.last_layer = weight_normalised_layer(bottleneck_dim, out_dim, norm_last_layer)
 
     def forward(self, features: Tensor) -> Tensor:
         return self.last_layer(F.normalize(self.mlp(features), dim=-1))
+
+
+def weight_normalised_layer(in_dim: int, out_dim: int, norm_last_layer: bool) -> nn.Module:
+    """The heads' last layer: a weight-normalised Linear without bias, its weight's norm g
+    starting at 1 and fixed there when `norm_last_layer`."""
+    layer = nn.utils.parametrizations.weight_norm(nn.Linear(in_dim, out_dim, bias=False))
+    weight_norm = layer.parametrizations.weight.original0
+    weight_norm.data.fill_(1.0)
+    weight_norm.requires_grad_(not norm_last_layer)
+    return layer
 
 
 @dataclass
@@ -98,8 +105,7 @@ class DINO(Method):
 
     def __init__(self, backbone, params: DINOParams, total_steps: int):
         super().__init__(backbone, params, total_steps)
-        self.head = DINOHead(backbone.feature_dim, params.out_dim, params.hidden_dim, params.bottleneck_dim,
-                             params.norm_last_layer)
+        self.head = self.build_head(backbone.feature_dim, params)
         self.teacher_backbone = copy_as_frozen(self.backbone)
         self.teacher_head = copy_as_frozen(self.head)
         self.register_buffer("center", torch.zeros(1, params.out_dim))
@@ -107,9 +113,12 @@ class DINO(Method):
         # Zeroing (not dropping, as the code does) the gradient keeps DDP's reduction intact.
         # AdamW then only applies weight decay: on v a uniform scale that the weight norm undoes;
         # a learnt g (norm_last_layer False) shrinks by lr * weight_decay per step.
-        for parameter in self.head.last_layer.parameters():
-            if parameter.requires_grad:
+        for name, parameter in self.head.named_parameters():
+            if "last_layer" in name and parameter.requires_grad:
                 parameter.register_hook(self._freeze_last_layer)
+
+    def build_head(self, in_dim: int, params: DINOParams) -> nn.Module:
+        return DINOHead(in_dim, params.out_dim, params.hidden_dim, params.bottleneck_dim, params.norm_last_layer)
 
     def _freeze_last_layer(self, grad: Tensor) -> Tensor:
         return torch.zeros_like(grad) if self.epoch < self.params.freeze_last_layer else grad
@@ -120,18 +129,29 @@ class DINO(Method):
     def teacher_temperature(self) -> float:
         """Linear from warmup_teacher_temp at epoch 0 to teacher_temp at the warm-up's last
         epoch, then constant (the code's np.linspace schedule)."""
-        p, epochs = self.params, self.params.warmup_teacher_temp_epochs
+        return self._warmed_up(self.params.warmup_teacher_temp, self.params.teacher_temp)
+
+    def _warmed_up(self, start: float, end: float) -> float:
+        """This epoch's value of a temperature warming up linearly from `start` to `end`."""
+        epochs = self.params.warmup_teacher_temp_epochs
         if self.epoch >= epochs:
-            return p.teacher_temp
-        return p.warmup_teacher_temp + (p.teacher_temp - p.warmup_teacher_temp) * self.epoch / max(epochs - 1, 1)
+            return end
+        return start + (end - start) * self.epoch / max(epochs - 1, 1)
 
     def forward(self, views, step, indices=None):
-        # The global views are the leading views at full size (two at most, as in the paper).
-        size = views[0].shape[-2:]
-        global_count = 1 + int(len(views) > 1 and views[1].shape[-2:] == size)
+        global_count = global_view_count(views)
         student_logits = _multi_crop(self.backbone, self.head, views)
         with torch.no_grad():
             teacher_logits = _multi_crop(self.teacher_backbone, self.teacher_head, views[:global_count])
+        loss, terms, assignments = self._class_token_loss(student_logits, teacher_logits)
+        embeddings = (student_logits[0].detach(), student_logits[1].detach()) if len(views) > 1 else None
+        return DINOStepOutput(loss, terms, embeddings, teacher_assignments=assignments)
+
+    def _class_token_loss(self, student_logits: list[Tensor],
+                          teacher_logits: list[Tensor]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """`losses.dino_loss` at this epoch's teacher temperature, then the centre's update; returns
+        the loss, the terms reported (teacher entropy, centre norm, temperature) and the prototype
+        each global view's teacher target peaks at, over the global batch."""
         temperature = self.teacher_temperature()
         loss = losses.dino_loss(student_logits, teacher_logits, self.center, self.params.student_temp, temperature)
         with torch.no_grad(), torch.autocast(device_type=self.center.device.type, enabled=False):
@@ -139,12 +159,10 @@ class DINO(Method):
             log_targets = F.log_softmax((teacher - self.center) / temperature, dim=-1)
             entropy = all_reduce_mean(-(log_targets.exp() * log_targets).sum(dim=-1).mean())
             assignments = gather_no_grad(log_targets.argmax(dim=-1))
-            batch_center = all_reduce_mean(teacher.mean(dim=0, keepdim=True))
-            self.center.mul_(self.params.center_momentum).add_(batch_center, alpha=1 - self.params.center_momentum)
+            update_center(self.center, teacher, self.params.center_momentum)
         terms = {"teacher entropy": entropy, "center norm": self.center.norm(),
                  "teacher temperature": torch.tensor(temperature)}
-        embeddings = (student_logits[0].detach(), student_logits[1].detach()) if len(views) > 1 else None
-        return DINOStepOutput(loss, terms, embeddings, teacher_assignments=assignments)
+        return loss, terms, assignments
 
     @torch.no_grad()
     def after_optimizer_step(self, step):
@@ -163,6 +181,20 @@ class DINO(Method):
             return {}
         usage = torch.bincount(output.teacher_assignments, minlength=self.params.out_dim)
         return {"teacher prototype usage": usage.float()}
+
+
+def global_view_count(views: list[Tensor]) -> int:
+    """How many leading views are global: those at the first view's size (two at most, as in the paper)."""
+    return 1 + int(len(views) > 1 and views[1].shape[-2:] == views[0].shape[-2:])
+
+
+@torch.no_grad()
+def update_center(center: Tensor, teacher_outputs: Tensor, momentum: float) -> None:
+    """In place: center <- momentum * center + (1 - momentum) * the mean teacher output over the
+    global batch; `teacher_outputs` is (..., K), its leading dimensions averaged together."""
+    outputs = teacher_outputs.float().reshape(-1, teacher_outputs.shape[-1])
+    batch_center = all_reduce_mean(outputs.mean(dim=0, keepdim=True))
+    center.mul_(momentum).add_(batch_center, alpha=1 - momentum)
 
 
 def _multi_crop(backbone: nn.Module, head: nn.Module, views: list[Tensor]) -> list[Tensor]:

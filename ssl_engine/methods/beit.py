@@ -1,0 +1,238 @@
+"""BEiT (Bao, Dong, Piao, Wei, "BEiT: BERT Pre-Training of Image Transformers", ICLR 2022).
+
+BERT's masked language modelling for images. A tokenizer turns every patch of an image into a
+discrete visual token z_i from a codebook of K; the encoder (the ViT being trained) sees the
+image with 40% of its patches, in blocks (BEiT's block-wise masking: 75 of 196 patches), replaced
+by a learnt mask token, and a linear head over the codebook predicts each hidden patch's token
+from its output token t_i. With m_i = 1 for a hidden patch,
+
+    loss = sum_i m_i (-log softmax(W t_i + b)[z_i]) / sum_i m_i     (losses.masked_token_cross_entropy)
+
+The tokenizer. BEiT's tokens come from the discrete VAE of DALL-E (Ramesh et al., 2021), trained
+beforehand on 250M images, with 8192 tokens per 8 x 8-pixel-downsampled patch. Its weights cannot
+be downloaded here, so this module learns its tokenizer from the user's own training set: k-means
+over patch descriptors (each patch's pixels, as the encoder sees them after the data set's
+normalisation, and by default standardised by the patch's own mean and variance, so that a token
+describes the patch's pattern rather than its brightness). The codebook is built once, at the
+start of the first epoch, from a seeded sample of the un-augmented training images' patches (a
+few per image, at most 256 per token, as faiss subsamples), then kept fixed, as BEiT keeps its
+tokenizer fixed: it is a buffer, so a checkpoint carries it and a resumed run predicts the same
+tokens. Simple, deterministic for a seed and adapted to the data, but much weaker than a dVAE:
+k-means tokens carry no context, so they describe pixels rather than parts.
+
+Reported: the loss, the prediction accuracy on the hidden patches (BEiT's mlm_acc), and, for the
+app, how often each token occurs among the batch's hidden patches (a codebook that puts most
+patches under one token teaches little). Evaluation uses the encoder's class token. The encoder
+is the shared ViT: BEiT's own adds relative position biases and layer scale, which it has not.
+Augmentation: one view, crop 0.08-1, flip and colour jitter 0.4, preset "beit".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import losses
+from ..distributed import all_reduce_mean, gather_no_grad, rank, world_size
+from ..errors import ConfigError
+from ..masking import block_mask, mask_picture
+from ..models.vit import VisionTransformer, patchify, unpatchify
+from ..params import hyper
+from .base import Method, StepOutput, register, step_generator
+from .deepcluster import kmeans_centroids, nearest_centroid
+
+PICTURE_SEED = 0  # masks of `pictures`: the same images keep the same masks
+KMEANS_ITERATIONS = 20  # Lloyd iterations of the codebook's k-means (DeepCluster's faiss setting)
+# a larger sample is cut to this many patches per token (faiss's max_points_per_centroid)
+KMEANS_PATCHES_PER_TOKEN = 256
+PATCHES_PER_IMAGE = 16  # patches each training image gives to the sample (all of a 4 x 4 grid)
+
+
+@dataclass
+class BEiTParams:
+    # 0.4: the paper's "approximately 40%" (section 2.5); its code masks 75 of 196 patches (0.38)
+    mask_ratio: float = hyper(0.4, gt=0, lt=1, help="share of each image's patches replaced by the mask token, in blocks (0.4 in the paper)")
+    # The paper's DALL-E tokenizer has 8192 tokens, learnt on 250M images; a k-means codebook
+    # over a small set's patches needs far fewer to stay populated.
+    codebook_size: int = hyper(512, ge=2, le=65536, help="visual tokens of the k-means tokenizer learnt on the training set "
+                                                         "(BEiT's DALL-E dVAE has 8192)")
+    normalize_patches: bool = hyper(True, help="tokenise each patch's pixels standardised by its own mean and variance "
+                                               "(its pattern, not its brightness); off: the pixels as they are")
+
+
+class PatchTokenizer(nn.Module):
+    """A k-means visual tokenizer: each patch of a normalised image -> the index of the nearest
+    codebook entry to its descriptor (its pixels in `patchify` order, optionally standardised per
+    patch). The codebook is a buffer, zero until `fit`."""
+
+    def __init__(self, patch_size: int, codebook_size: int, normalize: bool):
+        super().__init__()
+        self.patch_size, self.normalize = patch_size, normalize
+        self.register_buffer("codebook", torch.zeros(codebook_size, 3 * patch_size ** 2))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    def _patches(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(N, P, D) pixels of every patch, with each patch's mean and standard deviation (N, P, 1)."""
+        patches = patchify(images.float(), self.patch_size)
+        mean = patches.mean(dim=-1, keepdim=True)
+        std = (patches.var(dim=-1, keepdim=True) + losses.NORM_PIX_EPS).sqrt()
+        return patches, mean, std
+
+    def descriptors(self, images: Tensor) -> Tensor:
+        """(N, P, D) what k-means sees of each patch (MAE's per-patch standardisation when `normalize`)."""
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            patches, mean, std = self._patches(images)
+            return (patches - mean) / std if self.normalize else patches
+
+    @torch.no_grad()
+    def fit(self, descriptors: Tensor, generator: torch.Generator) -> None:
+        """Learn the codebook: k-means of the (M, D) descriptors, from `generator`'s draws."""
+        centroids, _ = kmeans_centroids(descriptors.float(), len(self.codebook), KMEANS_ITERATIONS, generator)
+        self.codebook.copy_(centroids)
+        self.fitted.fill_(True)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        """(N, P) long: the token of every patch of the normalised images (N, 3, H, W)."""
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            found = self.descriptors(images)
+            return nearest_centroid(found.flatten(0, 1), self.codebook).reshape(found.shape[:2])
+
+    @torch.no_grad()
+    def decode(self, tokens: Tensor, images: Tensor) -> Tensor:
+        """(N, 3, H, W): every patch of `images` replaced by its token's codebook entry (brought
+        back to the patch's own mean and deviation when standardised): how the tokenizer sees them."""
+        entries = self.codebook[tokens]
+        if self.normalize:
+            _, mean, std = self._patches(images)
+            entries = entries * std + mean
+        return unpatchify(entries, self.patch_size)
+
+
+class _PatchSample(nn.Module):
+    """For `dataset_features`: the descriptors of PATCHES_PER_IMAGE random patches of each image,
+    (N, count * D). `embed` passes the training set in its stored order, so the seeded generator
+    picks the same patches in every run and every process."""
+
+    def __init__(self, tokenizer: PatchTokenizer, generator: torch.Generator):
+        super().__init__()
+        self.tokenizer, self.generator = tokenizer, generator
+
+    def forward(self, images: Tensor) -> Tensor:
+        found = self.tokenizer.descriptors(images)
+        n, patches, dim = found.shape
+        chosen = torch.rand(n, patches, generator=self.generator).argsort(dim=1)[:, :PATCHES_PER_IMAGE]
+        return found.gather(1, chosen.to(found.device).unsqueeze(-1).expand(-1, -1, dim)).flatten(1)
+
+
+@dataclass
+class BEiTStepOutput(StepOutput):
+    """StepOutput plus the tokens of the hidden patches, over the global batch."""
+
+    masked_tokens: Tensor | None = None
+
+
+@register
+class BEiT(Method):
+    name = "beit"
+    family = "masked image modelling"
+    summary = "mask 40% of the patches in blocks; predict their visual tokens (here a k-means codebook of the data's patches)"
+    paper = "Bao et al., ICLR 2022"
+    Params = BEiTParams
+    backbones = ("vit_tiny", "vit_small")
+    augment_preset = "beit"
+    matrix_names = ()
+    # The paper's pre-training (appendix, and the README's ImageNet-1k command): AdamW with
+    # betas (0.9, 0.999), lr 1.5e-3 for a batch of 2048 (1.875e-4 per 256), weight decay 0.05,
+    # 10 warm-up epochs, cosine to the code's min_lr 1e-5 (1/150 of the peak), gradients
+    # clipped at 3.0.
+    optim_defaults = {"name": "adamw", "lr": 1.875e-4, "weight_decay": 0.05, "momentum": 0.9,
+                      "warmup_epochs": 10.0, "min_lr_ratio": 1e-5 / 1.5e-3, "grad_clip": 3.0}
+
+    def __init__(self, backbone, params: BEiTParams, total_steps: int):
+        if not isinstance(backbone, VisionTransformer):
+            raise ConfigError([f"beit masks ViT patches: backbone.name must be vit_tiny or vit_small, "
+                               f"got {getattr(backbone, 'name', type(backbone).__name__)}"])
+        super().__init__(backbone, params, total_steps)
+        self.tokenizer = PatchTokenizer(backbone.patch_size, params.codebook_size, params.normalize_patches)
+        # the linear head over the codebook (the BEiT code's lm_head, truncated normal 0.02)
+        self.head = nn.Linear(backbone.dim, params.codebook_size)
+        VisionTransformer._init_weights(self.head)
+        # seeds of the masks and of the codebook: drawn from torch's generator, which the Trainer
+        # seeds from train.seed
+        self.mask_seed = int(torch.randint(0, 2 ** 31, ()))
+        self.codebook_seed = int(torch.randint(0, 2 ** 31, ()))
+
+    @torch.no_grad()
+    def before_epoch(self, epoch, dataset_features):
+        """Build the codebook once, at the first epoch (a resumed run loads it instead)."""
+        if bool(self.tokenizer.fitted):
+            return
+        generator = torch.Generator().manual_seed(self.codebook_seed)
+        sample = dataset_features(_PatchSample(self.tokenizer, generator))
+        descriptors = sample.reshape(-1, self.tokenizer.codebook.shape[1])
+        k = self.params.codebook_size
+        if k > len(descriptors):
+            raise ConfigError([f"method.codebook_size ({k}) must be at most the number of training patches "
+                               f"sampled for the tokenizer ({len(descriptors)}: up to {PATCHES_PER_IMAGE} per image)"])
+        most = KMEANS_PATCHES_PER_TOKEN * k
+        if len(descriptors) > most:
+            descriptors = descriptors[torch.randperm(len(descriptors), generator=generator)[:most].to(descriptors.device)]
+        self.tokenizer.fit(descriptors, generator)
+
+    def _mask(self, batch: int, grid: int, generator: torch.Generator, device) -> Tensor:
+        """(batch, grid^2) bool, True = replaced by the mask token: BEiT's block-wise masking."""
+        return block_mask(batch, grid, self.params.mask_ratio, generator=generator, device=device)
+
+    def _step_mask(self, images: Tensor, step: int) -> Tensor:
+        """This step's masks: drawn for the global batch from the step's generator, this process
+        keeping its rows, so a resumed run and N processes mask as one uninterrupted process."""
+        n = len(images)
+        grid = images.shape[-1] // self.backbone.patch_size
+        mask = self._mask(n * world_size(), grid, step_generator(self.mask_seed, step), images.device)
+        return mask[rank() * n:(rank() + 1) * n]
+
+    def _predict(self, images: Tensor, mask: Tensor) -> Tensor:
+        """(N, P, K) token scores of every patch, with mask tokens in place of the masked patches."""
+        return self.head(self.backbone.tokens(images, mask=mask)[:, 1:])
+
+    def forward(self, views, step, indices=None):
+        if not bool(self.tokenizer.fitted):
+            raise RuntimeError("beit needs its codebook: before_epoch(0, dataset_features) builds it")
+        images = views[0]
+        mask = self._step_mask(images, step)
+        tokens = self.tokenizer(images)
+        logits = self._predict(images, mask)
+        loss = losses.masked_token_cross_entropy(logits, tokens, mask)
+        with torch.no_grad():
+            masked_tokens = tokens[mask]
+            accuracy = all_reduce_mean((logits[mask].argmax(dim=-1) == masked_tokens).float().mean())
+        terms = {"token cross-entropy": loss.detach(), "token accuracy": accuracy}
+        return BEiTStepOutput(loss, terms, masked_tokens=gather_no_grad(masked_tokens))
+
+    @torch.no_grad()
+    def histograms(self, output):
+        """How many of the batch's hidden patches each visual token is the target of (codebook_size
+        bars, summing to the number of hidden patches)."""
+        if getattr(output, "masked_tokens", None) is None:
+            return {}
+        return {"token usage": torch.bincount(output.masked_tokens, minlength=self.params.codebook_size).float()}
+
+    @torch.no_grad()
+    def pictures(self, images):
+        """"mask" (N, 1, H, W), 1 on hidden patches; once the codebook exists, "tokens" (N, 1, H, W),
+        each patch's token id scaled to 0..1, and "token_reconstruction" (N, 3, H, W), each patch
+        replaced by its token's codebook entry (normalised like the input)."""
+        grid = images.shape[-1] // self.backbone.patch_size
+        size = tuple(images.shape[-2:])
+        mask = self._mask(len(images), grid, torch.Generator().manual_seed(PICTURE_SEED), images.device)
+        shown = {"mask": mask_picture(mask, grid, size)}
+        if bool(self.tokenizer.fitted):
+            tokens = self.tokenizer(images)
+            scaled = tokens.float() / max(self.params.codebook_size - 1, 1)
+            shown["tokens"] = F.interpolate(scaled.reshape(len(images), 1, grid, grid), size=size, mode="nearest")
+            shown["token_reconstruction"] = self.tokenizer.decode(tokens, images)
+        return shown
