@@ -13,8 +13,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QTimer, Slot
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QFileDialog, QMainWindow, QMessageBox, QScrollArea, QSplitter, QTabWidget, QToolBar,
-                               QWidget)
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QScrollArea, QSplitter, QTabWidget, QToolBar
 
 from ssl_engine.config import ExperimentConfig
 from ssl_engine.errors import ConfigError

@@ -22,16 +22,21 @@ import torch  # noqa: E402
 
 from ssl_engine.augment.ops import normalize  # noqa: E402
 from ssl_engine.config import ExperimentConfig  # noqa: E402
-from ssl_engine.data.stats import channel_stats  # noqa: E402
-from ssl_engine.methods import get_method  # noqa: E402
-from ssl_engine.train import Trainer  # noqa: E402
-from ssl_engine.train.trainer import build_backbone_for, load_data_for  # noqa: E402
+from ssl_engine.train import EventRates, Trainer  # noqa: E402
+from ssl_engine.train.events import RunStarted  # noqa: E402
+from ssl_engine.train.trainer import load_data_for  # noqa: E402
 
 
-def held_out_loss(method, images_uint8: torch.Tensor, mean, std) -> float:
-    images = normalize(images_uint8.float() / 255.0, mean, std)
+def held_out_loss(trainer: Trainer, images_uint8: torch.Tensor) -> float:
+    """The loss of the trainer's MAE on `images_uint8`, normalised as the trainer normalises."""
+    method = trainer.method
+    images = normalize(images_uint8.to(trainer.device).float() / 255.0, trainer.mean, trainer.std)
+    training = method.training
     method.eval()
-    return method.reconstruction_loss(images)
+    try:
+        return method.reconstruction_loss(images)
+    finally:
+        method.train(training)
 
 
 def main(argv=None) -> int:
@@ -50,16 +55,14 @@ def main(argv=None) -> int:
             *args.set]).validate()
         data = load_data_for(config)
         held_out = data.test.images[:args.held_out]
-        mean, std = channel_stats(data.train.images, seed=config.train.seed)
-        # the Trainer's own construction order, so these are the run's starting weights
-        torch.manual_seed(config.train.seed)
-        steps = args.epochs * (len(data.train) // args.batch_size)
-        start = get_method("mae")(build_backbone_for(config), config.method.params, steps)
-        before = held_out_loss(start, held_out, mean, std)
-        started = time.perf_counter()
         trainer = Trainer(config, data=data)
+        before = []
+        # measured when the run starts: the network as built, before its first step
+        trainer.subscribe(lambda event: before.append(held_out_loss(trainer, held_out))
+                          if isinstance(event, RunStarted) else None, EventRates())
+        started = time.perf_counter()
         summary = trainer.run()
-        after = held_out_loss(trainer.method.cpu(), held_out, mean, std)
+        before, after = before[0], held_out_loss(trainer, held_out)
     print(f"MAE on {args.dataset}, {config.backbone.name} ({config.backbone.patch_size} px patches), "
           f"{args.epochs} epochs in {summary['train_seconds']:.0f} s (wall {time.perf_counter() - started:.0f} s)")
     print(f"held-out reconstruction loss ({len(held_out)} test images): start {before:.4f}, end {after:.4f}, "

@@ -283,6 +283,12 @@ def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
     return -F.cosine_similarity(p, z, dim=1).mean()
 
 
+def _distillation_target(teacher: Tensor, center: Tensor, teacher_temp: float) -> Tensor:
+    """DINO's and iBOT's teacher distribution: softmax((t - center) / teacher_temp) in float32, no
+    gradient (centring and sharpening together keep the student from collapsing)."""
+    return F.softmax((teacher.float().detach() - center.float()) / teacher_temp, dim=-1)
+
+
 def dino_loss(student_logits: list[Tensor], teacher_logits: list[Tensor], center: Tensor,
               student_temp: float, teacher_temp: float) -> Tensor:
     """DINO's self-distillation loss (Caron et al., "Emerging Properties in Self-Supervised
@@ -298,7 +304,7 @@ def dino_loss(student_logits: list[Tensor], teacher_logits: list[Tensor], center
     teacher's side; the centre's update (an EMA of the teacher's batch mean) is the method's.
     """
     with torch.autocast(device_type=center.device.type, enabled=False):
-        targets = [F.softmax((t.float().detach() - center.float()) / teacher_temp, dim=-1) for t in teacher_logits]
+        targets = [_distillation_target(t, center, teacher_temp) for t in teacher_logits]
         log_predictions = [F.log_softmax(s.float() / student_temp, dim=-1) for s in student_logits]
         total, pairs = 0.0, 0
         for i, target in enumerate(targets):
@@ -437,7 +443,7 @@ def ibot_patch_loss(student_patch_logits: list[Tensor], teacher_patch_logits: li
             if student.dim() != 3 or student.shape != teacher.shape or student.shape[:2] != mask.shape:
                 raise ValueError(f"expected (N, P, K) outputs and an (N, P) mask, got {tuple(student.shape)}, "
                                  f"{tuple(teacher.shape)} and {tuple(mask.shape)}")
-            target = F.softmax((teacher.float().detach() - center.float()) / teacher_temp, dim=-1)
+            target = _distillation_target(teacher, center, teacher_temp)
             per_patch = torch.sum(-target * F.log_softmax(student.float() / student_temp, dim=-1), dim=-1)
             weights = mask.float()
             per_image = (per_patch * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)

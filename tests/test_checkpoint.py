@@ -1,6 +1,5 @@
 """Checkpoints are written atomically and loaded safely: a file that would run code is refused."""
 
-import pickle
 
 import pytest
 import torch

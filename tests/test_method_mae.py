@@ -202,3 +202,18 @@ def test_a_short_vit_run_writes_a_checkpoint_and_a_stopped_run_resumes_to_the_sa
     assert stopped["steps"] == 1
     assert Trainer(config("b"), resume=first.run_dir).run()["steps"] == 2
     assert_same_state(saved["method"], load_checkpoint(first.run_dir)["method"])
+
+
+def test_each_process_keeps_its_rows_of_the_global_batchs_masks(monkeypatch):
+    """Method.step_masks, shared by every masked method: with 2 processes of 3 images, process 1
+    gets rows 3..5 of the masks one process would draw for all 6 images at that step."""
+    import ssl_engine.methods.base as base
+
+    method = small_mae()
+    x = images(n=6)
+    whole = method._step_mask(x, 4)
+    monkeypatch.setattr(base, "world_size", lambda: 2)
+    monkeypatch.setattr(base, "rank", lambda: 1)
+    assert torch.equal(method._step_mask(x[3:], 4), whole[3:])
+    monkeypatch.setattr(base, "rank", lambda: 0)
+    assert torch.equal(method._step_mask(x[:3], 4), whole[:3])

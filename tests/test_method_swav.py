@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ssl_engine import losses
 from ssl_engine.methods.swav import SwAV, SwAVParams, swapped_prediction_loss

@@ -8,8 +8,7 @@ grouped by family, with the method's one-line summary and paper under it.
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QGroupBox, QLabel, QPushButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QComboBox, QFileDialog, QGroupBox, QLabel, QVBoxLayout, QWidget
 
 from ssl_engine.config import DATA_SOURCES, BackboneConfig, DataConfig, OptimConfig, TrainConfig
 from ssl_engine.methods import FAMILIES, METHODS

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from .. import losses
+from ..distributed import rank, world_size
+from ..errors import ConfigError
 
 FAMILIES = {
     "contrastive": "pull two views of an image together, push other images away",
@@ -58,9 +60,14 @@ class Method(nn.Module):
     optim_defaults: ClassVar[dict]
     matrix_names: ClassVar[tuple[str, ...]] = ("cross-correlation", "similarity")
     backbones: ClassVar[tuple[str, ...] | None] = None  # the backbones it works with (None: any)
+    backbone_need: ClassVar[str] = "masks ViT patches"  # why, for the message when built on another
     vit_features: ClassVar[str] = "class_token"  # a ViT's evaluation features: or "mean_patch"
 
     def __init__(self, backbone: nn.Module, params, total_steps: int):
+        name = getattr(backbone, "name", type(backbone).__name__)
+        if self.backbones is not None and name not in self.backbones:
+            raise ConfigError([f"{self.name} {self.backbone_need}: backbone.name must be "
+                               f"{' or '.join(self.backbones)}, got {name}"])
         super().__init__()
         self.backbone = backbone
         self.params = params
@@ -119,6 +126,20 @@ class Method(nn.Module):
         normalised like the input. Masks come from a fixed seed so the same images keep the same
         masks from step to step. Default: none."""
         return {}
+
+    def step_masks(self, draw: Callable, images: torch.Tensor, step: int):
+        """This step's patch masks for this process's `images`: `draw(rows, grid, generator)` is
+        called for the global batch with the step's generator (seeded by `self.mask_seed`, which
+        the method draws when built) and this process keeps its rows, so that a resumed run and
+        N processes mask as one uninterrupted process. `draw` returns a tensor or a tuple of
+        tensors with one row per image; they come back on the images' device."""
+        n = len(images)
+        drawn = draw(n * world_size(), images.shape[-1] // self.backbone.patch_size,
+                     step_generator(self.mask_seed, step))
+        rows = slice(rank() * n, (rank() + 1) * n)
+        if isinstance(drawn, tuple):
+            return tuple(part[rows].to(images.device) for part in drawn)
+        return drawn[rows].to(images.device)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features used for evaluation (kNN, linear probe, projections)."""

@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import losses
-from ..distributed import all_reduce_mean, gather_no_grad, rank, world_size
+from ..distributed import all_reduce_mean, gather_no_grad
 from ..errors import ConfigError
 from ..masking import block_mask, mask_picture
 from ..models.vit import VisionTransformer, patchify, unpatchify
 from ..params import hyper
-from .base import Method, StepOutput, register, step_generator
+from .base import Method, StepOutput, register
 from .deepcluster import kmeans_centroids, nearest_centroid
 
 PICTURE_SEED = 0  # masks of `pictures`: the same images keep the same masks
@@ -153,9 +153,6 @@ class BEiT(Method):
                       "warmup_epochs": 10.0, "min_lr_ratio": 1e-5 / 1.5e-3, "grad_clip": 3.0}
 
     def __init__(self, backbone, params: BEiTParams, total_steps: int):
-        if not isinstance(backbone, VisionTransformer):
-            raise ConfigError([f"beit masks ViT patches: backbone.name must be vit_tiny or vit_small, "
-                               f"got {getattr(backbone, 'name', type(backbone).__name__)}"])
         super().__init__(backbone, params, total_steps)
         self.tokenizer = PatchTokenizer(backbone.patch_size, params.codebook_size, params.normalize_patches)
         # the linear head over the codebook (the BEiT code's lm_head, truncated normal 0.02)
@@ -188,12 +185,8 @@ class BEiT(Method):
         return block_mask(batch, grid, self.params.mask_ratio, generator=generator, device=device)
 
     def _step_mask(self, images: Tensor, step: int) -> Tensor:
-        """This step's masks: drawn for the global batch from the step's generator, this process
-        keeping its rows, so a resumed run and N processes mask as one uninterrupted process."""
-        n = len(images)
-        grid = images.shape[-1] // self.backbone.patch_size
-        mask = self._mask(n * world_size(), grid, step_generator(self.mask_seed, step), images.device)
-        return mask[rank() * n:(rank() + 1) * n]
+        """This step's masks (see `Method.step_masks`)."""
+        return self.step_masks(lambda rows, grid, generator: self._mask(rows, grid, generator, "cpu"), images, step)
 
     def _predict(self, images: Tensor, mask: Tensor) -> Tensor:
         """(N, P, K) token scores of every patch, with mask tokens in place of the masked patches."""

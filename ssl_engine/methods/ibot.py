@@ -47,12 +47,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import losses
-from ..distributed import all_reduce_mean, rank, world_size
+from ..distributed import all_reduce_mean
 from ..errors import ConfigError
 from ..masking import block_mask, mask_picture
-from ..models.vit import VisionTransformer
 from ..params import hyper
-from .base import features_by_resolution, register, step_generator
+from .base import features_by_resolution, register
 from .dino import DINO, DINOHead, DINOParams, DINOStepOutput, global_view_count, update_center, weight_normalised_layer
 
 PICTURE_SEED = 0  # masks of `pictures`: the same images keep the same masks
@@ -110,9 +109,6 @@ class IBOT(DINO):
                       "warmup_epochs": 10.0, "min_lr_ratio": 1e-6 / 5e-4, "grad_clip": 3.0}
 
     def __init__(self, backbone, params: IBOTParams, total_steps: int):
-        if not isinstance(backbone, VisionTransformer):
-            raise ConfigError([f"ibot masks ViT patches: backbone.name must be vit_tiny or vit_small, "
-                               f"got {getattr(backbone, 'name', type(backbone).__name__)}"])
         if params.mask_ratio_min > params.mask_ratio_max:
             raise ConfigError([f"method.mask_ratio_min ({params.mask_ratio_min:g}) must be at most "
                                f"method.mask_ratio_max ({params.mask_ratio_max:g})"])
@@ -143,12 +139,12 @@ class IBOT(DINO):
         return mask.to(device)
 
     def _step_masks(self, images: Tensor, views: int, step: int) -> Tensor:
-        """This step's masks for `views` global views of this process's images, (views * N, P):
-        drawn for the global batch from the step's generator, this process keeping its rows."""
-        n, processes = len(images), world_size()
-        grid = images.shape[-1] // self.backbone.patch_size
-        mask = self._masks(views, n * processes, grid, step_generator(self.mask_seed, step), images.device)
-        return torch.cat([part[rank() * n:(rank() + 1) * n] for part in mask.chunk(views)])
+        """This step's masks for `views` global views of this process's images, (views * N, P),
+        view by view (see `Method.step_masks`, which keeps this process's rows of each view)."""
+        def per_image(rows: int, grid: int, generator: torch.Generator) -> Tensor:   # (rows, views, P)
+            return self._masks(views, rows, grid, generator, "cpu").reshape(views, rows, -1).transpose(0, 1)
+
+        return self.step_masks(per_image, images, step).transpose(0, 1).reshape(views * len(images), -1)
 
     def forward(self, views, step, indices=None):
         global_count = global_view_count(views)

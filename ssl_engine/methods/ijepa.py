@@ -37,13 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..distributed import rank, world_size
 from ..errors import ConfigError
 from ..masking import ijepa_masks, mask_picture
 from ..models.ema import copy_as_frozen, ema_update
 from ..models.vit import Block, VisionTransformer, sincos_position_embedding
 from ..params import hyper
-from .base import Method, StepOutput, register, step_generator
+from .base import Method, StepOutput, register
 
 PICTURE_SEED = 0  # masks of `pictures`: the same images keep the same blocks
 
@@ -111,6 +110,7 @@ class IJEPA(Method):
     paper = "Assran et al., CVPR 2023"
     Params = IJEPAParams
     backbones = ("vit_tiny", "vit_small")
+    backbone_need = "predicts ViT patch tokens"
     # the paper's linear probes average-pool the patch tokens (there is no class-token objective)
     vit_features = "mean_patch"
     augment_preset = "ijepa"
@@ -123,9 +123,6 @@ class IJEPA(Method):
                       "warmup_epochs": 40.0, "min_lr_ratio": 0.001, "grad_clip": 0.0}
 
     def __init__(self, backbone, params: IJEPAParams, total_steps: int):
-        if not isinstance(backbone, VisionTransformer):
-            raise ConfigError([f"ijepa predicts ViT patch tokens: backbone.name must be vit_tiny or vit_small, "
-                               f"got {getattr(backbone, 'name', type(backbone).__name__)}"])
         super().__init__(backbone, params, total_steps)
         heads = backbone.blocks[0].attn.heads  # the reference gives the predictor the encoder's heads
         problems = [f"method.{name}_min ({low:g}) must be <= method.{name}_max ({high:g})"
@@ -154,14 +151,9 @@ class IJEPA(Method):
                            generator=generator, device=device)
 
     def _step_masks(self, images: Tensor, step: int) -> tuple[Tensor, Tensor]:
-        """This step's blocks: drawn for the global batch from the step's generator (so the
-        block sizes are the global batch's, as one process would draw them), this process
-        keeping its rows; a resumed run draws what the uninterrupted one drew."""
-        n, processes = len(images), world_size()
-        grid = images.shape[-1] // self.backbone.patch_size
-        context, targets = self._masks(n * processes, grid, step_generator(self.mask_seed, step), images.device)
-        rows = slice(rank() * n, (rank() + 1) * n)
-        return context[rows], targets[rows]
+        """This step's blocks (see `Method.step_masks`): drawn for the global batch, so the block
+        sizes are the global batch's, as one process would draw them."""
+        return self.step_masks(lambda rows, grid, generator: self._masks(rows, grid, generator, "cpu"), images, step)
 
     def context_tokens(self, images: Tensor, context: Tensor) -> Tensor:
         """The context encoder's output patch tokens (N, Kc, dim), from the context patches only."""

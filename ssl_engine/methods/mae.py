@@ -24,12 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from .. import losses
-from ..distributed import rank, world_size
 from ..errors import ConfigError
 from ..masking import mask_picture, random_patch_mask, visible_indices
-from ..models.vit import Block, VisionTransformer, patchify, sincos_position_embedding, unpatchify
+from ..models.vit import Block, patchify, sincos_position_embedding, unpatchify
 from ..params import hyper
-from .base import Method, StepOutput, register, step_generator
+from .base import Method, StepOutput, register
 
 PICTURE_SEED = 0  # masks of `pictures` and `reconstruction_loss`: the same images keep the same masks
 
@@ -102,9 +101,6 @@ class MAE(Method):
                       "warmup_epochs": 40.0, "min_lr_ratio": 0.0, "grad_clip": 0.0}
 
     def __init__(self, backbone, params: MAEParams, total_steps: int):
-        if not isinstance(backbone, VisionTransformer):
-            raise ConfigError([f"mae masks ViT patches: backbone.name must be vit_tiny or vit_small, "
-                               f"got {getattr(backbone, 'name', type(backbone).__name__)}"])
         super().__init__(backbone, params, total_steps)
         patches = backbone.grid ** 2
         if round(params.mask_ratio * patches) >= patches:
@@ -136,11 +132,8 @@ class MAE(Method):
         return random_patch_mask(rows or len(images), grid * grid, self.params.mask_ratio, generator=generator)
 
     def _step_mask(self, images: Tensor, step: int) -> Tensor:
-        """This step's masks: drawn for the global batch from the step's generator, this process
-        keeping its rows, so a resumed run and N processes mask as one uninterrupted process."""
-        n = len(images)
-        mask = self._mask(images, step_generator(self.mask_seed, step), n * world_size())
-        return mask[rank() * n:(rank() + 1) * n].to(images.device)
+        """This step's masks (see `Method.step_masks`)."""
+        return self.step_masks(lambda rows, grid, generator: self._mask(images, generator, rows), images, step)
 
     def forward(self, views, step, indices=None):
         images = views[0]

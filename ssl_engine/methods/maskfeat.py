@@ -25,13 +25,12 @@ import torch
 from torch import Tensor, nn
 
 from .. import losses
-from ..distributed import rank, world_size
 from ..errors import ConfigError
 from ..hog import default_cell_size, hog_feature_dim, hog_patch_targets, hog_picture
 from ..masking import block_mask, mask_picture, random_patch_mask
 from ..models.vit import VisionTransformer
 from ..params import hyper
-from .base import Method, StepOutput, register, step_generator
+from .base import Method, StepOutput, register
 
 PICTURE_SEED = 0  # masks of `pictures`: the same images keep the same masks
 
@@ -66,9 +65,6 @@ class MaskFeat(Method):
                       "warmup_epochs": 30.0, "min_lr_ratio": 0.005, "grad_clip": 0.02}
 
     def __init__(self, backbone, params: MaskFeatParams, total_steps: int):
-        if not isinstance(backbone, VisionTransformer):
-            raise ConfigError([f"maskfeat masks ViT patches: backbone.name must be vit_tiny or vit_small, "
-                               f"got {getattr(backbone, 'name', type(backbone).__name__)}"])
         super().__init__(backbone, params, total_steps)
         self.cell_size = params.hog_cell_size or default_cell_size(backbone.patch_size)
         if backbone.patch_size % self.cell_size:
@@ -87,12 +83,8 @@ class MaskFeat(Method):
         return random_patch_mask(batch, grid * grid, self.params.mask_ratio, generator=generator, device=device)
 
     def _step_mask(self, images: Tensor, step: int) -> Tensor:
-        """This step's masks: drawn for the global batch from the step's generator, this process
-        keeping its rows, so a resumed run and N processes mask as one uninterrupted process."""
-        n, processes = len(images), world_size()
-        grid = images.shape[-1] // self.backbone.patch_size
-        mask = self._mask(n * processes, grid, step_generator(self.mask_seed, step), images.device)
-        return mask[rank() * n:(rank() + 1) * n]
+        """This step's masks (see `Method.step_masks`)."""
+        return self.step_masks(lambda rows, grid, generator: self._mask(rows, grid, generator, "cpu"), images, step)
 
     def _predict(self, images: Tensor, mask: Tensor) -> Tensor:
         """Predicted HOG of every patch, (N, P, D), with mask tokens in place of the masked patches."""

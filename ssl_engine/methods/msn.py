@@ -34,9 +34,7 @@ from torch.nn import functional as F
 
 from .. import losses
 from ..distributed import all_reduce_mean, all_reduce_sum
-from ..errors import ConfigError
 from ..models.ema import copy_as_frozen, ema_update
-from ..models.vit import VisionTransformer
 from ..params import hyper
 from .base import Method, StepOutput, features_by_resolution, register
 
@@ -85,9 +83,6 @@ class MSN(Method):
                       "warmup_epochs": 15.0, "min_lr_ratio": 0.001, "grad_clip": 3.0}
 
     def __init__(self, backbone, params: MSNParams, total_steps: int):
-        if not isinstance(backbone, VisionTransformer):
-            raise ConfigError([f"msn masks ViT patches: backbone.name must be vit_tiny or vit_small, "
-                               f"got {getattr(backbone, 'name', type(backbone).__name__)}"])
         super().__init__(backbone, params, total_steps)
         self.projector = projection_head(backbone.feature_dim, params.hidden_dim, params.projection_dim)
         bound = params.projection_dim ** -0.5

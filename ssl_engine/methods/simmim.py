@@ -22,12 +22,11 @@ import torch
 from torch import Tensor, nn
 
 from .. import losses
-from ..distributed import rank, world_size
 from ..errors import ConfigError
 from ..masking import mask_picture, random_patch_mask
-from ..models.vit import VisionTransformer, patchify, unpatchify
+from ..models.vit import patchify, unpatchify
 from ..params import hyper
-from .base import Method, StepOutput, register, step_generator
+from .base import Method, StepOutput, register
 
 PICTURE_SEED = 0  # masks of `pictures`: the same images keep the same masks
 
@@ -60,9 +59,6 @@ class SimMIM(Method):
                       "warmup_epochs": 10.0, "min_lr_ratio": 0.05, "grad_clip": 5.0}
 
     def __init__(self, backbone, params: SimMIMParams, total_steps: int):
-        if not isinstance(backbone, VisionTransformer):
-            raise ConfigError([f"simmim masks ViT patches: backbone.name must be vit_tiny or vit_small, "
-                               f"got {getattr(backbone, 'name', type(backbone).__name__)}"])
         super().__init__(backbone, params, total_steps)
         size = params.mask_patch_size or backbone.patch_size
         if size % backbone.patch_size or (backbone.grid * backbone.patch_size) % size:
@@ -89,11 +85,8 @@ class SimMIM(Method):
         return self.head(self.backbone.tokens(images, mask=mask)[:, 1:])
 
     def _step_mask(self, images: Tensor, step: int) -> Tensor:
-        """This step's masks: drawn for the global batch from the step's generator, this process
-        keeping its rows, so a resumed run and N processes mask as one uninterrupted process."""
-        n = len(images)
-        mask = self._mask(images, step_generator(self.mask_seed, step), n * world_size())
-        return mask[rank() * n:(rank() + 1) * n].to(images.device)
+        """This step's masks (see `Method.step_masks`)."""
+        return self.step_masks(lambda rows, grid, generator: self._mask(images, generator, rows), images, step)
 
     def forward(self, views, step, indices=None):
         images = views[0]

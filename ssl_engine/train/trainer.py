@@ -377,8 +377,10 @@ class Trainer:
                                           {k: v.float().cpu().numpy().copy() for k, v in histograms.items()}),
                            lambda r: r.matrix_every_steps > 0 and step % r.matrix_every_steps == 0)
             if self._wanted("views_every_steps", step):
-                self._emit_views(step)
-                self._emit_pictures(step)
+                samples = self._view_samples().to(self.device)
+                shown = to_display(samples)  # one read-only copy for both events
+                self._emit_views(step, samples, shown)
+                self._emit_pictures(step, samples, shown)
 
             if position + 1 == self.steps_per_epoch:
                 train_seconds += time.perf_counter() - tick
@@ -438,14 +440,17 @@ class Trainer:
         return embed(self.method.backbone if encoder is None else encoder, self.images, mean=self.mean,
                      std=self.std, device=self.device, for_evaluation=False).to(self.device)
 
-    @torch.no_grad()
-    def _emit_pictures(self, step: int) -> None:
-        """The method's pictures and a ViT's attention maps of the views' fixed sample images;
-        nothing for methods and backbones that have neither."""
-        backbone = self.method.backbone
+    def _view_samples(self) -> torch.Tensor:
+        """The fixed training images (uint8, as stored) whose views and pictures listeners see."""
         count = max(s.rates.views_count for s in self.subscriptions if s.rates.views_every_steps > 0)
-        originals = self.data.train.images[self.view_index[:count]]
-        images = normalize(originals.to(self.device).float() / 255.0, *self._mean_std)
+        return self.data.train.images[self.view_index[:count]]
+
+    @torch.no_grad()
+    def _emit_pictures(self, step: int, originals: torch.Tensor, shown: np.ndarray) -> None:
+        """The method's pictures and a ViT's attention maps of the sample images; nothing for
+        methods and backbones that have neither."""
+        backbone = self.method.backbone
+        images = normalize(originals.float() / 255.0, *self._mean_std)
         mean, std = (t.view(1, -1, 1, 1) for t in self._mean_std)
         pictures = {}
         for name, picture in self.method.pictures(images).items():
@@ -460,16 +465,13 @@ class Trainer:
             maps = weights.reshape(len(images), weights.shape[1], grid, grid)
             attention = (maps / maps.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)).cpu().numpy().copy()
         if pictures or attention is not None:
-            self._emit(MethodPictures(step=step, originals=to_display(originals), pictures=pictures,
+            self._emit(MethodPictures(step=step, originals=shown, pictures=pictures,
                                       attention=attention),
                        lambda r: r.views_every_steps > 0 and step % r.views_every_steps == 0)
 
-    def _emit_views(self, step: int) -> None:
-        count = max(s.rates.views_count for s in self.subscriptions if s.rates.views_every_steps > 0)
-        index = self.view_index[:count]
-        originals = self.data.train.images[index]
-        views = self._views(originals.to(self.device), step, global_batch=False)
-        self._emit(AugmentedViews(step=step, originals=to_display(originals), views=[to_display(v) for v in views]),
+    def _emit_views(self, step: int, originals: torch.Tensor, shown: np.ndarray) -> None:
+        views = self._views(originals, step, global_batch=False)
+        self._emit(AugmentedViews(step=step, originals=shown, views=[to_display(v) for v in views]),
                    lambda r: r.views_every_steps > 0 and step % r.views_every_steps == 0)
 
     def _evaluate(self, linear_probe: bool) -> dict:
