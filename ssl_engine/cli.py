@@ -1,4 +1,4 @@
-"""The command line: `train`, `eval` and `methods`, over the same engine the app drives.
+"""The command line: `train`, `eval`, `embed` and `methods`, over the same engine the app drives.
 
 Every user mistake (a bad value, a missing file, an empty folder) ends in one line on
 stderr and exit code 2, never a traceback.
@@ -54,13 +54,30 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--checkpoint", help="a checkpoint file or a run folder")
     source.add_argument("--baseline", choices=("random", "pixels"),
                         help="evaluate a randomly initialised backbone or raw pixels instead")
-    evaluate.add_argument("--data", required=True, help="digits, shapes, cifar10, cifar100, stl10 or folder:PATH")
+    evaluate.add_argument("--data", required=True, help="digits, shapes, cifar10, cifar100, stl10 or folder:PATH "
+                          "(a folder with one subfolder per class; cross-validated unless --test is given)")
+    evaluate.add_argument("--test", metavar="folder:PATH", help="a labelled test folder: train on --data, test on it")
     evaluate.add_argument("--k", type=int, default=20, help="neighbours for kNN (default 20)")
     evaluate.add_argument("--backbone", default="small_cnn", help="backbone for --baseline random")
     evaluate.add_argument("--image-size", type=int, help="image size (default: the checkpoint's, or 32)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the split and of --baseline random")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluate.add_argument("--csv", metavar="FILE", help="also write the accuracy table (folder data) as CSV")
+
+    embed = commands.add_parser("embed", help="embed a folder of images and save the features with their paths")
+    source = embed.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a checkpoint file or a run folder")
+    source.add_argument("--baseline", choices=("random",), help="a randomly initialised backbone instead")
+    embed.add_argument("--data", required=True, metavar="folder:PATH", help="the folder of images to embed")
+    embed.add_argument("--out", required=True, metavar="FILE", help="FILE.npz or FILE.csv")
+    embed.add_argument("--backbone", default="small_cnn", help="backbone for --baseline random")
+    embed.add_argument("--image-size", type=int, help="image size (default: the checkpoint's, or 32)")
+    embed.add_argument("--seed", type=int, default=0, help="seed of --baseline random")
+    embed.add_argument("--device", default="auto")
+    embed.add_argument("--batch-size", type=int, default=128, help="images embedded at a time (default 128)")
+    embed.add_argument("--no-cache", action="store_true",
+                       help="neither read nor write the embedding cache (~/.cache/ssl_explorer/embeddings)")
 
     commands.add_parser("methods", help="list the methods with their hyperparameters")
     return parser
@@ -143,11 +160,162 @@ def run_train(args) -> int:
     return 0
 
 
+# -- folders of images: embed, and eval on folder:PATH ------------------------------------
+def _folder_path(source: str, flag: str) -> str:
+    """The path of a `folder:PATH` argument."""
+    from .data import FOLDER_PREFIX
+
+    if not source.startswith(FOLDER_PREFIX):
+        raise UserError(f"{flag} must be folder:PATH (a folder of images), got {source!r}")
+    path = source[len(FOLDER_PREFIX):].strip()
+    if not path:
+        raise UserError(f"{flag} folder:PATH needs a path, e.g. folder:~/pictures")
+    return path
+
+
+def _eval_model(args):
+    """The EvalModel that --checkpoint or --baseline random names, at --image-size if given."""
+    from .eval.model_source import at_image_size, open_model, random_init_model
+
+    if args.image_size is not None and args.image_size < 8:
+        raise UserError(f"--image-size must be at least 8, got {args.image_size}")
+    if args.checkpoint:
+        model = open_model(args.checkpoint)
+        return at_image_size(model, args.image_size) if args.image_size else model
+    return random_init_model(backbone=args.backbone, image_size=args.image_size or 32, seed=args.seed)
+
+
+class _EmbeddingBar:
+    """tqdm over the images of a folder being embedded, fed by embed_folder's progress calls."""
+
+    def __init__(self, folder: str):
+        self.folder, self.bar = folder, None
+
+    def __call__(self, done: int, total: int, images_per_second: float) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, unit="img", dynamic_ncols=True, file=sys.stderr,
+                            desc=Path(self.folder).name, disable=None)
+        self.bar.n = done
+        self.bar.set_postfix(img_s=f"{images_per_second:.0f}", refresh=False)
+        self.bar.refresh()
+        if done >= total:
+            self.bar.close()
+
+
+def _embedded(model, folder: str, args, **options):
+    """embed_folder with a progress bar; also the seconds it took."""
+    import time
+
+    from .eval.folder_embedding import embed_folder
+
+    started = time.perf_counter()
+    embedding = embed_folder(model, folder, device=args.device, progress=_EmbeddingBar(folder), **options)
+    return embedding, time.perf_counter() - started
+
+
+def run_embed(args) -> int:
+    from .eval.export import save_embeddings
+
+    folder = _folder_path(args.data, "--data")
+    if os.path.splitext(args.out)[1].lower() not in (".npz", ".csv"):
+        raise UserError(f"--out must end in .npz or .csv, got {args.out!r}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    model = _eval_model(args)
+    embedding, seconds = _embedded(model, folder, args, batch_size=args.batch_size,
+                                   cache_dir="" if args.no_cache else None)
+    try:
+        out = save_embeddings(embedding, args.out)
+    except OSError as error:
+        raise UserError(f"cannot write {args.out}: {error.strerror or error}") from None
+    embedded = len(embedding.paths) - embedding.reused
+    speed = f"{embedded / seconds:.0f} images/s" if embedded else "nothing to embed"
+    print(f"{len(embedding.paths)} images embedded ({embedding.reused} reused from cache, "
+          f"{len(embedding.skipped)} skipped), {speed}, {model.feature_dim} features each -> {out}")
+    return 0
+
+
+def _folder_features(args, model, folder: str, flag: str):
+    """(features, labels, class_names, count line) of a labelled folder for `eval`."""
+    import numpy as np
+
+    from .data import read_folder
+
+    if model is None:  # --baseline pixels: the flattened images in [0, 1]
+        images, skipped = read_folder(folder, args.image_size or 32)
+        features = images.images.reshape(len(images), -1).float() / 255.0
+        labels, class_names, reused = images.labels.numpy(), images.class_names, 0
+    else:
+        embedding, _ = _embedded(model, folder, args)
+        features, labels, class_names = np.asarray(embedding.features), embedding.labels, embedding.class_names
+        skipped, reused = embedding.skipped, embedding.reused
+    if not class_names:
+        raise UserError(f"{flag} {folder} has no labels: accuracy needs labelled images "
+                        f"(a folder with one subfolder per class)")
+    cached = "" if model is None else f"{reused} reused from cache, "
+    line = f"{flag} {folder}: {len(labels)} images ({cached}{len(skipped)} skipped)"
+    return features, labels, class_names, line
+
+
+def _run_eval_on_folders(args) -> int:
+    import math
+
+    from .eval.accuracy import accuracy_report
+    from .eval.export import save_accuracy_csv
+
+    train_folder = _folder_path(args.data, "--data")
+    test_folder = _folder_path(args.test, "--test") if args.test else None
+    model = None if args.baseline == "pixels" else _eval_model(args)
+    name = "raw pixels" if model is None else model.name
+    features, labels, class_names, train_line = _folder_features(args, model, train_folder, "--data")
+    test, lines = {}, [train_line]
+    if test_folder is not None:
+        test_features, test_labels, test_class_names, test_line = _folder_features(args, model, test_folder, "--test")
+        test = {"test_features": test_features, "test_labels": test_labels, "test_class_names": test_class_names,
+                "test_folder_name": Path(test_folder).name}
+        lines.append(test_line)
+    report = accuracy_report(features, labels, class_names, model_name=name, folder_name=Path(train_folder).name,
+                             k=args.k, seed=args.seed, **test)
+    print("\n".join(lines), file=sys.stderr)  # after the report: a mistake stays one error line
+    if args.csv:
+        try:
+            save_accuracy_csv(args.csv, [report])
+        except OSError as error:
+            raise UserError(f"cannot write {args.csv}: {error.strerror or error}") from None
+
+    def number(value):
+        return None if value is None or math.isnan(value) else round(float(value), 6)
+
+    probe = report.per_class_probe
+    per_class = {class_name: {"knn_top1": number(report.per_class_knn[c]),
+                              "linear_probe_top1": None if probe is None else number(probe[c])}
+                 for c, class_name in enumerate(report.class_names)}
+    if args.json:
+        print(json.dumps({"model": name, "data": args.data, "test": args.test, "protocol": report.protocol,
+                          "k": report.k, "knn_top1": number(report.knn_top1), "knn_top5": number(report.knn_top5),
+                          "linear_probe_top1": number(report.probe_top1), "per_class": per_class,
+                          "train_count": report.train_count, "test_count": report.test_count}))
+        return 0
+    print(f"{name}: {report.protocol} ({report.test_count} test images)")
+    print(f"kNN top-1 (k={report.k}):   {report.knn_top1:.4f}")
+    print(f"kNN top-5 (k={report.k}):   {report.knn_top5:.4f}")
+    print(f"linear-probe top-1: {report.probe_top1:.4f}")
+    width = max(len(class_name) for class_name in report.class_names)
+    print("per class: kNN top-1, linear-probe top-1 (- where the class has no test image)")
+    for class_name, values in per_class.items():
+        cells = ["     -" if v is None else f"{v:.4f}" for v in values.values()]
+        print(f"  {class_name:<{width}}  {cells[0]}  {cells[1]}")
+    return 0
+
+
 # -- eval --------------------------------------------------------------------------------
 def run_eval(args) -> int:
     import torch
 
     from .config import ExperimentConfig
+    from .data import FOLDER_PREFIX
     from .data.stats import channel_stats
     from .eval.evaluate import evaluate_backbone, evaluate_pixels
     from .train.checkpoint import load_checkpoint
@@ -155,6 +323,10 @@ def run_eval(args) -> int:
 
     if args.k < 1:
         raise UserError(f"--k must be >= 1, got {args.k}")
+    if args.data.startswith(FOLDER_PREFIX):
+        return _run_eval_on_folders(args)
+    if args.test or args.csv:
+        raise UserError(f"--{'test' if args.test else 'csv'} needs --data folder:PATH (a labelled folder of images)")
     device = resolve_device(args.device)
     if args.checkpoint:
         state = load_checkpoint(args.checkpoint)
@@ -214,7 +386,7 @@ def run_methods(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"train": run_train, "eval": run_eval, "methods": run_methods}[args.command](args)
+        return {"train": run_train, "eval": run_eval, "embed": run_embed, "methods": run_methods}[args.command](args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -1,6 +1,10 @@
-"""Small, fast experiment configs shared by the training, CLI and app tests."""
+"""Small, fast experiment configs, real image folders and real training runs shared by the tests."""
 
+import numpy as np
 import torch
+from PIL import Image
+
+from ssl_engine.data import generate_shapes
 
 from ssl_engine.config import ExperimentConfig
 from ssl_engine.train import EventRates, Trainer, TrainingControl
@@ -78,3 +82,43 @@ def stopped_run(config, at_step: int | None = None) -> tuple[Trainer, dict]:
 
     trainer.subscribe(stop_when_due, EventRates(metrics_every_steps=1))
     return trainer, trainer.run()
+
+
+ODD_FILES = ("circle/grey.png", "cross/rgba.png", "square/deep16.png")  # L, RGBA and 16-bit images
+
+
+def save_image_set(image_set, folder, labelled=True, start=0):
+    """Write an ImageSet's images as files, PNG and JPEG alternately, into class subfolders of
+    `folder` (or flat); the paths written, in order."""
+    paths = []
+    for i in range(len(image_set)):
+        subfolder = folder / image_set.class_names[int(image_set.labels[i])] if labelled else folder
+        subfolder.mkdir(parents=True, exist_ok=True)
+        path = subfolder / f"{start + i:05d}.{'png' if i % 2 else 'jpg'}"
+        Image.fromarray(image_set.images[i].permute(1, 2, 0).numpy()).save(path, quality=95)
+        paths.append(path)
+    return paths
+
+
+def write_shapes_folder(root, count=60, size=40, seed=0):
+    """A labelled folder of shapes images with greyscale, RGBA and 16-bit images, a nested one,
+    a broken file, a stray top-level file and hidden files mixed in."""
+    save_image_set(generate_shapes(count, size, seed), root)
+    pixels = generate_shapes(3, size, seed + 1).images.permute(0, 2, 3, 1).numpy()
+    Image.fromarray(pixels[0]).convert("L").save(root / ODD_FILES[0])
+    rgba = np.concatenate([pixels[1], np.full((size, size, 1), 200, np.uint8)], axis=2)
+    Image.fromarray(rgba, "RGBA").save(root / ODD_FILES[1])
+    Image.fromarray((pixels[2][..., 0].astype(np.uint16) * 257)).save(root / ODD_FILES[2])
+    (root / "star" / "more" / "deeper").mkdir(parents=True)
+    Image.fromarray(pixels[0]).save(root / "star" / "more" / "deeper" / "nested.png")
+    (root / "ring" / "broken.png").write_bytes(b"\x89PNG not really")
+    Image.fromarray(pixels[1]).save(root / "stray.png")
+    Image.fromarray(pixels[1]).save(root / "heart" / ".hidden.png")
+    return root
+
+
+def train_tiny_run(folder):
+    """The run folder of a real one-epoch SimCLR run on shapes."""
+    trainer = Trainer(tiny_config(folder, count=200))
+    trainer.run()
+    return trainer.run_dir

@@ -13,6 +13,10 @@ Every image becomes RGB uint8: greyscale and palette images are expanded; transp
 0..65535 to 0..255; CMYK is converted; the EXIF orientation is applied. Then the shorter side
 is resized to `image_size` and the centre is cropped (antialiased). Files that cannot be read
 (empty, truncated, not an image) are skipped and reported as (path, reason), never raised.
+
+The pieces are public so that a streaming reader (ssl_engine.eval.folder_embedding) follows
+exactly the same rules: `list_folder` (which files, which class), `decode_image` (one file),
+`class_labels` (labels of the files kept) and `no_readable_images` (the error when none are).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -30,6 +36,7 @@ from .image_set import ImageSet
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 TRANSPARENT_BACKGROUND = (255, 255, 255)  # what transparent pixels are composited over
+DECODE_WORKERS = min(32, 2 * (os.cpu_count() or 2))  # threads: Pillow releases the GIL while decoding
 
 
 def _image_files(folder: str, seen: set[str] | None = None) -> list[str]:
@@ -78,34 +85,81 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _decode(path: str, image_size: int) -> np.ndarray | str:
-    """The image at `path` as (image_size, image_size, 3) uint8, or the reason it cannot be read."""
+class UnreadableImage(DataError):
+    """One file cannot be decoded; the message is the reason, in one line."""
+
+
+@contextmanager
+def opened_rgb(path: str, draft_size: int):
+    """The image at `path` in RGB, upright (EXIF orientation applied); JPEGs are decoded at the
+    smallest scale that still covers `draft_size`. Raises UnreadableImage with the reason."""
     try:
         if os.path.getsize(path) == 0:
-            return "empty file (0 bytes)"
+            raise UnreadableImage("empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "palette images with transparency", EXIF noise
             with Image.open(path) as image:
-                image.draft(None, (image_size, image_size))  # JPEG: decode at a reduced scale
+                image.draft(None, (draft_size, draft_size))  # JPEG: decode at a reduced scale
                 image.load()
-                image = ImageOps.exif_transpose(image)
-                image = _to_rgb(image)
-                image = ImageOps.fit(image, (image_size, image_size), method=Image.Resampling.BICUBIC)
-                return np.asarray(image, dtype=np.uint8)
+                yield _to_rgb(ImageOps.exif_transpose(image))
+    except UnreadableImage:
+        raise
+    except FileNotFoundError:
+        raise UnreadableImage("file not found") from None
     except Image.UnidentifiedImageError:
-        return "not a readable image (unknown or corrupt format)"
+        raise UnreadableImage("not a readable image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as error:
-        return f"too large to decode safely ({error})"
+        raise UnreadableImage(f"too large to decode safely ({error})") from None
     except Exception as error:  # a damaged file can break a decoder in any way; skip, never stop
-        return f"cannot decode ({type(error).__name__}: {error})"
+        raise UnreadableImage(f"cannot decode ({type(error).__name__}: {error})") from None
 
 
-def read_folder(path: str, image_size: int) -> tuple[ImageSet, list[tuple[str, str]]]:
-    """All readable images under `path` and the (path, reason) of every file that was skipped.
+def _fit(image: Image.Image, size: int) -> np.ndarray:
+    """Shorter side resized to `size`, centre cropped: (size, size, 3) uint8."""
+    return np.array(ImageOps.fit(image, (size, size), method=Image.Resampling.BICUBIC), dtype=np.uint8)
 
-    Decodes on a thread pool (Pillow releases the GIL while decoding); the order is the sorted
-    order of the files, so the same folder always gives the same set.
+
+def decode_image(path: str, image_size: int) -> np.ndarray:
+    """The image at `path` as (image_size, image_size, 3) uint8 RGB; UnreadableImage if it cannot be read."""
+    with opened_rgb(path, image_size) as image:
+        return _fit(image, image_size)
+
+
+def decode_image_and_thumbnail(path: str, image_size: int, thumbnail_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels at image_size, thumbnail at thumbnail_size), both centre crops, from one open of the file.
+
+    The pixels equal `decode_image`'s (for JPEGs, up to the reduced decoding scale, which here
+    must also cover the thumbnail). When image_size >= thumbnail_size the thumbnail is a downscale
+    of the pixels, so a large image is resampled only once.
     """
+    with opened_rgb(path, max(image_size, thumbnail_size)) as image:
+        pixels = _fit(image, image_size)
+        if image_size >= thumbnail_size:
+            small = Image.fromarray(pixels).resize((thumbnail_size, thumbnail_size), Image.Resampling.BICUBIC)
+            return pixels, np.asarray(small, dtype=np.uint8)
+        return pixels, _fit(image, thumbnail_size)
+
+
+def _decode_or_reason(path: str, image_size: int) -> np.ndarray | str:
+    try:
+        return decode_image(path, image_size)
+    except UnreadableImage as error:
+        return str(error)
+
+
+@dataclass
+class FolderListing:
+    """The image files of a folder, before any is decoded."""
+
+    root: str                        # absolute folder path
+    files: list[str]                 # absolute paths, in the order images are read
+    class_of: list[str | None]       # first-level subfolder of each file; None when unlabelled
+    skipped: list[tuple[str, str]]   # top-level files beside class folders, with the reason
+
+
+def list_folder(path: str) -> FolderListing:
+    """The image files under `path` by the rules above (no file is opened); DataError when
+    `path` is missing or not a folder. An empty listing is not an error here."""
     folder = os.path.abspath(os.path.expanduser(path))
     if not os.path.exists(folder):
         raise DataError(f"folder {folder} does not exist")
@@ -124,20 +178,43 @@ def read_folder(path: str, image_size: int) -> tuple[ImageSet, list[tuple[str, s
             elif entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file():
                 top_files.append(entry.path)
 
-    skipped: list[tuple[str, str]] = []
-    if class_files:
-        skipped += [(f, "at the top level beside class folders; move it into a class folder")
-                    for f in top_files]
-        files = [f for found in class_files.values() for f in found]
-        folder_of = [name for name, found in class_files.items() for _ in found]
-    else:
-        files, folder_of = top_files, [None] * len(top_files)
+    if not class_files:
+        return FolderListing(folder, top_files, [None] * len(top_files), [])
+    return FolderListing(
+        root=folder,
+        files=[f for found in class_files.values() for f in found],
+        class_of=[name for name, found in class_files.items() for _ in found],
+        skipped=[(f, "at the top level beside class folders; move it into a class folder") for f in top_files])
 
+
+def class_labels(class_of: list[str | None]) -> tuple[np.ndarray, list[str]]:
+    """int64 labels (-1 for None) and the sorted class names of the images kept."""
+    class_names = sorted({name for name in class_of if name is not None})
+    label_of = {name: k for k, name in enumerate(class_names)}
+    return np.array([label_of.get(name, -1) for name in class_of], dtype=np.int64), class_names
+
+
+def no_readable_images(folder: str, skipped: list[tuple[str, str]]) -> DataError:
+    """The one-line error for a folder where no image could be read."""
+    if skipped:
+        return DataError(f"no readable image in {folder}: all {len(skipped)} image files were "
+                         f"skipped (first: {os.path.basename(skipped[0][0])}: {skipped[0][1]})")
+    return DataError(f"no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+
+
+def read_folder(path: str, image_size: int) -> tuple[ImageSet, list[tuple[str, str]]]:
+    """All readable images under `path` and the (path, reason) of every file that was skipped.
+
+    Decodes on a thread pool (Pillow releases the GIL while decoding); the order is the sorted
+    order of the files, so the same folder always gives the same set.
+    """
+    listing = list_folder(path)
+    files = listing.files
+    skipped = list(listing.skipped)
     pixels = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
     readable = np.zeros(len(files), dtype=bool)
-    workers = min(32, 2 * (os.cpu_count() or 2))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, result in enumerate(pool.map(lambda f: _decode(f, image_size), files)):
+    with ThreadPoolExecutor(max_workers=DECODE_WORKERS) as pool:
+        for i, result in enumerate(pool.map(lambda f: _decode_or_reason(f, image_size), files)):
             if isinstance(result, str):
                 skipped.append((files[i], result))
             else:
@@ -146,16 +223,10 @@ def read_folder(path: str, image_size: int) -> tuple[ImageSet, list[tuple[str, s
     skipped.sort()
 
     if not readable.any():
-        if skipped:
-            raise DataError(f"no readable image in {folder}: all {len(skipped)} image files were "
-                            f"skipped (first: {os.path.basename(skipped[0][0])}: {skipped[0][1]})")
-        raise DataError(f"no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        raise no_readable_images(listing.root, skipped)
 
     kept = np.flatnonzero(readable)
-    kept_folders = [folder_of[i] for i in kept]
-    class_names = sorted({name for name in kept_folders if name is not None})
-    label_of = {name: k for k, name in enumerate(class_names)}
-    labels = torch.tensor([label_of.get(name, -1) for name in kept_folders], dtype=torch.long)
+    labels, class_names = class_labels([listing.class_of[i] for i in kept])
     images = torch.from_numpy(pixels[kept]).permute(0, 3, 1, 2).contiguous()
-    return ImageSet(images=images, labels=labels, class_names=class_names,
+    return ImageSet(images=images, labels=torch.from_numpy(labels), class_names=class_names,
                     paths=[files[i] for i in kept]), skipped

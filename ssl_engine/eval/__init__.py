@@ -1,7 +1,12 @@
-"""Evaluation of frozen features: embedding a dataset, weighted kNN, linear probe."""
+"""Evaluation of frozen features: embedding a dataset, weighted kNN, linear probe, neighbours,
+near-duplicates and accuracy reports."""
 
+from .accuracy import AccuracyReport, EvaluationCancelled, accuracy_report
 from .embed import embed
-from .knn import knn_predict, knn_top1
-from .linear_probe import linear_probe_top1
+from .knn import knn_predict, knn_scores, knn_top1
+from .linear_probe import linear_probe_logits, linear_probe_top1
+from .neighbours import DuplicatePairs, near_duplicates, nearest_neighbours
 
-__all__ = ["embed", "knn_predict", "knn_top1", "linear_probe_top1"]
+__all__ = ["AccuracyReport", "DuplicatePairs", "EvaluationCancelled", "accuracy_report", "embed", "knn_predict",
+           "knn_scores", "knn_top1", "linear_probe_logits", "linear_probe_top1", "near_duplicates",
+           "nearest_neighbours"]

@@ -18,11 +18,13 @@ _SIMILARITY_BUDGET = 1 << 24   # similarity entries per test chunk (64 MiB of fl
 
 
 @torch.no_grad()
-def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor,
-                test_features: torch.Tensor, k: int = 20, temperature: float = 0.07,
-                num_classes: int | None = None) -> torch.Tensor:
-    """Predicted class of each test row (LongTensor, on the test features' device).
+def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor,
+               test_features: torch.Tensor, k: int = 20, temperature: float = 0.07,
+               num_classes: int | None = None) -> torch.Tensor:
+    """The (Q, C) vote matrix score(c) of each test row (float32, on the test features' device).
 
+    Each row is scaled by a positive factor of its own (see below), so scores compare classes
+    within a row, not rows with each other; a class no neighbour belongs to scores exactly 0.
     k is clamped to the number of labelled training rows; test rows are processed in chunks
     so that the similarity matrix never exceeds ~16M entries.
     """
@@ -38,19 +40,24 @@ def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor,
     train_normalised = F.normalize(train_features, dim=1).t()
     test_normalised = F.normalize(test_features.to(torch.float32), dim=1)
     chunk = max(1, _SIMILARITY_BUDGET // train_labels.numel())
-    predictions = []
+    scores = torch.zeros(test_normalised.shape[0], num_classes, device=device)
     for start in range(0, test_normalised.shape[0], chunk):
         similarity = test_normalised[start:start + chunk] @ train_normalised
         top_similarity, top_index = similarity.topk(k, dim=1)
-        # exp(s / T) up to a per-row factor exp(-max / T), which leaves the argmax unchanged
-        # and keeps small temperatures from overflowing.
+        # exp(s / T) up to a per-row factor exp(-max / T), which leaves the ranking of classes
+        # unchanged and keeps small temperatures from overflowing.
         weights = ((top_similarity - top_similarity[:, :1]) / temperature).exp()
-        votes = torch.zeros(top_index.shape[0], num_classes, device=device)
-        votes.scatter_add_(1, train_labels[top_index], weights)
-        predictions.append(votes.argmax(dim=1))
-    if not predictions:
-        return torch.empty(0, dtype=torch.long, device=device)
-    return torch.cat(predictions)
+        scores[start:start + chunk].scatter_add_(1, train_labels[top_index], weights)
+    return scores
+
+
+def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor,
+                test_features: torch.Tensor, k: int = 20, temperature: float = 0.07,
+                num_classes: int | None = None) -> torch.Tensor:
+    """Predicted class of each test row (LongTensor, on the test features' device): the
+    argmax of `knn_scores`."""
+    return knn_scores(train_features, train_labels, test_features, k=k, temperature=temperature,
+                      num_classes=num_classes).argmax(dim=1)
 
 
 def knn_top1(train_features: torch.Tensor, train_labels: torch.Tensor,

@@ -55,23 +55,24 @@ def _accuracy(model: tuple[torch.Tensor, torch.Tensor], features: torch.Tensor,
     return ((features @ weight + bias).argmax(dim=1) == labels).float().mean().item()
 
 
-def linear_probe_top1(train_features: torch.Tensor, train_labels: torch.Tensor,
-                      test_features: torch.Tensor, test_labels: torch.Tensor, *,
-                      epochs: int = 100, seed: int = 0, device: torch.device | str = "cpu") -> float:
-    """Test top-1 accuracy in [0, 1] of a linear classifier trained on frozen features.
+def linear_probe_logits(train_features: torch.Tensor, train_labels: torch.Tensor,
+                        test_features: torch.Tensor, *, num_classes: int | None = None,
+                        epochs: int = 100, seed: int = 0, device: torch.device | str = "cpu"
+                        ) -> torch.Tensor:
+    """(Q, C) logits of a linear classifier trained on frozen features, for every test row.
 
-    `epochs` is the number of L-BFGS iterations per fit (each one a full pass over the
-    training features); `seed` fixes the held-out split used to pick the L2 strength.
+    `num_classes` defaults to the largest training label + 1; `epochs` is the number of L-BFGS
+    iterations per fit (each one a full pass over the training features); `seed` fixes the
+    held-out split used to pick the L2 strength.
     """
     train_labelled = train_labels >= 0
-    test_labelled = test_labels >= 0
     train_x = train_features[train_labelled.to(train_features.device)].to(device, torch.float32)
     train_y = train_labels[train_labelled].to(device, torch.long)
-    test_x = test_features[test_labelled.to(test_features.device)].to(device, torch.float32)
-    test_y = test_labels[test_labelled].to(device, torch.long)
-    if train_y.numel() == 0 or test_y.numel() == 0:
-        raise UserError("the linear probe needs labelled training and test images")
-    num_classes = max(int(train_y.max()), int(test_y.max())) + 1
+    if train_y.numel() == 0:
+        raise UserError("the linear probe needs labelled training images")
+    if num_classes is None:
+        num_classes = int(train_y.max()) + 1
+    test_x = test_features.to(device, torch.float32)
 
     mean = train_x.mean(dim=0)
     std = train_x.std(dim=0, unbiased=False).clamp_min(1e-6)
@@ -90,5 +91,20 @@ def linear_probe_top1(train_features: torch.Tensor, train_labels: torch.Tensor,
             accuracy = _accuracy(model, train_x[held_out], train_y[held_out])
             if accuracy > best_accuracy:
                 best_accuracy, best_decay = accuracy, decay
-    model = _fit(train_x, train_y, num_classes, best_decay, epochs)
-    return _accuracy(model, test_x, test_y)
+    weight, bias = _fit(train_x, train_y, num_classes, best_decay, epochs)
+    return test_x @ weight + bias
+
+
+def linear_probe_top1(train_features: torch.Tensor, train_labels: torch.Tensor,
+                      test_features: torch.Tensor, test_labels: torch.Tensor, *,
+                      epochs: int = 100, seed: int = 0, device: torch.device | str = "cpu") -> float:
+    """Test top-1 accuracy in [0, 1] of `linear_probe_logits` on the labelled test rows."""
+    test_labelled = test_labels >= 0
+    test_y = test_labels[test_labelled].to(device, torch.long)
+    if not bool((train_labels >= 0).any()) or test_y.numel() == 0:
+        raise UserError("the linear probe needs labelled training and test images")
+    num_classes = max(int(train_labels.max()), int(test_y.max())) + 1
+    labelled_test_features = test_features[test_labelled.to(test_features.device)]
+    logits = linear_probe_logits(train_features, train_labels, labelled_test_features,
+                                 num_classes=num_classes, epochs=epochs, seed=seed, device=device)
+    return (logits.argmax(dim=1) == test_y).float().mean().item()

@@ -41,9 +41,14 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        raise UserError(f"{path} is not a safe SSL Explorer checkpoint (it would run code to load): "
-                        f"{_first_line(error)}") from None
-    except (RuntimeError, EOFError, OSError) as error:
+        # torch words both cases "Weights only load failed"; only a file that names a Python
+        # global (a class or function to call) would run code, anything else is just damaged.
+        globals_named = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+        if globals_named:
+            raise UserError(f"{path} is not a safe SSL Explorer checkpoint (it would run code to load): "
+                            f"{globals_named[0]}") from None
+        raise UserError(f"{path} is not a readable checkpoint (damaged or not a PyTorch file)") from None
+    except (RuntimeError, EOFError, OSError, IndexError, ValueError) as error:  # torch's parser fails in many ways
         raise UserError(f"{path} is not a readable checkpoint: {_first_line(error)}") from None
     if not isinstance(state, dict) or "config" not in state or "method" not in state:
         raise UserError(f"{path} is not an SSL Explorer checkpoint (no config or model weights)")

@@ -1,0 +1,110 @@
+"""Opening models to evaluate: a real run's checkpoint, the random-init floor, the cache key,
+refusing a checkpoint that would run code, and the list of runs."""
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from ssl_engine.errors import UserError
+from ssl_engine.eval.model_source import at_image_size, list_runs, model_key, open_model, random_init_model
+from ssl_engine.train.trainer import backbone_state
+from tests.helpers import train_tiny_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return train_tiny_run(tmp_path_factory.mktemp("training"))
+
+
+def test_a_run_folder_and_its_checkpoint_open_the_same_trained_backbone(run):
+    from_folder, from_file = open_model(run), open_model(run / "checkpoints" / "last.pt")
+    assert from_folder.key == from_file.key and len(from_folder.key) == 40
+    assert from_folder.source == from_file.source == str(run / "checkpoints" / "last.pt")
+    assert from_folder.name == f"simclr · shapes · {run.name}"
+    assert from_folder.image_size == 32 and from_folder.feature_dim == 256 == from_folder.backbone.feature_dim
+    assert not from_folder.backbone.training
+    assert all(p.device.type == "cpu" for p in from_folder.backbone.parameters())
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert list(from_folder.mean) == pytest.approx(state["normalization"]["mean"])
+    assert list(from_folder.std) == pytest.approx(state["normalization"]["std"])
+    for name, tensor in backbone_state(state).items():
+        assert torch.equal(from_folder.backbone.state_dict()[name], tensor), name
+    features = from_folder.backbone(torch.rand(2, 3, 32, 32))
+    assert features.shape == (2, 256)
+
+
+def test_a_copy_of_a_checkpoint_shares_the_key_and_a_changed_model_does_not(run, tmp_path):
+    copy = tmp_path / "elsewhere.pt"
+    shutil.copy(run / "checkpoints" / "last.pt", copy)
+    model = open_model(copy)
+    assert model.key == open_model(run).key and model.name == "simclr · shapes · elsewhere"
+
+    with torch.no_grad():
+        next(model.backbone.parameters()).add_(1e-3)
+    assert model_key(model.backbone, model.image_size, model.mean, model.std) != model.key
+    original = open_model(run)
+    assert at_image_size(original, 48).key != original.key and at_image_size(original, 48).image_size == 48
+    assert model_key(original.backbone, 32, original.mean, (1.0, 1.0, 1.0)) != original.key
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    torch.save({"config": {}, "method": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(UserError, match="would run code") as error:
+        open_model(tmp_path / "evil.pt")
+    assert "\n" not in str(error.value) and not marker.exists()
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="garbage.pt"):
+        open_model(tmp_path / "garbage.pt")
+    with pytest.raises(UserError, match="does not exist"):
+        open_model(tmp_path / "nowhere.pt")
+
+
+def test_random_init_is_the_same_architecture_with_other_weights(run):
+    trained = open_model(run)
+    floor = random_init_model(like=trained, seed=3)
+    assert (floor.feature_dim, floor.image_size, floor.mean, floor.std) == \
+        (trained.feature_dim, trained.image_size, trained.mean, trained.std)
+    assert floor.name == "small_cnn at random init" and floor.source == "random:small_cnn:3"
+    trained_state, floor_state = trained.backbone.state_dict(), floor.backbone.state_dict()
+    assert {k: v.shape for k, v in trained_state.items()} == {k: v.shape for k, v in floor_state.items()}
+    assert not torch.equal(trained_state["net.0.0.weight"], floor_state["net.0.0.weight"])
+    assert floor.key != trained.key and not floor.backbone.training
+    assert random_init_model(like=trained, seed=3).key == floor.key  # seeded
+    assert random_init_model(like=trained, seed=4).key != floor.key
+
+    generator_state = torch.get_rng_state()
+    plain = random_init_model(backbone="resnet18", image_size=48)
+    assert torch.equal(torch.get_rng_state(), generator_state)  # the caller's random stream is untouched
+    assert plain.feature_dim == 512 and plain.image_size == 48 and plain.mean == plain.std == (0.5, 0.5, 0.5)
+    assert plain.backbone(torch.rand(1, 3, 48, 48)).shape == (1, 512)
+
+
+def test_list_runs_reads_the_run_folders_newest_first(run, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(run, runs / "older")
+    shutil.copytree(run, runs / "newer")
+    (runs / "older" / "summary.json").unlink()
+    os.utime(runs / "older" / "checkpoints" / "last.pt", (1_000_000, 1_000_000))
+    (runs / "no-checkpoint").mkdir()
+    shutil.copy(run / "config.toml", runs / "no-checkpoint" / "config.toml")
+    shutil.copytree(run, runs / "bad-config")
+    (runs / "bad-config" / "config.toml").write_text("this = is [not toml")
+    (runs / "a-file.txt").write_text("not a run")
+
+    listed = list_runs(runs)
+    assert [os.path.basename(r.path) for r in listed] == ["newer", "older"]
+    newer, older = listed
+    summary = json.loads((run / "summary.json").read_text())
+    assert (newer.method, newer.data, newer.backbone) == ("simclr", "shapes", "small_cnn")
+    assert newer.epochs_done == 1.0 and newer.knn_top1 == pytest.approx(summary["knn_top1"])
+    assert older.epochs_done is None and older.knn_top1 is None and older.modified == 1_000_000
+    assert list_runs(tmp_path / "nothing-here") == []
