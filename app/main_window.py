@@ -1,9 +1,10 @@
-"""The explorer window: set up an experiment on the left, preview and training views on the right.
+"""The explorer window: set up an experiment on the left, preview, training and evaluation on the right.
 
 It owns the experiment model, loads the data off the UI thread (the preview and the Trainer
 share the loaded set), starts one TrainingThread at a time and drains its mailbox on a timer.
-Closing the window during training asks the worker to stop, waits for its checkpoint, then
-closes: nothing is lost.
+The Evaluate tab lists the runs of the experiment's runs folder; a run that finishes or stops
+becomes its chosen model. Closing the window during training asks the worker to stop, waits for
+its checkpoint, then closes: nothing is lost; an embedding in progress is cancelled and waited for.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ssl_engine.train.trainer import load_data_for
 from .background import BackgroundCall
 from .experiment_model import ExperimentModel
 from .settings import AppSettings
+from .widgets.evaluate_panel import EvaluatePanel
 from .widgets.preview_panel import PreviewPanel
 from .widgets.setup_panel import SetupPanel
 from .widgets.training_panel import TrainingPanel
@@ -29,6 +31,7 @@ from .worker import TrainingThread
 
 DRAIN_INTERVAL_MS = 100  # 10 redraws a second at most: smooth to the eye, cheap for training
 DATA_DEBOUNCE_MS = 300  # wait for the user to stop typing before reloading the data
+EVALUATED_FOLDERS_KEY = "evaluated_folders"  # the Evaluate tab's folders, one per line
 
 
 def data_key(config_table: dict, seed) -> tuple:
@@ -60,9 +63,14 @@ class MainWindow(QMainWindow):
         scroll.setMinimumWidth(330)
         self.preview = PreviewPanel(self.model)
         self.training = TrainingPanel()
+        self.evaluate = EvaluatePanel(runs_dir=self.model.table["train"].get("runs_dir") or "runs")
+        remembered = self.settings.text(EVALUATED_FOLDERS_KEY).splitlines()
+        self.evaluate.set_folders([folder for folder in remembered if Path(folder).is_dir()])
+        self.evaluate.folders_changed.connect(self._remember_evaluated_folders)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.preview, "Augmentations")
         self.tabs.addTab(self.training, "Training")
+        self.tabs.addTab(self.evaluate, "Evaluate")
         splitter = QSplitter()
         splitter.addWidget(scroll)
         splitter.addWidget(self.tabs)
@@ -118,6 +126,9 @@ class MainWindow(QMainWindow):
         key = data_key(table, table["train"].get("seed"))
         if key != self.data_key:
             self.data_timer.start()
+        runs_dir = table["train"].get("runs_dir")
+        if isinstance(runs_dir, str) and runs_dir:
+            self.evaluate.set_runs_dir(runs_dir)
         self._update_actions()
 
     @Slot()
@@ -163,6 +174,10 @@ class MainWindow(QMainWindow):
 
     def _remember_folder(self, folder: str) -> None:
         self.settings.set_text("last_folder", folder)
+
+    @Slot(object)
+    def _remember_evaluated_folders(self, folders: list[str]) -> None:
+        self.settings.set_text(EVALUATED_FOLDERS_KEY, "\n".join(folders))
 
     def start_blocked_by(self) -> str | None:
         """Why Start is disabled, or None when it is enabled."""
@@ -283,6 +298,7 @@ class MainWindow(QMainWindow):
             verb = "stopped" if delivery.finished.stopped_early else "finished"
             self.statusBar().showMessage(f"{verb} after {summary.get('epochs', 0):.2f} epochs{result}; "
                                          f"run folder {delivery.finished.run_dir}")
+            self.evaluate.run_finished(delivery.finished.run_dir)
 
     def _show_failure(self, message: str, run_dir: str | None) -> None:
         where = f"\n\nThe run's log is in {run_dir}/run.log." if run_dir else ""
@@ -313,5 +329,6 @@ class MainWindow(QMainWindow):
             return
         if self.loader is not None:
             self.loader.wait()
+        self.evaluate.shutdown()
         self.settings.set_experiment(self.model.table)
         super().closeEvent(event)

@@ -1,15 +1,22 @@
-"""Screenshots of the real window for the README: the augmentation preview, and training live.
+"""Screenshots of the real window for the README: the augmentation preview, training live, evaluation.
 
     xvfb-run -s "-screen 0 1920x1080x24" python -m app.screenshots resources/screenshots --size 1280x800
+    xvfb-run -s "-screen 0 1920x1080x24" python -m app.screenshots resources/screenshots \
+        --evaluate runs/RUN --folder path/to/images [--folder more/images]
 
 Opens the window with the default experiment (SimCLR on the bundled shapes), saves the preview,
 starts training, waits until the first epoch's embedding map and kNN are drawn, saves the
 training views, then stops the run (which saves its checkpoint) and closes.
+
+With --evaluate (a checkpoint file or run folder) and --folder, it opens the Evaluate tab on
+them instead, compared with the random-init floor, and saves each sub-tab: the map (by label,
+and as thumbnails), a point's neighbours, the near-duplicates and the accuracy of both models.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -22,6 +29,7 @@ from ssl_engine.config import ExperimentConfig
 from .main import make_application
 from .main_window import MainWindow
 from .settings import AppSettings
+from .widgets.evaluate_panel import checkpoint_of, same_path
 
 
 def wait_for(app: QApplication, condition, timeout: float) -> None:
@@ -40,13 +48,20 @@ def main(argv=None) -> int:
     parser.add_argument("--method", default="simclr")
     parser.add_argument("--epochs-shown", type=int, default=2, help="epochs trained before the training shot")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--evaluate", metavar="CHECKPOINT", help="shoot the Evaluate tab on this checkpoint or run")
+    parser.add_argument("--folder", action="append", default=[], help="image folder for --evaluate (repeatable)")
+    parser.add_argument("--duplicate-threshold", type=float, default=0.95, help="threshold of the duplicates shot")
     args = parser.parse_args(argv)
+    if args.evaluate and not args.folder:
+        parser.error("--evaluate needs at least one --folder")
     width, height = (int(v) for v in args.size.split("x"))
     args.out.mkdir(parents=True, exist_ok=True)
 
     app = make_application(sys.argv[:1])
     work = Path(tempfile.mkdtemp(prefix="screenshots_"))
     window = MainWindow(AppSettings(work / "settings.ini"))
+    if args.evaluate:
+        return evaluate_shots(app, window, args, work)
     window.model.set_config(ExperimentConfig.for_method(args.method).with_overrides(
         [f"train.runs_dir={work / 'runs'}", "train.epochs=20", *args.set]))
     window.resize(width, height)
@@ -73,6 +88,58 @@ def main(argv=None) -> int:
     wait_for(app, lambda: window.worker is None, 120)
     window.close()
     print(f"saved {args.out}/preview-{args.size}.png and {args.out}/training-{args.size}.png")
+    return 0
+
+
+def settle(app: QApplication, seconds: float = 0.5) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def evaluate_shots(app: QApplication, window: MainWindow, args, work: Path) -> int:
+    """The Evaluate tab's sub-tabs on one checkpoint and its folders, one PNG each."""
+    os.environ.setdefault("SSL_EXPLORER_CACHE", str(work / "cache"))
+    panel = window.evaluate
+    window.resize(*(int(v) for v in args.size.split("x")))
+    window.show()
+    window.tabs.setCurrentWidget(panel)
+    panel.open_checkpoint(args.evaluate)
+    wait_for(app, lambda: not panel.busy(), 120)
+    chosen = panel.model_choice()
+    if chosen is None or not same_path(chosen.checkpoint, checkpoint_of(os.path.abspath(args.evaluate))):
+        raise SystemExit(panel.last_error or f"cannot open {args.evaluate}")
+    panel.set_folders(args.folder)
+    wait_for(app, lambda: panel.primary is not None and not panel.busy(), 1800)
+    shots = []
+
+    def shoot(name: str) -> None:
+        settle(app)
+        path = args.out / f"evaluate-{name}-{args.size}.png"
+        window.grab().save(str(path))
+        shots.append(path)
+
+    panel.tabs.setCurrentIndex(0)
+    panel.neighbours.show_neighbours_of(0)   # its neighbours are ringed on the map
+    shoot("map")
+    panel.thumbnails_check.setChecked(True)
+    shoot("map-thumbnails")
+    panel.thumbnails_check.setChecked(False)
+    panel.tabs.setCurrentWidget(panel.neighbours)
+    shoot("neighbours")
+    panel.tabs.setCurrentWidget(panel.duplicates)
+    panel.duplicates.set_threshold(args.duplicate_threshold)
+    wait_for(app, lambda: panel.duplicates.pairs is not None and not panel.duplicates.computing(), 600)
+    shoot("duplicates")
+    if panel.accuracy.has_labels():
+        wait_for(app, lambda: panel.compared is not None or not panel.embedding(), 1800)
+        panel.tabs.setCurrentWidget(panel.accuracy)
+        panel.accuracy.run()
+        wait_for(app, lambda: not panel.accuracy.running(), 1800)
+        shoot("accuracy")
+    window.close()
+    print("saved " + ", ".join(str(path) for path in shots))
     return 0
 
 

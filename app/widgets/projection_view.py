@@ -18,8 +18,8 @@ from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QComboBox, QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 from scipy.spatial import cKDTree
-from sklearn.manifold import TSNE
-from threadpoolctl import threadpool_limits
+
+from ssl_engine.eval.projection import tsne_2d
 
 from .theme import legend_brush
 
@@ -27,16 +27,6 @@ PCA_METHOD, TSNE_METHOD = "PCA (live)", "t-SNE"
 THUMBNAIL_SIZE = 96
 HOVER_RADIUS_PIXELS = 6
 UNKNOWN_COLOUR = (150, 150, 150)
-
-
-def tsne_layout(embeddings: np.ndarray) -> np.ndarray:
-    """Seeded 2-D t-SNE (the same picture twice) with PCA initialisation; float32 (M, 2)."""
-    perplexity = min(30.0, (len(embeddings) - 1) / 3)
-    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0)
-    # One OpenMP thread, set for the calling thread only: beside a training job, sklearn's
-    # Barnes-Hut threads spin-wait on each other (measured on 2 cores: 60 points 19 s, with one 0.1 s).
-    with threadpool_limits(limits=1, user_api="openmp"):
-        return tsne.fit_transform(np.asarray(embeddings, dtype=np.float32)).astype(np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,7 +62,7 @@ class _TsneJob(QRunnable):
 
     def run(self) -> None:
         try:
-            points = tsne_layout(self._embeddings)
+            points = tsne_2d(self._embeddings)
         except Exception as error:  # reported in the view's status line, never raised in the pool
             self._signals.failed.emit(self._snapshot_id, f"{type(error).__name__}: {error}")
         else:

@@ -1,0 +1,191 @@
+"""The Evaluate tab's Duplicates view: groups of near-identical images at a threshold the user moves.
+
+The pairs are searched when the view is first on screen for an embedding (comparing every image
+with every other is the costliest of the views on a large folder), then again when the slider moves.
+Moving the slider recomputes off the UI thread once the slider rests (debounced); only the
+latest threshold's pairs are shown. Each group is one row: a strip of its thumbnails, its size,
+the range of similarities inside it and its paths. Only the first groups get a picture, so a
+folder with thousands of duplicates does not turn into thousands of pixmaps.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PySide6.QtCore import QSize, Qt, QTimer, Signal, Slot
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
+                               QSlider, QVBoxLayout, QWidget)
+
+from ssl_engine.errors import UserError
+from ssl_engine.eval.export import save_duplicates_csv
+from ssl_engine.eval.folder_embedding import FolderEmbedding
+from ssl_engine.eval.neighbours import DuplicatePairs, near_duplicates
+
+from ..evaluation_worker import LatestCall
+from .image_grid import mosaic, to_pixmap
+
+SLIDER_STEPS_PER_UNIT = 1000       # the slider moves in steps of 0.001
+DEFAULT_THRESHOLD = 0.95
+DEBOUNCE_MS = 250
+GROUPS_SHOWN = 200                 # rows listed; the export holds every pair
+THUMBNAILS_PER_GROUP = 8           # pictures in a group's strip
+PATHS_PER_GROUP = 4                # paths written in a row (all of them in its tooltip)
+THUMBNAIL_SIDE = 56
+
+
+def group_similarity_ranges(pairs: DuplicatePairs, groups: list[list[int]]) -> list[tuple[float, float]]:
+    """(lowest, highest) similarity among the pairs that link each group."""
+    group_of = {row: g for g, group in enumerate(groups) for row in group}
+    lowest, highest = np.full(len(groups), np.inf), np.full(len(groups), -np.inf)
+    for first, similarity in zip(pairs.first.tolist(), pairs.similarity.tolist()):
+        g = group_of[first]
+        lowest[g], highest[g] = min(lowest[g], similarity), max(highest[g], similarity)
+    return list(zip(lowest.tolist(), highest.tolist()))
+
+
+class DuplicatesView(QWidget):
+    """Near-duplicate groups of the embedding set with `set_embedding`; `notice` and `error` are
+    one line each for the user."""
+
+    notice = Signal(str)
+    error = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.embedding: FolderEmbedding | None = None
+        self.pairs: DuplicatePairs | None = None
+        self.groups: list[list[int]] = []
+        self._finder = LatestCall(self)
+        self._finder.done.connect(self._pairs_found)
+        self._finder.failed.connect(self._failed)
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(DEBOUNCE_MS)
+        self._debounce.timeout.connect(self.recompute)
+
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(int(0.80 * SLIDER_STEPS_PER_UNIT), SLIDER_STEPS_PER_UNIT)
+        self.slider.setSingleStep(1)
+        self.slider.setPageStep(10)
+        self.slider.setValue(int(DEFAULT_THRESHOLD * SLIDER_STEPS_PER_UNIT))
+        self.slider.setToolTip("pairs of images at least this cosine-similar count as near-duplicates")
+        self.slider.valueChanged.connect(self._threshold_moved)
+        self.threshold_label = QLabel()
+        self.threshold_label.setMinimumWidth(self.threshold_label.fontMetrics().horizontalAdvance("0.000") + 8)
+        self.summary = QLabel("no images embedded yet")
+        self.export_button = QPushButton("Export duplicates…")
+        self.export_button.clicked.connect(self._export_clicked)
+        self.list = QListWidget()
+        self.list.setIconSize(QSize(THUMBNAILS_PER_GROUP * (THUMBNAIL_SIDE + 2), THUMBNAIL_SIDE))
+        self.list.setAlternatingRowColors(True)
+        self.list.setWordWrap(False)
+
+        controls = QHBoxLayout()
+        controls.addWidget(QLabel("Similarity at least"))
+        controls.addWidget(self.slider, 1)
+        controls.addWidget(self.threshold_label)
+        controls.addWidget(self.export_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(controls)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.list, 1)
+        self._threshold_moved()
+
+    def threshold(self) -> float:
+        return self.slider.value() / SLIDER_STEPS_PER_UNIT
+
+    def set_threshold(self, threshold: float) -> None:
+        self.slider.setValue(round(threshold * SLIDER_STEPS_PER_UNIT))
+
+    def set_embedding(self, embedding: FolderEmbedding | None) -> None:
+        self.embedding, self.pairs, self.groups = embedding, None, []
+        self.list.clear()
+        self._finder.drop()
+        self.summary.setText("no images embedded yet" if embedding is None else "")
+        if embedding is not None and self.isVisible():
+            self.recompute()
+        self._update_enabled()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self.embedding is not None and self.pairs is None and not self.computing():
+            self.recompute()
+
+    def computing(self) -> bool:
+        return self._debounce.isActive() or self._finder.busy()
+
+    @Slot()
+    def recompute(self) -> None:
+        self._debounce.stop()
+        if self.embedding is None:
+            return
+        self.summary.setText(f"finding pairs at similarity ≥ {self.threshold():.3f}…")
+        self._finder.request(self._find, self.embedding.features, self.threshold())
+        self._update_enabled()
+
+    def export(self, path: str) -> str:
+        return save_duplicates_csv(path, self.embedding.paths, self.pairs)
+
+    def shutdown(self) -> None:
+        self._debounce.stop()
+        self._finder.shutdown()
+
+    @staticmethod
+    def _find(features: np.ndarray, threshold: float) -> tuple[float, DuplicatePairs, list[list[int]]]:
+        pairs = near_duplicates(features, threshold)
+        return threshold, pairs, pairs.groups()
+
+    @Slot()
+    def _threshold_moved(self) -> None:
+        self.threshold_label.setText(f"{self.threshold():.3f}")
+        if self.embedding is not None and self.isVisible():
+            self._debounce.start()
+
+    @Slot(object)
+    def _pairs_found(self, result) -> None:
+        threshold, self.pairs, self.groups = result
+        more = " (the most similar kept; raise the threshold to see all)" if self.pairs.truncated else ""
+        pairs = f"{len(self.pairs):,} pair{'s' if len(self.pairs) != 1 else ''}"
+        groups = f"{len(self.groups):,} group{'s' if len(self.groups) != 1 else ''}"
+        self.summary.setText(f"{pairs} in {groups} at similarity "
+                             f"≥ {threshold:.3f} among {len(self.embedding.paths):,} images{more}")
+        self._list_groups()
+        self._update_enabled()
+
+    @Slot(str)
+    def _failed(self, message: str) -> None:
+        self.summary.setText(f"cannot find duplicates: {message}")
+        self.error.emit(f"cannot find duplicates: {message}")
+        self._update_enabled()
+
+    def _list_groups(self) -> None:
+        self.list.clear()
+        ranges = group_similarity_ranges(self.pairs, self.groups)
+        for number, (group, (lowest, highest)) in enumerate(zip(self.groups[:GROUPS_SHOWN], ranges), start=1):
+            strip = mosaic([np.asarray(self.embedding.thumbnails[row])[None] for row in group[:THUMBNAILS_PER_GROUP]])
+            picture = to_pixmap(strip).scaledToHeight(THUMBNAIL_SIDE, Qt.TransformationMode.SmoothTransformation)
+            similarity = f"{highest:.3f}" if np.isclose(lowest, highest) else f"{lowest:.3f}–{highest:.3f}"
+            paths = [self.embedding.paths[row] for row in group]
+            shown = [os.path.basename(path) for path in paths[:PATHS_PER_GROUP]]
+            more = f", … {len(paths) - PATHS_PER_GROUP} more" if len(paths) > PATHS_PER_GROUP else ""
+            item = QListWidgetItem(picture, f"group {number} · {len(group)} images · similarity {similarity}\n"
+                                            f"{', '.join(shown)}{more}")
+            item.setToolTip("\n".join(paths))
+            item.setData(Qt.ItemDataRole.UserRole, group)
+            self.list.addItem(item)
+        if len(self.groups) > GROUPS_SHOWN:
+            self.list.addItem(f"… {len(self.groups) - GROUPS_SHOWN:,} more groups: export them to see all")
+
+    def _update_enabled(self) -> None:
+        self.export_button.setEnabled(self.pairs is not None and len(self.pairs) > 0 and not self.computing())
+
+    @Slot()
+    def _export_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export duplicates", "duplicates.csv", "CSV (*.csv)")
+        if not path:
+            return
+        try:
+            self.notice.emit(f"wrote {self.export(path)}")
+        except (OSError, UserError) as error:
+            self.error.emit(f"cannot write {path}: {error}")

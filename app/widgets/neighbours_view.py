@@ -1,0 +1,251 @@
+"""The Evaluate tab's Neighbours view: an image and the images nearest to it in the opened folders.
+
+The query is a point clicked on the map (an image of the folders, left out of its own
+neighbours) or an outside image opened from disk and embedded off the UI thread. The neighbours
+of one query are a single (N, D) x (D,) product, fast enough for the UI thread at 100k images;
+the neighbours of every image, for the export, run in the background.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PySide6.QtCore import QSize, Qt, Signal, Slot
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem, QMenu,
+                               QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
+
+from ssl_engine.errors import UserError
+from ssl_engine.eval.export import save_neighbours_csv
+from ssl_engine.eval.folder_embedding import FolderEmbedding, embed_image_file
+from ssl_engine.eval.model_source import EvalModel
+from ssl_engine.eval.neighbours import nearest_neighbours
+
+from ..evaluation_worker import LatestCall
+from .image_grid import to_pixmap
+
+QUERY_SIDE = 128      # pixels of the query image
+NEIGHBOUR_SIDE = 96   # pixels of each neighbour's icon
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp);;All files (*)"
+
+
+def neighbours_of_every_image(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the export: (query indices, neighbour indices (N, k), similarities (N, k)), each image
+    left out of its own list."""
+    everyone = np.arange(len(features), dtype=np.int64)
+    indices, similarities = nearest_neighbours(features, features, k=k, exclude=everyone)
+    return everyone, indices, similarities
+
+
+class NeighboursView(QWidget):
+    """Shows the `k` nearest images of one query; `neighbours_shown` carries their indices (for the
+    map to highlight); `notice` and `error` are one line each for the user."""
+
+    neighbours_shown = Signal(object)   # int64 indices into the embedding, best first
+    notice = Signal(str)
+    error = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.embedding: FolderEmbedding | None = None
+        self.model: EvalModel | None = None
+        self.query_index: int | None = None          # a row of the embedding, or None
+        self.query_path = ""
+        self._query_feature: np.ndarray | None = None
+        self.indices = np.empty(0, np.int64)          # the neighbours on screen, best first
+        self.similarities = np.empty(0, np.float32)
+        self._outside_image = LatestCall(self)
+        self._outside_image.done.connect(self._outside_image_embedded)
+        self._outside_image.failed.connect(self.error)
+        self._export_all = LatestCall(self)
+        self._export_all.done.connect(self._all_neighbours_written)
+        self._export_all.failed.connect(self.error)
+
+        self.query_picture = QLabel()
+        self.query_picture.setFixedSize(QUERY_SIDE, QUERY_SIDE)
+        self.query_picture.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.query_picture.setFrameShape(QLabel.Shape.StyledPanel)
+        self.query_caption = QLabel("click a point on the map, or open an image")
+        self.query_caption.setWordWrap(True)
+        self.query_caption.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.open_button = QPushButton("Open image…")
+        self.open_button.setToolTip("find the images of the folders nearest to an image from elsewhere")
+        self.open_button.clicked.connect(self._open_image_clicked)
+        self.k_spin = QSpinBox()
+        self.k_spin.setRange(1, 200)
+        self.k_spin.setValue(12)
+        self.k_spin.setPrefix("k = ")
+        self.k_spin.setToolTip("how many neighbours to show")
+        self.k_spin.valueChanged.connect(self._refresh)
+        self.export_button = QToolButton()
+        self.export_button.setText("Export neighbours…")
+        self.export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.export_button)
+        self.export_query_action = menu.addAction("This image's neighbours…", self._export_query_clicked)
+        self.export_all_action = menu.addAction("Every image's neighbours…", self._export_all_clicked)
+        self.export_button.setMenu(menu)
+        self.grid = QListWidget()
+        self.grid.setViewMode(QListView.ViewMode.IconMode)
+        self.grid.setIconSize(QSize(NEIGHBOUR_SIDE, NEIGHBOUR_SIDE))
+        self.grid.setGridSize(QSize(NEIGHBOUR_SIDE + 40, NEIGHBOUR_SIDE + 44))
+        self.grid.setResizeMode(QListView.ResizeMode.Adjust)
+        self.grid.setMovement(QListView.Movement.Static)
+        self.grid.setWordWrap(True)
+        self.grid.setUniformItemSizes(True)
+        self.grid.itemActivated.connect(self._neighbour_activated)
+
+        controls = QVBoxLayout()
+        controls.addWidget(self.query_caption)
+        buttons = QHBoxLayout()
+        for widget in (self.open_button, self.k_spin, self.export_button):
+            buttons.addWidget(widget)
+        buttons.addStretch(1)
+        controls.addLayout(buttons)
+        controls.addStretch(1)
+        header = QHBoxLayout()
+        header.addWidget(self.query_picture)
+        header.addLayout(controls, 1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(header)
+        layout.addWidget(self.grid, 1)
+        self._update_enabled()
+
+    # -- what the panel calls ------------------------------------------------------------
+    def set_embedding(self, embedding: FolderEmbedding | None, model: EvalModel | None) -> None:
+        """The images to search (None: nothing embedded yet) and the model that embedded them."""
+        self._outside_image.drop()
+        self.embedding, self.model = embedding, model
+        self.query_index, self.query_path, self._query_feature = None, "", None
+        self.query_picture.clear()
+        self.query_caption.setText("click a point on the map, or open an image" if embedding is not None
+                                   else "no images embedded yet")
+        self._refresh()
+
+    def show_neighbours_of(self, index: int) -> None:
+        """Query with the image at row `index` of the embedding."""
+        if self.embedding is None or not 0 <= index < len(self.embedding.paths):
+            return
+        self.query_index, self.query_path = int(index), self.embedding.paths[index]
+        self._query_feature = np.asarray(self.embedding.features[index], np.float32)
+        self._set_query_picture(self.embedding.thumbnails[index])
+        self._refresh()
+
+    def open_image(self, path: str | None = None) -> None:
+        """Query with an outside image (a file dialog when no path is given), embedded off the UI thread."""
+        if self.model is None:
+            return
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(self, "Open an image", "", IMAGE_FILTER)
+        if not path:
+            return
+        self.query_caption.setText(f"embedding {path}…")
+        self._outside_image.request(self._embed_outside, self.model, path)
+
+    def export_query(self, path: str) -> str:
+        """The neighbours on screen as CSV; an outside query is written as the last path."""
+        paths = list(self.embedding.paths)
+        query = self.query_index
+        if query is None:
+            paths.append(self.query_path)
+            query = len(paths) - 1
+        return save_neighbours_csv(path, paths, np.array([query]), self.indices[None], self.similarities[None])
+
+    def export_every_image(self, path: str) -> None:
+        """Every image's `k` neighbours as CSV, computed and written off the UI thread."""
+        self._export_all.request(self._write_all, self.embedding, self.k_spin.value(), path)
+
+    def exporting(self) -> bool:
+        return self._export_all.busy()
+
+    def shutdown(self) -> None:
+        self._outside_image.shutdown()
+        self._export_all.shutdown()
+
+    # -- jobs ----------------------------------------------------------------------------
+    @staticmethod
+    def _embed_outside(model: EvalModel, path: str):
+        feature, thumbnail = embed_image_file(model, path)
+        return path, feature, thumbnail
+
+    @staticmethod
+    def _write_all(embedding: FolderEmbedding, k: int, path: str) -> str:
+        queries, indices, similarities = neighbours_of_every_image(embedding.features, k)
+        return save_neighbours_csv(path, embedding.paths, queries, indices, similarities)
+
+    @Slot(object)
+    def _outside_image_embedded(self, result) -> None:
+        path, feature, thumbnail = result
+        self.query_index, self.query_path = None, path
+        self._query_feature = np.asarray(feature, np.float32)
+        self._set_query_picture(thumbnail)
+        self._refresh()
+
+    @Slot(object)
+    def _all_neighbours_written(self, path: str) -> None:
+        self.notice.emit(f"wrote the neighbours of every image to {path}")
+
+    # -- drawing -------------------------------------------------------------------------
+    @Slot()
+    def _refresh(self) -> None:
+        self.grid.clear()
+        self.indices = np.empty(0, np.int64)
+        self.similarities = np.empty(0, np.float32)
+        if self.embedding is not None and self._query_feature is not None and len(self.embedding.paths):
+            exclude = np.array([-1 if self.query_index is None else self.query_index], np.int64)
+            k = min(self.k_spin.value(), len(self.embedding.paths) - (self.query_index is not None))
+            if k > 0:
+                indices, similarities = nearest_neighbours(self.embedding.features, self._query_feature[None],
+                                                           k=k, exclude=exclude)
+                self.indices, self.similarities = indices[0], similarities[0]
+            where = "" if self.query_index is not None else " (an image from outside the folders)"
+            self.query_caption.setText(f"{self.query_path}{where}\n"
+                                       f"its {len(self.indices)} nearest images by cosine similarity")
+            for index, similarity in zip(self.indices.tolist(), self.similarities.tolist()):
+                self._add_neighbour(index, similarity)
+        self._update_enabled()
+        self.neighbours_shown.emit(self.indices.copy())
+
+    def _add_neighbour(self, index: int, similarity: float) -> None:
+        path = self.embedding.paths[index]
+        item = QListWidgetItem(to_pixmap(self.embedding.thumbnails[index]).scaled(
+            NEIGHBOUR_SIDE, NEIGHBOUR_SIDE, Qt.AspectRatioMode.KeepAspectRatio), f"{similarity:.3f}\n{os.path.basename(path)}")
+        item.setToolTip(f"{path}\ncosine similarity {similarity:.4f}\n(double-click: its own neighbours)")
+        item.setData(Qt.ItemDataRole.UserRole, index)
+        self.grid.addItem(item)
+
+    def _set_query_picture(self, thumbnail: np.ndarray) -> None:
+        self.query_picture.setPixmap(to_pixmap(np.asarray(thumbnail)).scaled(
+            QUERY_SIDE - 4, QUERY_SIDE - 4, Qt.AspectRatioMode.KeepAspectRatio))
+
+    def _update_enabled(self) -> None:
+        has_images = self.embedding is not None and len(self.embedding.paths) > 0
+        self.open_button.setEnabled(has_images and self.model is not None)
+        self.export_query_action.setEnabled(len(self.indices) > 0)
+        self.export_all_action.setEnabled(has_images)
+        self.export_button.setEnabled(has_images)
+
+    @Slot(QListWidgetItem)
+    def _neighbour_activated(self, item: QListWidgetItem) -> None:
+        self.show_neighbours_of(int(item.data(Qt.ItemDataRole.UserRole)))
+
+    # -- buttons -------------------------------------------------------------------------
+    @Slot()
+    def _open_image_clicked(self) -> None:
+        self.open_image()
+
+    @Slot()
+    def _export_query_clicked(self) -> None:
+        name = os.path.splitext(os.path.basename(self.query_path))[0] or "query"
+        path, _ = QFileDialog.getSaveFileName(self, "Export neighbours", f"neighbours-{name}.csv", "CSV (*.csv)")
+        if path:
+            try:
+                self.notice.emit(f"wrote {self.export_query(path)}")
+            except (OSError, UserError) as error:
+                self.error.emit(f"cannot write {path}: {error}")
+
+    @Slot()
+    def _export_all_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export every image's neighbours", "neighbours.csv",
+                                              "CSV (*.csv)")
+        if path:
+            self.export_every_image(path)

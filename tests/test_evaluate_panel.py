@@ -1,0 +1,382 @@
+"""The Evaluate tab driven as a user drives it: a real checkpoint from a short training run, real
+image folders written from the shapes set, real widgets (pytest-qt, offscreen)."""
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import csv  # noqa: E402
+import functools  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pyqtgraph as pg  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+from PySide6.QtCore import QPoint, Qt  # noqa: E402
+from PySide6.QtGui import QImage  # noqa: E402
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
+
+from app import evaluation_worker  # noqa: E402
+from app.evaluation_worker import RANDOM_INIT  # noqa: E402
+from app.main_window import EVALUATED_FOLDERS_KEY, MainWindow  # noqa: E402
+from app.settings import AppSettings  # noqa: E402
+from app.widgets.evaluate_panel import EvaluatePanel  # noqa: E402
+from ssl_engine.data.shapes import SHAPE_NAMES, generate_shapes  # noqa: E402
+from ssl_engine.eval.accuracy import accuracy_report  # noqa: E402
+from ssl_engine.eval.neighbours import nearest_neighbours  # noqa: E402
+
+from tests.helpers import tiny_config, train_tiny_run  # noqa: E402
+
+CLASSES = 4          # shape classes written to the folders
+PER_CLASS = 12
+TIMEOUT_MS = 20000
+
+
+def write_shapes_folder(root, count: int, seed: int, classes: int = CLASSES, broken: bool = True):
+    """Shapes of the first `classes` classes as PNG files in one subfolder per class, and one broken file."""
+    images = generate_shapes(count * 10 // classes, image_size=32, seed=seed)
+    written = 0
+    for index, (image, label) in enumerate(zip(images.images, images.labels.tolist())):
+        if label >= classes:
+            continue
+        folder = root / SHAPE_NAMES[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{index:04d}.png")
+        written += 1
+    if broken:
+        (root / SHAPE_NAMES[0] / "broken.png").write_bytes(b"not an image at all")
+    return written
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """The run folder of a one-epoch SimCLR run on shapes (its checkpoint is the trained model)."""
+    return train_tiny_run(tmp_path_factory.mktemp("training"))
+
+
+@pytest.fixture(scope="session")
+def shapes_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folders") / "shapes_eval"
+    count = write_shapes_folder(root, CLASSES * PER_CLASS, seed=7)
+    return root, count
+
+
+@pytest.fixture(scope="session")
+def test_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folders") / "shapes_test"
+    count = write_shapes_folder(root, CLASSES * PER_CLASS // 2, seed=8, broken=False)
+    return root, count
+
+
+def open_panel(qtbot, tmp_path, runs_dir, folders=()) -> EvaluatePanel:
+    panel = EvaluatePanel(runs_dir=str(runs_dir), cache_dir=str(tmp_path / "cache"), device="cpu")
+    qtbot.addWidget(panel)
+    panel.resize(1280, 800)
+    panel.show()
+    if folders:
+        panel.set_folders([str(folder) for folder in folders])
+    return panel
+
+
+def wait_embedded(qtbot, panel, compared=False):
+    qtbot.waitUntil(lambda: not panel.embedding() and panel.primary is not None
+                    and (not compared or panel.compared is not None), timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: panel._map_xy is not None, timeout=TIMEOUT_MS)
+
+
+def map_point_count(panel) -> int:
+    """Points drawn as dots on the map (the ring items of selection and highlight are empty here)."""
+    return sum(len(item.data) for item in panel.map.plot_item.listDataItems() if isinstance(item, pg.ScatterPlotItem)
+               and item not in (panel.map._selection_rings, panel.map._highlight_rings))
+
+
+def choose(combo, text: str) -> None:
+    """Pick an entry as a user does (which also emits `activated`)."""
+    index = combo.findText(text)
+    assert index >= 0, text
+    combo.setCurrentIndex(index)
+    combo.activated.emit(index)
+
+
+def messages(widget) -> list[QMessageBox]:
+    return [box for box in widget.findChildren(QMessageBox, "evaluate_message") if box.isVisible()]
+
+
+def test_the_newest_run_is_the_default_model_and_the_floor_is_compared(qtbot, tmp_path, trained_run):
+    trained_run = shutil.copytree(trained_run, tmp_path / "runs" / trained_run.name)
+    panel = open_panel(qtbot, tmp_path, trained_run.parent)
+    label = panel.model_combo.currentText()
+    assert label.startswith("simclr · shapes · kNN ") and "%" in label
+    assert panel.model_choice().checkpoint == str(trained_run)
+    assert panel.compare_choice() == RANDOM_INIT
+    texts = [panel.model_combo.itemText(i) for i in range(panel.model_combo.count())]
+    assert texts[-2:] == ["Random init (floor)", "Open checkpoint…"]
+    # a run that finishes later is listed and becomes the chosen model
+    copy = trained_run.parent / "zz-later-run"
+    shutil.copytree(trained_run, copy)
+    os.utime(copy / "checkpoints" / "last.pt")
+    panel.run_finished(str(copy))
+    assert panel.model_choice().checkpoint == str(copy)
+    assert panel.compare_choice() == RANDOM_INIT
+    # the user's own choice of comparison stays through later listings
+    choose(panel.compare_combo, "none")
+    panel.run_finished(str(trained_run))
+    assert panel.model_choice().checkpoint == str(trained_run) and panel.compare_choice() is None
+
+
+def test_embedding_a_folder_draws_every_image_and_reports_the_broken_file(qtbot, tmp_path, trained_run,
+                                                                         shapes_folder):
+    folder, count = shapes_folder
+    panel = open_panel(qtbot, tmp_path, trained_run.parent, [folder])
+    wait_embedded(qtbot, panel, compared=True)
+    combined = panel.primary.combined
+    assert len(combined.paths) == count
+    assert map_point_count(panel) == count
+    assert panel.primary.model.source.startswith(str(trained_run))
+    assert panel.compared.model.name.endswith("at random init")
+    assert panel.skipped_label.isVisible() and panel.skipped_label.text().count("1 file skipped") == 1
+    assert "broken.png" in panel.skipped_label.toolTip()
+    [chip] = panel._chips()
+    assert chip.label.text() == f"shapes_eval · {count} images · labelled"
+    assert f"{count} images of shapes_eval embedded" in panel.status.text()
+    assert panel.duplicates.pairs is None and not panel.duplicates.computing()   # not searched until shown
+    # colour by k-means: computed off the UI thread, one cluster per point
+    panel.colour_combo.setCurrentText("k-means cluster")
+    panel.clusters_spin.setValue(3)
+    qtbot.waitUntil(lambda: panel._clusters is not None and panel._clusters[0] == 3, timeout=TIMEOUT_MS)
+    assert sorted(np.unique(panel._clusters[1]).tolist()) == [0, 1, 2]
+    assert panel.map.group_name(0).startswith("cluster ")
+    # a t-SNE layout replaces the PCA one
+    pca = panel._map_xy
+    panel.projection_combo.setCurrentText("t-SNE")
+    qtbot.waitUntil(lambda: panel._map_xy is not pca, timeout=TIMEOUT_MS)
+    assert panel._map_xy.shape == (count, 2) and not np.allclose(panel._map_xy, pca)
+
+
+def test_clicking_a_point_shows_its_nearest_neighbours_and_rings_them(qtbot, tmp_path, trained_run, shapes_folder):
+    folder, _ = shapes_folder
+    panel = open_panel(qtbot, tmp_path, trained_run.parent, [folder])
+    wait_embedded(qtbot, panel)
+    qtbot.wait(50)
+    # a real mouse click on the map, where point 5 is drawn
+    plot = panel.map.plot_widget
+    scene_point = panel.map.view_box.mapViewToScene(pg.Point(*panel._map_xy[5]))
+    widget_point = plot.mapFromScene(scene_point)
+    clicked = []
+    panel.map.point_clicked.connect(clicked.append)
+    qtbot.mouseClick(plot.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(widget_point.x(), widget_point.y()))
+    assert clicked, "the click reached no point"
+    query = clicked[0]
+    view = panel.neighbours
+    assert view.query_index == query
+    assert view.grid.count() == 12
+    features = panel.primary.combined.features
+    expected, similarities = nearest_neighbours(features, features[query][None], k=12, exclude=np.array([query]))
+    assert view.indices.tolist() == expected[0].tolist()
+    assert query not in view.indices
+    assert view.similarities[0] == pytest.approx(similarities[0].max())
+    first = view.grid.item(0)
+    assert first.text().startswith(f"{similarities[0][0]:.3f}\n")
+    assert first.text().endswith(os.path.basename(panel.primary.combined.paths[expected[0][0]]))
+    assert panel.map._highlighted.tolist() == view.indices.tolist()
+    # fewer neighbours with a smaller k
+    view.k_spin.setValue(5)
+    assert view.grid.count() == 5 and view.indices.tolist() == expected[0][:5].tolist()
+    # an outside image (a copy of the query's file) finds the query itself first, at similarity 1
+    outside = tmp_path / "outside.png"
+    shutil.copyfile(panel.primary.combined.paths[query], outside)
+    view.open_image(str(outside))
+    qtbot.waitUntil(lambda: view.query_path == str(outside) and len(view.indices) == 5, timeout=TIMEOUT_MS)
+    assert view.query_index is None
+    assert view.indices[0] == query and view.similarities[0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_copies_of_one_image_are_found_as_near_duplicates(qtbot, tmp_path, trained_run):
+    folder = tmp_path / "with_copies"
+    write_shapes_folder(folder, 16, seed=3, classes=2, broken=False)
+    original = sorted((folder / SHAPE_NAMES[1]).iterdir())[0]
+    for n in range(3):
+        shutil.copyfile(original, folder / SHAPE_NAMES[1] / f"copy{n}.png")
+    panel = open_panel(qtbot, tmp_path, trained_run.parent, [folder])
+    wait_embedded(qtbot, panel)
+    panel.tabs.setCurrentWidget(panel.duplicates)
+    view = panel.duplicates
+    view.set_threshold(0.999)
+    qtbot.waitUntil(lambda: view.pairs is not None and not view.computing(), timeout=TIMEOUT_MS)
+    paths = panel.primary.combined.paths
+    copies = {str(original)} | {str(folder / SHAPE_NAMES[1] / f"copy{n}.png") for n in range(3)}
+    assert {paths[row] for row in view.groups[0]} == copies
+    assert len(view.pairs) >= 6  # the four files pairwise
+    assert view.list.item(0).text().startswith("group 1 · 4 images · similarity 1.000")
+    assert view.summary.text().startswith(f"{len(view.pairs)} pairs in {len(view.groups)} group")
+    assert "at similarity ≥ 0.999" in view.summary.text()
+    # a lower threshold finds at least as many pairs
+    before = len(view.pairs)
+    view.set_threshold(0.9)
+    qtbot.waitUntil(lambda: not view.computing() and "0.900" in view.summary.text(), timeout=TIMEOUT_MS)
+    assert len(view.pairs) >= before
+
+
+def test_accuracy_table_gives_both_models_as_accuracy_report_does(qtbot, tmp_path, trained_run, shapes_folder,
+                                                                   test_folder):
+    (train, train_count), (test, test_count) = shapes_folder, test_folder
+    panel = open_panel(qtbot, tmp_path, trained_run.parent, [train, test])
+    wait_embedded(qtbot, panel, compared=True)
+    # two folders: one map over both, colourable by folder
+    assert map_point_count(panel) == train_count + test_count
+    assert panel.primary.folder_names == ["shapes_eval", "shapes_test"]
+    panel.colour_combo.setCurrentText("folder")
+    assert panel.map.group_name(0) == "shapes_eval" and panel.map.group_name(train_count) == "shapes_test"
+    view = panel.accuracy
+    assert panel.tabs.isTabEnabled(panel.tabs.indexOf(view))
+    protocols = [view.protocol.itemText(i) for i in range(view.protocol.count())]
+    assert protocols == ["cross-validation within shapes_eval", "cross-validation within shapes_test",
+                         "train shapes_eval → test shapes_test", "train shapes_test → test shapes_eval"]
+    view.protocol.setCurrentIndex(2)
+    view.k_spin.setValue(5)
+    qtbot.mouseClick(view.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(view.reports) and not view.running(), timeout=TIMEOUT_MS)
+    assert view.summary.rowCount() == 2
+    for row, embedded in enumerate((panel.primary, panel.compared)):
+        train_embedding, test_embedding = embedded.folders
+        expected = accuracy_report(train_embedding.features, train_embedding.labels, train_embedding.class_names,
+                                   model_name=embedded.model.name, folder_name="shapes_eval",
+                                   test_features=test_embedding.features, test_labels=test_embedding.labels,
+                                   test_class_names=test_embedding.class_names, test_folder_name="shapes_test",
+                                   k=5, seed=0)
+        cells = [view.summary.item(row, column).text() for column in range(5)]
+        assert cells == [embedded.model.name, f"{expected.knn_top1:.1%}", f"{expected.knn_top5:.1%}",
+                         f"{expected.probe_top1:.1%}", f"{test_count:,}"]
+        assert np.array_equal(view.reports[row].confusion_knn, expected.confusion_knn)
+    assert view.per_class.rowCount() == CLASSES
+    assert view.per_class.columnCount() == 2 + 4   # class, count, kNN and probe of each model
+    assert view.confusion.selector.count() == 4
+    view.confusion.selector.setCurrentIndex(2)   # the floor's kNN
+    shown = view.confusion.image.image
+    counts = view.reports[1].confusion_knn
+    assert shown.shape == (CLASSES, CLASSES)
+    assert np.allclose(shown, counts / counts.sum(axis=1, keepdims=True))
+
+
+def test_cancel_mid_embed_leaves_the_panel_usable_and_resumes(qtbot, tmp_path, trained_run, monkeypatch):
+    folder = tmp_path / "bigger"
+    count = write_shapes_folder(folder, 200, seed=11, broken=False)
+    # small batches, so that there is a middle to cancel in
+    monkeypatch.setattr(evaluation_worker, "embed_folder",
+                        functools.partial(evaluation_worker.embed_folder, batch_size=4))
+    panel = open_panel(qtbot, tmp_path, trained_run.parent)
+    choose(panel.compare_combo, "none")
+    panel.set_folders([str(folder)])
+    qtbot.waitUntil(lambda: panel.embedding() and "img/s" in panel.progress.format(), timeout=TIMEOUT_MS)
+    done, total = re.fullmatch(r"([\d,]+) / ([\d,]+) · [\d,]+ img/s", panel.progress.format()).groups()
+    assert int(total) == count and 0 < int(done) < count and panel.cancel_button.isVisible()
+    qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not panel.embedding(), timeout=TIMEOUT_MS)
+    assert panel.status.text().startswith("embedding cancelled after")
+    assert panel.primary is None and not panel.progress.isVisible() and not messages(panel)
+    assert panel.embed_button.isEnabled()
+    qtbot.mouseClick(panel.embed_button, Qt.MouseButton.LeftButton)
+    wait_embedded(qtbot, panel)
+    assert len(panel.primary.combined.paths) == count
+    assert 0 < panel.primary.combined.reused < count   # the rows embedded before the cancel were kept
+
+
+def test_a_broken_checkpoint_is_one_message_and_nothing_changes(qtbot, tmp_path, trained_run):
+    panel = open_panel(qtbot, tmp_path, trained_run.parent)
+    before = [panel.model_combo.itemText(i) for i in range(panel.model_combo.count())]
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"this is no checkpoint")
+    panel.open_checkpoint(str(broken))
+    qtbot.waitUntil(lambda: len(messages(panel)) == 1, timeout=TIMEOUT_MS)
+    [box] = messages(panel)
+    assert "broken.pt" in box.text()
+    assert "\n" not in box.text() and "Traceback" not in box.text()
+    assert [panel.model_combo.itemText(i) for i in range(panel.model_combo.count())] == before
+    box.close()
+    # a good checkpoint file opened the same way is listed and chosen
+    checkpoint = trained_run / "checkpoints" / "last.pt"
+    panel.open_checkpoint(str(checkpoint))
+    qtbot.waitUntil(lambda: panel.model_choice().checkpoint == str(checkpoint), timeout=TIMEOUT_MS)
+    assert panel.model_combo.count() == len(before) + 1
+
+
+def test_exports_write_files_that_read_back(qtbot, tmp_path, trained_run, shapes_folder):
+    folder, count = shapes_folder
+    panel = open_panel(qtbot, tmp_path, trained_run.parent, [folder])
+    choose(panel.compare_combo, "none")
+    wait_embedded(qtbot, panel)
+    combined = panel.primary.combined
+
+    panel.export_embeddings(str(tmp_path / "embeddings.npz"))
+    qtbot.waitUntil(lambda: not panel.exporting(), timeout=TIMEOUT_MS)
+    archive = np.load(tmp_path / "embeddings.npz")
+    assert archive["paths"].tolist() == combined.paths
+    assert np.array_equal(archive["features"], combined.features)
+    panel.export_embeddings(str(tmp_path / "embeddings.csv"))
+    qtbot.waitUntil(lambda: not panel.exporting(), timeout=TIMEOUT_MS)
+    with open(tmp_path / "embeddings.csv") as file:
+        rows = list(csv.reader(file))
+    assert len(rows) == count + 1 and rows[1][0] == combined.paths[0]
+
+    panel.map.save_png(str(tmp_path / "map.png"))
+    assert not QImage(str(tmp_path / "map.png")).isNull()
+
+    panel.neighbours.show_neighbours_of(0)
+    panel.neighbours.export_query(str(tmp_path / "neighbours.csv"))
+    with open(tmp_path / "neighbours.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["neighbour"] for row in rows] == [combined.paths[i] for i in panel.neighbours.indices]
+    panel.neighbours.k_spin.setValue(3)
+    panel.neighbours.export_every_image(str(tmp_path / "all_neighbours.csv"))
+    qtbot.waitUntil(lambda: not panel.exporting(), timeout=TIMEOUT_MS)
+    with open(tmp_path / "all_neighbours.csv") as file:
+        assert len(list(csv.DictReader(file))) == 3 * count
+
+    panel.tabs.setCurrentWidget(panel.duplicates)
+    panel.duplicates.set_threshold(0.8)
+    qtbot.waitUntil(lambda: panel.duplicates.pairs is not None and not panel.duplicates.computing(), timeout=TIMEOUT_MS)
+    panel.duplicates.export(str(tmp_path / "duplicates.csv"))
+    with open(tmp_path / "duplicates.csv") as file:
+        assert len(list(csv.DictReader(file))) == len(panel.duplicates.pairs)
+
+    panel.accuracy.probe_check.setChecked(False)
+    panel.accuracy.run()
+    qtbot.waitUntil(lambda: bool(panel.accuracy.reports), timeout=TIMEOUT_MS)
+    panel.accuracy.export(str(tmp_path / "accuracy.csv"))
+    with open(tmp_path / "accuracy.csv") as file:
+        rows = list(csv.DictReader(file))
+    overall = [row for row in rows if row["class"] == "all" and row["metric"] == "top1"]
+    assert float(overall[0]["value"]) == pytest.approx(panel.accuracy.reports[0].knn_top1, abs=1e-6)
+    # a file name the export refuses is one message, not a traceback
+    panel.export_embeddings(str(tmp_path / "embeddings.txt"))
+    qtbot.waitUntil(lambda: len(messages(panel)) == 1, timeout=TIMEOUT_MS)
+    assert ".npz or .csv" in messages(panel)[0].text()
+
+
+def test_closing_the_window_mid_embed_ends_the_worker_and_remembers_the_folders(qtbot, tmp_path, trained_run,
+                                                                                 monkeypatch):
+    monkeypatch.setenv("SSL_EXPLORER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(evaluation_worker, "embed_folder",
+                        functools.partial(evaluation_worker.embed_folder, batch_size=2))
+    folder = tmp_path / "to_close"
+    write_shapes_folder(folder, 200, seed=5, broken=False)
+    settings_path = tmp_path / "settings.ini"
+    window = MainWindow(AppSettings(settings_path))
+    qtbot.addWidget(window)
+    window.model.set_config(tiny_config(tmp_path))
+    window.evaluate.set_runs_dir(str(trained_run.parent))
+    window.resize(1280, 800)
+    window.show()
+    assert [window.tabs.tabText(i) for i in range(window.tabs.count())][-2:] == ["Training", "Evaluate"]
+    window.evaluate.add_folder(str(folder))
+    qtbot.wait(400)
+    assert not window.evaluate.embedding()   # the tab is not on screen: nothing runs yet
+    window.tabs.setCurrentWidget(window.evaluate)
+    qtbot.waitUntil(lambda: window.evaluate.embedding() and window.evaluate.worker.state().done > 0,
+                    timeout=TIMEOUT_MS)
+    worker = window.evaluate.worker
+    window.close()
+    assert worker.isFinished() and window.evaluate.worker is None
+    assert AppSettings(settings_path).text(EVALUATED_FOLDERS_KEY) == str(folder)
