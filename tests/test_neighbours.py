@@ -154,3 +154,15 @@ def test_groups_are_connected_components_largest_first():
     joined = DuplicatePairs(first=np.array([5, 0, 1, 2, 7, 6]), second=np.array([6, 1, 2, 9, 8, 8]),
                             similarity=np.ones(6, np.float32), truncated=False)
     assert joined.groups() == [[0, 1, 2, 9], [5, 6, 7, 8]]
+
+
+def test_centring_lets_a_threshold_separate_copies_in_one_orthant():
+    """ReLU features: raw cosines of unrelated rows are all high; centred, only the copies pass."""
+    rng = np.random.default_rng(4)
+    features = (np.abs(rng.standard_normal((200, 64))) + 2.0).astype(np.float32)
+    features[50] = features[5]
+    raw = near_duplicates(features, threshold=0.95)
+    assert len(raw) > 1000                                   # nearly every pair passes
+    centred = near_duplicates(features, threshold=0.95, centre=True)
+    assert list(zip(centred.first.tolist(), centred.second.tolist())) == [(5, 50)]
+    assert centred.similarity[0] == pytest.approx(1.0, abs=1e-6)

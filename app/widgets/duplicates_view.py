@@ -69,7 +69,9 @@ class DuplicatesView(QWidget):
         self.slider.setSingleStep(1)
         self.slider.setPageStep(10)
         self.slider.setValue(int(DEFAULT_THRESHOLD * SLIDER_STEPS_PER_UNIT))
-        self.slider.setToolTip("pairs of images at least this cosine-similar count as near-duplicates")
+        self.slider.setToolTip("pairs of images at least this similar count as near-duplicates: the cosine similarity "
+                                  "of their features after subtracting the folder's mean feature (copies score 1, "
+                                  "unrelated images about 0)")
         self.slider.valueChanged.connect(self._threshold_moved)
         self.threshold_label = QLabel()
         self.threshold_label.setMinimumWidth(self.threshold_label.fontMetrics().horizontalAdvance("0.000") + 8)
@@ -133,7 +135,7 @@ class DuplicatesView(QWidget):
 
     @staticmethod
     def _find(features: np.ndarray, threshold: float) -> tuple[float, DuplicatePairs, list[list[int]]]:
-        pairs = near_duplicates(features, threshold)
+        pairs = near_duplicates(features, threshold, centre=True)
         return threshold, pairs, pairs.groups()
 
     @Slot()

@@ -373,7 +373,7 @@ class EmbeddingMap(QWidget):
         toolbar.addWidget(self.fit_button)
         toolbar.addStretch(1)
 
-        self.count_label = QLabel()
+        self.count_label = QLabel(wordWrap=True)
         self.clear_button = QPushButton("Clear", toolTip="Clear the selection (Esc)")
         self.clear_button.clicked.connect(self.clear_selection)
         self._grid_model = _SelectionGridModel(self)
@@ -405,7 +405,7 @@ class EmbeddingMap(QWidget):
         splitter.addWidget(map_panel)
         splitter.addWidget(selection_panel)
         splitter.setStretchFactor(0, 1)
-        splitter.setSizes([700, 4 * (GRID_ICON_PIXELS + 6) + 24])  # four thumbnails across
+        splitter.setSizes([700, 3 * (GRID_ICON_PIXELS + 6) + 24])  # three thumbnails across
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
@@ -593,7 +593,8 @@ class EmbeddingMap(QWidget):
     def _show_selection(self) -> None:
         self._selection_rings.setData(pos=self._xy[self._selection])
         self._grid_model.show(self._selection, self._images, self._paths)
-        self.count_label.setText(f"{len(self._selection)} selected")
+        self.count_label.setText(f"{len(self._selection)} selected" if len(self._selection) else
+                                 "Select with Rectangle or Lasso to see the images here")
         self.clear_button.setEnabled(bool(len(self._selection)))
 
     @Slot(QModelIndex)

@@ -163,7 +163,9 @@ class EvaluatePanel(QWidget):
         self.compare_combo.currentIndexChanged.connect(self._schedule_embed)
         self.compare_combo.activated.connect(self._compare_chosen)
         self.export_button = QToolButton()
-        self.export_button.setText("Export")
+        self.export_button.setText("Export ▾")
+        # the style's own arrow overlaps the text of an instant-popup tool button: the text carries it
+        self.export_button.setStyleSheet("QToolButton::menu-indicator { image: none; }")
         self.export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self.export_menu = QMenu(self.export_button)
         self.export_menu.aboutToShow.connect(self._update_export_menu)

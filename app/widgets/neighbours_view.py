@@ -78,7 +78,9 @@ class NeighboursView(QWidget):
         self.k_spin.setToolTip("how many neighbours to show")
         self.k_spin.valueChanged.connect(self._refresh)
         self.export_button = QToolButton()
-        self.export_button.setText("Export neighbours…")
+        self.export_button.setText("Export neighbours ▾")
+        # the style's own arrow overlaps the text of an instant-popup tool button: the text carries it
+        self.export_button.setStyleSheet("QToolButton::menu-indicator { image: none; }")
         self.export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         menu = QMenu(self.export_button)
         self.export_query_action = menu.addAction("This image's neighbours…", self._export_query_clicked)

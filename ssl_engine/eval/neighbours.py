@@ -100,9 +100,15 @@ class DuplicatePairs:
         return sorted(members.values(), key=lambda group: (-len(group), group[0]))
 
 
-def near_duplicates(features: np.ndarray, threshold: float = 0.95, max_pairs: int = 10000) -> DuplicatePairs:
+def near_duplicates(features: np.ndarray, threshold: float = 0.95, max_pairs: int = 10000,
+                    centre: bool = False) -> DuplicatePairs:
     """Every pair of rows i < j of `features` (N, D) whose cosine similarity is >= `threshold`,
     most similar first (ties by i, then j), at most `max_pairs` of them (the most similar).
+
+    `centre=True` subtracts the mean row first. A ReLU network's pooled features all lie in the
+    positive orthant, so their raw cosines are high for any two images (0.97 is the median over
+    all pairs of digits for a small CNN trained on shapes): there a threshold separates nothing.
+    After centring, unrelated images score around 0 while copies still score 1.
 
     Blocks of rows are compared with all later rows only (the upper triangle), each block
     within the similarity budget, and only the best `max_pairs` candidates are held between
@@ -110,6 +116,9 @@ def near_duplicates(features: np.ndarray, threshold: float = 0.95, max_pairs: in
     """
     if max_pairs < 1:
         raise ValueError(f"max_pairs must be at least 1, got {max_pairs}")
+    if centre and len(features):
+        features = np.asarray(features, dtype=np.float32)
+        features = features - features.mean(axis=0, keepdims=True)
     rows = _unit_rows(features)
     count = rows.shape[0]
     threshold = float(threshold) - _ROUNDING_TOLERANCE

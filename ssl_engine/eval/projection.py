@@ -87,7 +87,7 @@ def project_2d(features: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
         return tsne_2d(features, seed=seed)
     if method == UMAP:
         return umap_2d(features, seed=seed)
-    return pca_2d(torch.from_numpy(np.asarray(features, np.float32)))
+    return pca_2d(torch.as_tensor(np.array(features, np.float32)))  # a copy: memmaps are read-only
 
 
 def kmeans_clusters(features: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
