@@ -377,8 +377,11 @@ def run_methods(args) -> int:
             for name, default, valid, help_text in describe(method.Params):
                 print(f"      {name:<22} = {default!s:<10} [{valid}]  {help_text}")
             optim = method.optim_defaults
+            decay = optim["weight_decay"]
+            if optim.get("weight_decay_schedule") == "cosine":
+                decay = f"{decay} -> {optim['weight_decay_end']} (cosine)"
             print(f"      optimiser: {optim['name']} lr {optim['lr']} x batch/256, weight decay "
-                  f"{optim['weight_decay']}, warm-up {optim['warmup_epochs']} epochs; views: {method.augment_preset}")
+                  f"{decay}, warm-up {optim['warmup_epochs']} epochs; views: {method.augment_preset}")
         print()
     return 0
 

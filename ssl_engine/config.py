@@ -67,8 +67,12 @@ class MethodConfig:
 class OptimConfig:
     name: str = hyper("lars", choices=("sgd", "adamw", "lars"), help="optimiser (biases and norm layers get no weight decay or LARS adaptation)")
     lr: float = hyper(0.3, gt=0, le=100, help="base learning rate for a batch of 256 (scaled linearly with the batch size)")
-    weight_decay: float = hyper(1e-6, ge=0, le=1, help="weight decay")
+    weight_decay: float = hyper(1e-6, ge=0, le=1, help="weight decay (at the start, with a cosine schedule)")
+    weight_decay_schedule: str = hyper("constant", choices=("constant", "cosine"),
+                                       help="cosine: weight decay rises from weight_decay to weight_decay_end over the run (DINO, iBOT, MSN, I-JEPA)")
+    weight_decay_end: float = hyper(0.4, ge=0, le=1, help="weight decay at the end of a cosine schedule")
     momentum: float = hyper(0.9, ge=0, lt=1, help="SGD/LARS momentum, AdamW's beta1")
+    beta2: float = hyper(0.999, gt=0, lt=1, help="AdamW's second-moment decay (0.95 in MAE)")
     warmup_epochs: float = hyper(10.0, ge=0, le=1000, help="linear warm-up length in epochs (at most a tenth of the run)")
     min_lr_ratio: float = hyper(0.0, ge=0, le=1, help="learning rate at the end of the cosine decay, as a share of the peak")
     lars_eta: float = hyper(0.001, gt=0, le=1, help="LARS trust coefficient")

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from ssl_engine.config import OptimConfig
-from ssl_engine.train.optim import LARS, build_optimizer, set_learning_rate, split_decay_groups
-from ssl_engine.train.schedules import warmup_cosine
+from ssl_engine.train.optim import LARS, build_optimizer, set_learning_rate, set_weight_decay, split_decay_groups
+from ssl_engine.train.schedules import cosine_ramp, warmup_cosine
 
 
 def test_warmup_then_cosine():
@@ -68,3 +68,22 @@ def test_fixed_rate_groups_keep_the_peak_rate():
     rates = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
     assert rates[id(model[0].weight)] == 0.01 and rates[id(model[1].weight)] == 0.05
     assert not math.isnan(rates[id(model[1].bias)])
+
+
+def test_cosine_weight_decay_ramp_reaches_only_the_decayed_groups():
+    assert cosine_ramp(0, 100, 0.04, 0.4) == pytest.approx(0.04)
+    assert cosine_ramp(50, 100, 0.04, 0.4) == pytest.approx(0.22)
+    assert cosine_ramp(100, 100, 0.04, 0.4) == pytest.approx(0.4)
+    model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8))
+    for name in ("sgd", "adamw", "lars"):
+        opt = build_optimizer(model, [{"params": list(model.parameters())}], OptimConfig(name=name, weight_decay=0.04), 0.1)
+        set_weight_decay(opt, 0.3)
+        by_param = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+        assert by_param[id(model[0].weight)] == 0.3
+        assert by_param[id(model[0].bias)] == by_param[id(model[1].weight)] == 0.0
+
+
+def test_adamw_takes_its_second_moment_decay_from_the_config():
+    model = nn.Linear(2, 2)
+    opt = build_optimizer(model, [{"params": list(model.parameters())}], OptimConfig(name="adamw", beta2=0.95), 1e-3)
+    assert all(group["betas"] == (0.9, 0.95) for group in opt.param_groups)

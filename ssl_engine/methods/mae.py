@@ -95,9 +95,8 @@ class MAE(Method):
     augment_preset = "mae"
     matrix_names = ()
     # The paper's pre-training (appendix A.1): AdamW, base lr 1.5e-4 per 256 images, weight decay
-    # 0.05, 40 warm-up epochs, cosine decay to 0, no gradient clipping. Its betas are (0.9, 0.95);
-    # the engine's AdamW sets beta1 from `momentum` and keeps beta2 at 0.999.
-    optim_defaults = {"name": "adamw", "lr": 1.5e-4, "weight_decay": 0.05, "momentum": 0.9,
+    # 0.05, 40 warm-up epochs, cosine decay to 0, no gradient clipping. Its betas are (0.9, 0.95).
+    optim_defaults = {"name": "adamw", "lr": 1.5e-4, "weight_decay": 0.05, "momentum": 0.9, "beta2": 0.95,
                       "warmup_epochs": 40.0, "min_lr_ratio": 0.0, "grad_clip": 0.0}
 
     def __init__(self, backbone, params: MAEParams, total_steps: int):

@@ -58,7 +58,8 @@ def split_decay_groups(method: nn.Module, groups: list[dict]) -> list[dict]:
         if decay:
             result.append({"params": decay, **extra})
         if exclude:
-            result.append({"params": exclude, "weight_decay": 0.0, "lars_exclude": True, **extra})
+            result.append({"params": exclude, "weight_decay": 0.0, "lars_exclude": True, "no_weight_decay": True,
+                           **extra})
     return result
 
 
@@ -72,8 +73,15 @@ def build_optimizer(method: nn.Module, groups: list[dict], config: OptimConfig, 
     if config.name == "adamw":
         for g in groups:
             g.pop("lars_exclude", None)
-        return torch.optim.AdamW(groups, lr=lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, betas=(config.momentum, config.beta2), weight_decay=config.weight_decay)
     return LARS(groups, lr=lr, weight_decay=config.weight_decay, momentum=config.momentum, eta=config.lars_eta)
+
+
+def set_weight_decay(optimizer: torch.optim.Optimizer, weight_decay: float) -> None:
+    """Apply the scheduled weight decay to every group that decays (not biases and norm layers)."""
+    for group in optimizer.param_groups:
+        if not group.get("no_weight_decay"):
+            group["weight_decay"] = weight_decay
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, peak_lr: float) -> None:
