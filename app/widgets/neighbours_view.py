@@ -1,7 +1,8 @@
 """The Evaluate tab's Neighbours view: an image and the images nearest to it in the opened folders.
 
 The query is a point clicked on the map (an image of the folders, left out of its own
-neighbours) or an outside image opened from disk and embedded off the UI thread. The neighbours
+neighbours) or an outside image opened from disk and embedded off the UI thread. For a ViT the
+query's class-token attention per head (last block) is drawn over it, also off the UI thread. The neighbours
 of one query are a single (N, D) x (D,) product, fast enough for the UI thread at 100k images;
 the neighbours of every image, for the export, run in the background.
 """
@@ -16,15 +17,18 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListView, QLis
                                QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from ssl_engine.errors import UserError
+from ssl_engine.eval.attention import has_attention, image_attention
 from ssl_engine.eval.export import save_neighbours_csv
 from ssl_engine.eval.folder_embedding import FolderEmbedding, embed_image_file
 from ssl_engine.eval.model_source import EvalModel
 from ssl_engine.eval.neighbours import nearest_neighbours
 
 from ..evaluation_worker import LatestCall
-from .image_grid import to_pixmap
+from .image_grid import ScaledPicture, mosaic, to_pixmap
+from .overlays import attention_columns
 
 QUERY_SIDE = 128      # pixels of the query image
+ATTENTION_HEIGHT = 120  # pixels of the attention strip (the image, then one map per head)
 NEIGHBOUR_SIDE = 96   # pixels of each neighbour's icon
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp);;All files (*)"
 
@@ -57,6 +61,9 @@ class NeighboursView(QWidget):
         self._outside_image = LatestCall(self)
         self._outside_image.done.connect(self._outside_image_embedded)
         self._outside_image.failed.connect(self.error)
+        self._attention = LatestCall(self)
+        self._attention.done.connect(self._attention_computed)
+        self._attention.failed.connect(self._attention_failed)
         self._export_all = LatestCall(self)
         self._export_all.done.connect(self._all_neighbours_written)
         self._export_all.failed.connect(self.error)
@@ -86,6 +93,13 @@ class NeighboursView(QWidget):
         self.export_query_action = menu.addAction("This image's neighbours…", self._export_query_clicked)
         self.export_all_action = menu.addAction("Every image's neighbours…", self._export_all_clicked)
         self.export_button.setMenu(menu)
+        self.attention_caption = QLabel()
+        self.attention_caption.setWordWrap(True)
+        self.attention_picture = ScaledPicture()
+        self.attention_picture.setFixedHeight(ATTENTION_HEIGHT)
+        self.attention_picture.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        self.attention_picture.setToolTip("where the class token looks in the last block, one map per head "
+                                          "(yellow: most attention); the patches as the ViT sees them")
         self.grid = QListWidget()
         self.grid.setViewMode(QListView.ViewMode.IconMode)
         self.grid.setIconSize(QSize(NEIGHBOUR_SIDE, NEIGHBOUR_SIDE))
@@ -109,13 +123,18 @@ class NeighboursView(QWidget):
         header.addLayout(controls, 1)
         layout = QVBoxLayout(self)
         layout.addLayout(header)
+        layout.addWidget(self.attention_caption)
+        layout.addWidget(self.attention_picture)
         layout.addWidget(self.grid, 1)
+        self._show_attention(None)
         self._update_enabled()
 
     # -- what the panel calls ------------------------------------------------------------
     def set_embedding(self, embedding: FolderEmbedding | None, model: EvalModel | None) -> None:
         """The images to search (None: nothing embedded yet) and the model that embedded them."""
         self._outside_image.drop()
+        self._attention.drop()
+        self._show_attention(None)
         self.embedding, self.model = embedding, model
         self.query_index, self.query_path, self._query_feature = None, "", None
         self.query_picture.clear()
@@ -130,6 +149,7 @@ class NeighboursView(QWidget):
         self.query_index, self.query_path = int(index), self.embedding.paths[index]
         self._query_feature = np.asarray(self.embedding.features[index], np.float32)
         self._set_query_picture(self.embedding.thumbnails[index])
+        self._request_attention()
         self._refresh()
 
     def open_image(self, path: str | None = None) -> None:
@@ -161,6 +181,7 @@ class NeighboursView(QWidget):
 
     def shutdown(self) -> None:
         self._outside_image.shutdown()
+        self._attention.shutdown()
         self._export_all.shutdown()
 
     # -- jobs ----------------------------------------------------------------------------
@@ -180,7 +201,38 @@ class NeighboursView(QWidget):
         self.query_index, self.query_path = None, path
         self._query_feature = np.asarray(feature, np.float32)
         self._set_query_picture(thumbnail)
+        self._request_attention()
         self._refresh()
+
+    def _request_attention(self) -> None:
+        """The query's attention maps, computed off the UI thread, when the model is a ViT."""
+        if self.model is not None and has_attention(self.model) and self.query_path:
+            self.attention_caption.setText("computing the attention maps…")
+            self._attention.request(image_attention, self.model, self.query_path)
+
+    @Slot(object)
+    def _attention_computed(self, result) -> None:
+        self._show_attention(result)
+
+    @Slot(str)
+    def _attention_failed(self, message: str) -> None:
+        self._show_attention(None)
+        self.attention_caption.setText(f"no attention maps: {message}")
+        self.attention_caption.show()
+
+    def _show_attention(self, result) -> None:
+        """The strip of the query as the ViT sees it and one blended map per head, or nothing."""
+        if result is None:
+            self.attention_caption.hide()
+            self.attention_picture.hide()
+            return
+        pixels, maps = result
+        originals = pixels[None]
+        self.attention_picture.set_picture(mosaic([originals, *attention_columns(originals, maps[None])]))
+        self.attention_caption.setText(f"class-token attention of the last block, {len(maps)} heads "
+                                       f"({maps.shape[-1]} x {maps.shape[-1]} patches)")
+        self.attention_caption.show()
+        self.attention_picture.show()
 
     @Slot(object)
     def _all_neighbours_written(self, path: str) -> None:

@@ -10,6 +10,7 @@ need beyond pooled features:
     tokens = vit.tokens(images, mask=mask)         # masked patches replaced by the mask token
     tokens = vit.tokens(images, keep=keep)         # only the kept patches (MAE, MSN)
     attention = vit.last_attention(images)         # (N, heads, 1 + P, 1 + P), last block
+    maps = vit.class_token_attention(images)       # (N, heads, grid, grid), class token -> patches
     patches = patchify(images, vit.patch_size)     # (N, P, p^2 * 3) pixels in token order; unpatchify inverts
 
 Widths follow DeiT: tiny 192 wide with 3 heads, small 384 with 6, 12 blocks each; pre-norm
@@ -146,6 +147,16 @@ class VisionTransformer(nn.Module):
         for block in self.blocks[:-1]:
             x = block(x)
         return self.blocks[-1](x, return_attention=True)[1]
+
+    @torch.no_grad()
+    def class_token_attention(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, heads, grid, grid) float32: the last block's attention of the class token over the
+        patches, one map per head, each scaled so that its largest weight is 1 (the maps DINO
+        shows; square images only)."""
+        weights = self.last_attention(images)[:, :, 0, 1:].float()
+        side = round(weights.shape[-1] ** 0.5)
+        maps = weights.reshape(len(images), weights.shape[1], side, side)
+        return maps / maps.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:

@@ -462,11 +462,8 @@ class Trainer:
                 picture = picture * std + mean
             pictures[name] = picture.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy().copy()
         attention = None
-        if hasattr(backbone, "last_attention"):
-            weights = backbone.last_attention(images)[:, :, 0, 1:].float()   # class token -> patches
-            grid = backbone.grid
-            maps = weights.reshape(len(images), weights.shape[1], grid, grid)
-            attention = (maps / maps.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)).cpu().numpy().copy()
+        if hasattr(backbone, "class_token_attention"):
+            attention = backbone.class_token_attention(images).cpu().numpy().copy()
         if pictures or attention is not None:
             self._emit(MethodPictures(step=step, originals=shown, pictures=pictures,
                                       attention=attention),
