@@ -50,15 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print kNN top-1 on a fixed evaluation subset every EPOCHS epochs")
 
     evaluate = commands.add_parser("eval", help="kNN and linear-probe top-1 of a trained backbone")
-    source = evaluate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a checkpoint file or a run folder")
-    source.add_argument("--baseline", choices=("random", "pixels"),
-                        help="evaluate a randomly initialised backbone or raw pixels instead")
+    evaluate.add_argument("--checkpoint", help="a checkpoint file or a run folder")
+    evaluate.add_argument("--baseline", choices=("random", "pixels"),
+                          help="evaluate a randomly initialised backbone (with --checkpoint: that model's "
+                               "architecture and normalisation, the floor it should beat) or raw pixels instead")
     evaluate.add_argument("--data", required=True, help="digits, shapes, cifar10, cifar100, stl10 or folder:PATH "
                           "(a folder with one subfolder per class; cross-validated unless --test is given)")
     evaluate.add_argument("--test", metavar="folder:PATH", help="a labelled test folder: train on --data, test on it")
     evaluate.add_argument("--k", type=int, default=20, help="neighbours for kNN (default 20)")
-    evaluate.add_argument("--backbone", default="small_cnn", help="backbone for --baseline random")
+    evaluate.add_argument("--backbone", default="small_cnn", help="backbone for --baseline random without --checkpoint")
     evaluate.add_argument("--image-size", type=int, help="image size (default: the checkpoint's, or 32)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the split and of --baseline random")
     evaluate.add_argument("--device", default="auto")
@@ -66,12 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--csv", metavar="FILE", help="also write the accuracy table (folder data) as CSV")
 
     embed = commands.add_parser("embed", help="embed a folder of images and save the features with their paths")
-    source = embed.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a checkpoint file or a run folder")
-    source.add_argument("--baseline", choices=("random",), help="a randomly initialised backbone instead")
+    embed.add_argument("--checkpoint", help="a checkpoint file or a run folder")
+    embed.add_argument("--baseline", choices=("random",),
+                       help="a randomly initialised backbone instead (with --checkpoint: of that model's architecture)")
     embed.add_argument("--data", required=True, metavar="folder:PATH", help="the folder of images to embed")
     embed.add_argument("--out", required=True, metavar="FILE", help="FILE.npz or FILE.csv")
-    embed.add_argument("--backbone", default="small_cnn", help="backbone for --baseline random")
+    embed.add_argument("--backbone", default="small_cnn", help="backbone for --baseline random without --checkpoint")
     embed.add_argument("--image-size", type=int, help="image size (default: the checkpoint's, or 32)")
     embed.add_argument("--seed", type=int, default=0, help="seed of --baseline random")
     embed.add_argument("--device", default="auto")
@@ -181,8 +181,18 @@ def _eval_model(args):
         raise UserError(f"--image-size must be at least 8, got {args.image_size}")
     if args.checkpoint:
         model = open_model(args.checkpoint)
+        if args.baseline == "random":  # the floor of this model: its network at random initialisation
+            model = random_init_model(like=model, seed=args.seed)
         return at_image_size(model, args.image_size) if args.image_size else model
     return random_init_model(backbone=args.backbone, image_size=args.image_size or 32, seed=args.seed)
+
+
+def _check_model_source(args) -> None:
+    """--checkpoint, --baseline, or both for a checkpoint's random-init floor (not with pixels)."""
+    if not args.checkpoint and not args.baseline:
+        raise UserError("give --checkpoint PATH or --baseline (see --help)")
+    if args.checkpoint and args.baseline == "pixels":
+        raise UserError("--baseline pixels evaluates raw pixels: leave out --checkpoint")
 
 
 class _EmbeddingBar:
@@ -218,6 +228,7 @@ def _embedded(model, folder: str, args, **options):
 def run_embed(args) -> int:
     from .eval.export import save_embeddings
 
+    _check_model_source(args)
     folder = _folder_path(args.data, "--data")
     if os.path.splitext(args.out)[1].lower() not in (".npz", ".csv"):
         raise UserError(f"--out must end in .npz or .csv, got {args.out!r}")
@@ -321,6 +332,7 @@ def run_eval(args) -> int:
     from .train.checkpoint import load_checkpoint
     from .train.trainer import backbone_state, build_backbone_for, load_data_for, resolve_device
 
+    _check_model_source(args)
     if args.k < 1:
         raise UserError(f"--k must be >= 1, got {args.k}")
     if args.data.startswith(FOLDER_PREFIX):
@@ -342,7 +354,12 @@ def run_eval(args) -> int:
         result = evaluate_pixels(splits, k=args.k, seed=args.seed)
         what = "raw pixels"
     else:
-        if args.checkpoint:
+        if args.checkpoint and args.baseline == "random":  # the checkpoint's network, freshly initialised
+            torch.manual_seed(args.seed)
+            backbone = build_backbone_for(config.with_overrides([f"data.image_size={image_size}"]))
+            mean, std = state["normalization"]["mean"], state["normalization"]["std"]
+            what = f"{config.backbone.name} of {args.checkpoint} at random initialisation"
+        elif args.checkpoint:
             backbone = build_backbone_for(config)
             backbone.load_state_dict(backbone_state(state))
             mean, std = state["normalization"]["mean"], state["normalization"]["std"]

@@ -140,6 +140,9 @@ def bad_inputs(tmp_path_factory, folders):
      "hexagon"),
     (["eval", "--checkpoint", "{run}", "--data", "folder:{data}/train", "--test", "digits"], "--test must be folder"),
     (["eval", "--checkpoint", "{run}", "--data", "digits", "--test", "folder:{data}/test"], "--test needs --data"),
+    (["eval", "--data", "folder:{data}/train"], "give --checkpoint PATH or --baseline"),
+    (["eval", "--checkpoint", "{run}", "--baseline", "pixels", "--data", "folder:{data}/train"], "leave out --checkpoint"),
+    (["embed", "--data", "folder:{data}/flat", "--out", "{tmp}/x.npz"], "give --checkpoint PATH or --baseline"),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(argv, message, run, folders, bad_inputs, tmp_path, capsys):
     argv = [a.format(run=run, data=folders, bad=bad_inputs, tmp=tmp_path) for a in argv]
@@ -148,3 +151,17 @@ def test_bad_input_is_one_error_line_and_exit_2(argv, message, run, folders, bad
     assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
     assert message in captured.err and captured.out == ""
     assert not (bad_inputs / "code-ran").exists()
+
+
+def test_the_random_floor_of_a_checkpoint_is_its_own_network_at_initialisation(run, folders, capsys):
+    """--baseline random --checkpoint: same architecture and normalisation, fresh weights."""
+    argv = ["eval", "--data", f"folder:{folders / 'train'}", "--device", "cpu", "--json", "--seed", "3"]
+    assert main([*argv, "--checkpoint", str(run), "--baseline", "random"]) == 0
+    floor = json.loads(capsys.readouterr().out)
+    trained = open_model(run)
+    expected = random_init_model(like=trained, seed=3)
+    assert floor["model"] == expected.name
+    embedding = embed_folder(expected, str(folders / "train"), cache_dir="")
+    from ssl_engine.eval.accuracy import accuracy_report
+    report = accuracy_report(embedding.features, embedding.labels, embedding.class_names, seed=3)
+    assert floor["knn_top1"] == pytest.approx(report.knn_top1)
