@@ -67,6 +67,9 @@ def test_the_neighbours_view_draws_the_querys_attention(qtbot, vit, folder, tmp_
     view.show_neighbours_of(2)
     qtbot.waitUntil(lambda: view.attention_picture.isVisible(), timeout=10000)
     assert "3 heads" in view.attention_caption.text()
+    qtbot.wait(50)
+    strip, grid = view.attention_picture.geometry(), view.grid.geometry()
+    assert strip.height() == 120 and grid.top() > strip.bottom()   # the neighbours sit below, not over it
     # an image from outside the folder gets its maps too
     outside = tmp_path / "outside.png"
     save_image_set(generate_shapes(1, 32, seed=9), tmp_path / "elsewhere", labelled=False)

@@ -14,7 +14,7 @@ import os
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal, Slot
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem, QMenu,
-                               QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
+                               QPushButton, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from ssl_engine.errors import UserError
 from ssl_engine.eval.attention import has_attention, image_attention
@@ -97,6 +97,9 @@ class NeighboursView(QWidget):
         self.attention_caption.setWordWrap(True)
         self.attention_picture = ScaledPicture()
         self.attention_picture.setFixedHeight(ATTENTION_HEIGHT)
+        # a Fixed height policy: with ScaledPicture's Ignored one the box layout sizes the strip by
+        # its (zero) size hint, not its minimum, and the grid below covers it
+        self.attention_picture.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.attention_picture.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         self.attention_picture.setToolTip("where the class token looks in the last block, one map per head "
                                           "(yellow: most attention); the patches as the ViT sees them")
@@ -218,21 +221,24 @@ class NeighboursView(QWidget):
     def _attention_failed(self, message: str) -> None:
         self._show_attention(None)
         self.attention_caption.setText(f"no attention maps: {message}")
-        self.attention_caption.show()
+        self.attention_caption.setVisible(True)
 
     def _show_attention(self, result) -> None:
         """The strip of the query as the ViT sees it and one blended map per head, or nothing."""
         if result is None:
-            self.attention_caption.hide()
-            self.attention_picture.hide()
+            self._set_strip_visible(False)
             return
         pixels, maps = result
         originals = pixels[None]
         self.attention_picture.set_picture(mosaic([originals, *attention_columns(originals, maps[None])]))
         self.attention_caption.setText(f"class-token attention of the last block, {len(maps)} heads "
                                        f"({maps.shape[-1]} x {maps.shape[-1]} patches)")
-        self.attention_caption.show()
-        self.attention_picture.show()
+        self._set_strip_visible(True)
+
+    def _set_strip_visible(self, visible: bool) -> None:
+        for widget in (self.attention_caption, self.attention_picture):
+            widget.setVisible(visible)
+
 
     @Slot(object)
     def _all_neighbours_written(self, path: str) -> None:
