@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import traceback
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from ssl_engine.errors import UserError
 from ssl_engine.eval.accuracy import AccuracyReport, accuracy_report
-from ssl_engine.eval.folder_embedding import EmbeddingCancelled, FolderEmbedding, embed_folder
+from ssl_engine.eval.folder_embedding import EmbeddingCancelled, FolderEmbedding, combine_embeddings, embed_folder
 from ssl_engine.eval.model_source import EvalModel, open_model, random_init_model
 
 from .background import BackgroundCall
@@ -57,8 +57,21 @@ class EmbeddedFolders:
 
     model: EvalModel
     folders: list[FolderEmbedding]
-    combined: FolderEmbedding   # the folders one after the other; classes merged by name
-    folder_of: np.ndarray       # int64 (N,): the folder each row of `combined` comes from
+
+    @cached_property
+    def _joined(self) -> tuple[FolderEmbedding, np.ndarray]:
+        # made when first asked for: the compared model's folders are only read one by one
+        return combine_embeddings(self.folders)
+
+    @property
+    def combined(self) -> FolderEmbedding:
+        """The folders one after the other; classes merged by name."""
+        return self._joined[0]
+
+    @property
+    def folder_of(self) -> np.ndarray:
+        """int64 (N,): the folder each row of `combined` comes from."""
+        return self._joined[1]
 
     @property
     def folder_names(self) -> list[str]:
@@ -211,7 +224,6 @@ class LatestCall(QObject):
         self._running: BackgroundCall | None = None
         self._running_cancel: threading.Event | None = None
         self._pending: tuple | None = None
-        self.started_at = 0.0
 
     def busy(self) -> bool:
         return self._running is not None or self._pending is not None
@@ -250,7 +262,6 @@ class LatestCall(QObject):
         self._running = BackgroundCall(fn, *args, **kwargs)
         self._running.superseded = False
         self._running.finished.connect(self._finished)
-        self.started_at = time.monotonic()
         self._running.start()
 
     @Slot()

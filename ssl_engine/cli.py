@@ -329,8 +329,7 @@ def run_eval(args) -> int:
     from .data import FOLDER_PREFIX
     from .data.stats import channel_stats
     from .eval.evaluate import evaluate_backbone, evaluate_pixels
-    from .train.checkpoint import load_checkpoint
-    from .train.trainer import backbone_state, build_backbone_for, load_data_for, resolve_device
+    from .train.trainer import build_backbone_for, load_data_for, resolve_device
 
     _check_model_source(args)
     if args.k < 1:
@@ -340,12 +339,13 @@ def run_eval(args) -> int:
     if args.test or args.csv:
         raise UserError(f"--{'test' if args.test else 'csv'} needs --data folder:PATH (a labelled folder of images)")
     device = resolve_device(args.device)
-    if args.checkpoint:
-        state = load_checkpoint(args.checkpoint)
-        config = ExperimentConfig.from_dict(state["config"])
+    # a checkpoint's network (trained, or its random-init floor) as the folder path opens it
+    model = _eval_model(args) if args.checkpoint and args.baseline != "pixels" else None
+    if model is not None:
+        config = model.config
     else:
         config = ExperimentConfig.for_method("simclr").with_overrides([f"backbone.name={json.dumps(args.backbone)}"])
-    image_size = args.image_size or config.data.image_size
+    image_size = args.image_size or (model.image_size if model is not None else config.data.image_size)
     splits = load_data_for(config, source=args.data, image_size=image_size, seed=args.seed)
     if splits.test is None or not splits.train.has_labels:
         raise UserError(f"{args.data} has no labels: kNN and linear-probe accuracy need labelled images "
@@ -354,16 +354,9 @@ def run_eval(args) -> int:
         result = evaluate_pixels(splits, k=args.k, seed=args.seed)
         what = "raw pixels"
     else:
-        if args.checkpoint and args.baseline == "random":  # the checkpoint's network, freshly initialised
-            torch.manual_seed(args.seed)
-            backbone = build_backbone_for(config.with_overrides([f"data.image_size={image_size}"]))
-            mean, std = state["normalization"]["mean"], state["normalization"]["std"]
-            what = f"{config.backbone.name} of {args.checkpoint} at random initialisation"
-        elif args.checkpoint:
-            backbone = build_backbone_for(config)
-            backbone.load_state_dict(backbone_state(state))
-            mean, std = state["normalization"]["mean"], state["normalization"]["std"]
-            what = f"checkpoint {args.checkpoint}"
+        if model is not None:
+            backbone, mean, std = model.backbone, model.mean, model.std
+            what = model.name if args.baseline == "random" else f"checkpoint {args.checkpoint}"
         else:
             torch.manual_seed(args.seed)
             backbone = build_backbone_for(config.with_overrides([f"data.image_size={image_size}"]))

@@ -12,7 +12,7 @@ from ssl_engine.methods.dino import DINO, DINOHead, DINOParams
 from ssl_engine.models.backbones import build_backbone
 from ssl_engine.train import Trainer
 from ssl_engine.train.checkpoint import load_checkpoint
-from ssl_engine.train.schedules import cosine_ramp
+from ssl_engine.models.ema import cosine_momentum
 from tests.helpers import assert_same_state, stopped_run, tiny_config
 
 SMALL = {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16}
@@ -158,7 +158,7 @@ def test_a_stopped_run_resumes_to_the_same_weights_and_centre(tmp_path):
     straight.run()
     # the paper's weight decay ramp: 0.04 at the start, near 0.4 at the last of 10 steps; norms and biases stay at 0
     decays = sorted({group["weight_decay"] for group in straight.optimizer.param_groups})
-    assert decays[0] == 0.0 and decays[-1] == pytest.approx(cosine_ramp(9, 10, 0.04, 0.4)) and decays[-1] > 0.39
+    assert decays[0] == 0.0 and decays[-1] == pytest.approx(cosine_momentum(9, 10, 0.04, 0.4)) and decays[-1] > 0.39
     first, summary = stopped_run(tiny_config(tmp_path / "b", "dino", *overrides, epochs=2, count=100, batch=16))
     assert summary["steps"] == 5 and math.isfinite(summary["final_loss"])
     assert load_checkpoint(first.run_dir)["method"]["center"].abs().sum() > 0

@@ -180,3 +180,15 @@ def test_trains_on_vit_tiny_with_multi_crop_and_resumes_with_its_prototypes_and_
     for key in ("prototypes", "target_backbone.pos_embed", "target_projector.6.weight"):
         assert torch.equal(restored[key], saved[key]), key
     assert not torch.equal(load_checkpoint(first.run_dir)["method"]["prototypes"], saved["prototypes"])
+
+
+def test_a_weight_decay_schedule_leaves_the_prototypes_undecayed():
+    from ssl_engine.config import OptimConfig
+    from ssl_engine.train.optim import build_optimizer, set_weight_decay
+
+    method = small_msn()
+    optimizer = build_optimizer(method, method.parameter_groups(), OptimConfig(name="adamw", weight_decay=0.04), 1e-3)
+    set_weight_decay(optimizer, 0.3)
+    decay_of = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert decay_of[id(method.prototypes)] == 0.0
+    assert 0.3 in decay_of.values()

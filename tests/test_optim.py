@@ -9,7 +9,8 @@ from torch import nn
 
 from ssl_engine.config import OptimConfig
 from ssl_engine.train.optim import LARS, build_optimizer, set_learning_rate, set_weight_decay, split_decay_groups
-from ssl_engine.train.schedules import cosine_ramp, warmup_cosine
+from ssl_engine.models.ema import cosine_momentum
+from ssl_engine.train.schedules import warmup_cosine
 
 
 def test_warmup_then_cosine():
@@ -71,9 +72,9 @@ def test_fixed_rate_groups_keep_the_peak_rate():
 
 
 def test_cosine_weight_decay_ramp_reaches_only_the_decayed_groups():
-    assert cosine_ramp(0, 100, 0.04, 0.4) == pytest.approx(0.04)
-    assert cosine_ramp(50, 100, 0.04, 0.4) == pytest.approx(0.22)
-    assert cosine_ramp(100, 100, 0.04, 0.4) == pytest.approx(0.4)
+    assert cosine_momentum(0, 100, 0.04, 0.4) == pytest.approx(0.04)
+    assert cosine_momentum(50, 100, 0.04, 0.4) == pytest.approx(0.22)
+    assert cosine_momentum(100, 100, 0.04, 0.4) == pytest.approx(0.4)
     model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8))
     for name in ("sgd", "adamw", "lars"):
         opt = build_optimizer(model, [{"params": list(model.parameters())}], OptimConfig(name=name, weight_decay=0.04), 0.1)

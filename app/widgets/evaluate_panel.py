@@ -31,9 +31,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxL
 from ssl_engine.errors import UserError
 from ssl_engine.eval.export import save_embeddings
 from ssl_engine.eval.model_source import EvalModel, RunInfo, list_runs, open_model
-
-from ssl_engine.eval.folder_embedding import combine_embeddings
 from ssl_engine.eval.projection import kmeans_clusters, project_2d, projection_methods
+from ssl_engine.train.checkpoint import checkpoint_file
 
 from ..evaluation_worker import RANDOM_INIT, EmbeddedFolders, EmbeddingThread, LatestCall, ModelChoice
 from .accuracy_view import AccuracyView
@@ -535,10 +534,9 @@ class EvaluatePanel(QWidget):
 
     def _embedded(self, state, model_index: int) -> EmbeddedFolders:
         folders = [state.finished[(model_index, f)] for f in range(len(self.worker.folders))]
-        combined, folder_of = combine_embeddings(folders)
         model = state.models[model_index]
         self._remember_model(model)
-        return EmbeddedFolders(model, folders, combined, folder_of)
+        return EmbeddedFolders(model, folders)
 
     @Slot()
     def _embedding_finished(self) -> None:
@@ -807,9 +805,8 @@ def same_path(first: str, second: str) -> bool:
 
 
 def checkpoint_of(path: str) -> str:
-    """The checkpoint file a run folder is evaluated from (open_model's rule)."""
-    candidate = os.path.join(path, "checkpoints", "last.pt")
-    return candidate if os.path.isdir(path) and os.path.isfile(candidate) else path
+    """The checkpoint file a run folder is evaluated from (the engine's rule)."""
+    return str(checkpoint_file(path))
 
 
 def _projection_job(combined, method: str):

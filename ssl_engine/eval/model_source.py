@@ -21,7 +21,7 @@ import torch
 
 from ..config import ExperimentConfig
 from ..errors import UserError
-from ..train.checkpoint import load_checkpoint
+from ..train.checkpoint import checkpoint_file, load_checkpoint
 from ..train.trainer import backbone_state, build_backbone_for
 
 NEUTRAL_MEAN_STD = (0.5, 0.5, 0.5)  # normalisation of a random-init model with no `like`: [0, 1] -> [-1, 1]
@@ -68,14 +68,6 @@ def _data_name(source: str) -> str:
     return Path(source[len("folder:"):]).name if source.startswith("folder:") else source
 
 
-def _checkpoint_file(path: Path) -> Path:
-    """The file `load_checkpoint` reads for `path` (a run folder or a checkpoint file)."""
-    if path.is_dir():
-        candidate = path / "checkpoints" / "last.pt"
-        return candidate if candidate.is_file() else path / "last.pt"
-    return path
-
-
 def _run_name(checkpoint: Path) -> str:
     """The run folder's name for runs/<run>/checkpoints/last.pt, else the file's own name."""
     if checkpoint.parent.name == "checkpoints":
@@ -85,8 +77,8 @@ def _run_name(checkpoint: Path) -> str:
 
 def open_model(path: str | os.PathLike) -> EvalModel:
     """The backbone of a checkpoint file or of a run folder (its checkpoints/last.pt)."""
-    checkpoint = _checkpoint_file(Path(path).expanduser().absolute())
-    state = load_checkpoint(checkpoint)
+    checkpoint = checkpoint_file(Path(path).expanduser().absolute())
+    state = load_checkpoint(path)  # errors name the path as the user gave it
     config = ExperimentConfig.from_dict(state["config"])
     if "normalization" not in state:
         raise UserError(f"{checkpoint} has no normalisation statistics; it was not written by the SSL Explorer trainer")

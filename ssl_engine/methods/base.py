@@ -141,10 +141,6 @@ class Method(nn.Module):
             return tuple(part[rows].to(images.device) for part in drawn)
         return drawn[rows].to(images.device)
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone features used for evaluation (kNN, linear probe, projections)."""
-        return self.backbone(images)
-
 
 def features_by_resolution(backbone: nn.Module, views: list[torch.Tensor]) -> list[torch.Tensor]:
     """Backbone features of each run of consecutive same-sized views, one pass per run (the

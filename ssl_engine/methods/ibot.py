@@ -33,8 +33,8 @@ resumed run and N processes mask alike.
 
 Everything else is DINO's (this class extends `dino.DINO`): the head, the EMA teacher with its
 cosine momentum, the frozen last layer(s) in the first epoch, the teacher prototype usage for the
-app. Not here: the code's drop path 0.1 in the student and its weight decay rising 0.04 -> 0.4 on
-a cosine (the engine keeps the weight decay fixed); the code's multi-crop for ViT-S (10 local
+app. Its weight decay rises 0.04 -> 0.4 on a cosine, as in the code. Not here: the code's drop path
+0.1 in the student; the code's multi-crop for ViT-S (10 local
 views, global crops 0.25-1, local 0.05-0.25) is replaced by DINO's preset.
 """
 

@@ -25,8 +25,8 @@ between views alongside, which is what the "hybrid" family (MSN) combines with m
 
 Differences with the reference, from the shared ViT: the encoder has a class token (ignored by
 the predictor and the targets) and learnt position embeddings (the code's are fixed sin-cos; the
-predictor's are sin-cos here as there); evaluation uses the encoder's class token (the paper
-average-pools the target encoder's patch tokens).
+predictor's are sin-cos here as there). Evaluation average-pools the encoder's patch tokens, as
+the paper does (it uses the target encoder's).
 """
 
 from __future__ import annotations

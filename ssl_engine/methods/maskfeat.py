@@ -13,8 +13,8 @@ prediction from the patch's output token t_i,
 HOG is a hand-crafted feature: it keeps the local shape (edges and their orientation) and drops
 what is easy to copy (colour, brightness), and its per-cell normalisation makes it unmoved by
 contrast. Targets are computed on the encoder's (normalised) input: HOG does not change under a
-per-channel affine map. The head is dropped after pre-training; evaluation uses the encoder's
-class token. Augmentation: one crop (0.5-1) and flip, preset "maskfeat".
+per-channel affine map. The head is dropped after pre-training; evaluation averages the encoder's
+patch tokens. Augmentation: one crop (0.5-1) and flip, preset "maskfeat".
 """
 
 from __future__ import annotations

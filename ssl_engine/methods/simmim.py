@@ -11,7 +11,7 @@ the prediction from the patch's output token h_i,
 The paper masks squares of 32 px (2 x 2 patches of ViT-B/16 at 224 px): `mask_patch_size`. On
 small images a 32 px square is the whole image, so the default hides single ViT patches (the
 mask patch is the ViT patch). Augmentation: one crop (0.67-1, aspect 3/4-4/3) and flip, preset
-"simmim". The head is dropped after pre-training: evaluation uses the encoder's class token.
+"simmim". The head is dropped after pre-training: evaluation averages the encoder's patch tokens.
 """
 
 from __future__ import annotations

@@ -31,11 +31,18 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+def checkpoint_file(path: str | Path) -> Path:
+    """The file a checkpoint path names: itself, or for a run folder its checkpoints/last.pt
+    (or a last.pt beside it)."""
     path = Path(path).expanduser()
     if path.is_dir():
         candidate = path / "checkpoints" / "last.pt"
-        path = candidate if candidate.is_file() else path / "last.pt"
+        return candidate if candidate.is_file() else path / "last.pt"
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    path = checkpoint_file(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:

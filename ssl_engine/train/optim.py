@@ -48,7 +48,11 @@ def _is_excluded(name: str, param: nn.Parameter) -> bool:
 
 
 def split_decay_groups(method: nn.Module, groups: list[dict]) -> list[dict]:
-    """Split each of the method's parameter groups into a decayed and an excluded part."""
+    """Split each of the method's parameter groups into a decayed and an excluded part.
+
+    Parts whose weight decay is settled here (the excluded ones, and groups where the method
+    sets its own, e.g. MSN's undecayed prototypes) are marked `fixed_weight_decay`: a weight
+    decay schedule leaves them alone."""
     names = {id(p): n for n, p in method.named_parameters()}
     result = []
     for group in groups:
@@ -56,10 +60,10 @@ def split_decay_groups(method: nn.Module, groups: list[dict]) -> list[dict]:
         decay = [p for p in group["params"] if not _is_excluded(names.get(id(p), ""), p)]
         exclude = [p for p in group["params"] if _is_excluded(names.get(id(p), ""), p)]
         if decay:
-            result.append({"params": decay, **extra})
+            result.append({"params": decay, **extra, "fixed_weight_decay": "weight_decay" in extra})
         if exclude:
-            result.append({"params": exclude, "weight_decay": 0.0, "lars_exclude": True, "no_weight_decay": True,
-                           **extra})
+            result.append({"params": exclude, "weight_decay": 0.0, "lars_exclude": True, **extra,
+                           "fixed_weight_decay": True})
     return result
 
 
@@ -78,9 +82,10 @@ def build_optimizer(method: nn.Module, groups: list[dict], config: OptimConfig, 
 
 
 def set_weight_decay(optimizer: torch.optim.Optimizer, weight_decay: float) -> None:
-    """Apply the scheduled weight decay to every group that decays (not biases and norm layers)."""
+    """Apply the scheduled weight decay to every group but those marked `fixed_weight_decay`
+    (biases, norm layers, and groups whose method set their decay)."""
     for group in optimizer.param_groups:
-        if not group.get("no_weight_decay"):
+        if not group.get("fixed_weight_decay"):
             group["weight_decay"] = weight_decay
 
 

@@ -38,8 +38,9 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .control import TrainingControl
 from .events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, EventRates, Failed,
                      Finished, MatrixSnapshot, MethodPictures, RunStarted, StepMetrics, Subscription)
+from ..models.ema import cosine_momentum
 from .optim import build_optimizer, set_learning_rate, set_weight_decay
-from .schedules import cosine_ramp, warmup_cosine
+from .schedules import warmup_cosine
 
 LIVE_KNN_MEMORY = 5000  # labelled training images used as the memory of the per-epoch kNN
 
@@ -332,8 +333,9 @@ class Trainer:
                                self.peak_lr * cfg.optim.min_lr_ratio)
             set_learning_rate(self.optimizer, lr, self.peak_lr)
             if cfg.optim.weight_decay_schedule == "cosine":
-                set_weight_decay(self.optimizer, cosine_ramp(step, self.total_steps, cfg.optim.weight_decay,
-                                                             cfg.optim.weight_decay_end))
+                # the same half-cosine ramp as the EMA momentum (DINO's cosine_scheduler)
+                set_weight_decay(self.optimizer, cosine_momentum(step, self.total_steps, cfg.optim.weight_decay,
+                                                                 cfg.optim.weight_decay_end))
 
             if position == 0 or step == self.start_step:
                 self.method.before_epoch(epoch, self._dataset_features)
