@@ -390,7 +390,8 @@ def run_methods(args) -> int:
             decay = optim["weight_decay"]
             if optim.get("weight_decay_schedule") == "cosine":
                 decay = f"{decay} -> {optim['weight_decay_end']} (cosine)"
-            print(f"      optimiser: {optim['name']} lr {optim['lr']} x batch/256, weight decay "
+            biases = f" (biases and norm layers x {optim['bias_lr_ratio']})" if "bias_lr_ratio" in optim else ""
+            print(f"      optimiser: {optim['name']} lr {optim['lr']} x batch/256{biases}, weight decay "
                   f"{decay}, warm-up {optim['warmup_epochs']} epochs; views: {method.augment_preset}")
         print()
     return 0

@@ -53,6 +53,7 @@ class BackboneConfig:
     small_stem: str = hyper("auto", choices=("auto", "on", "off"),
                             help="3x3 stride-1 first conv and no max-pool (auto: on for images of 64 px or less)")
     patch_size: int = hyper(4, ge=1, le=64, help="ViT patch side in pixels; every view's size must be a multiple of it")
+    vit_depth: int = hyper(12, ge=1, le=48, help="ViT blocks (12 in ViT-Tiny and ViT-Small; 4-6 train several times faster on a CPU)")
     vit_features: str = hyper("auto", choices=("auto", "class_token", "mean_patch"),
                               help="a ViT's features for kNN, linear probe and maps: its class token or the mean of its patch tokens (auto: the method's usual choice)")
 
@@ -74,6 +75,8 @@ class OptimConfig:
     momentum: float = hyper(0.9, ge=0, lt=1, help="SGD/LARS momentum, AdamW's beta1")
     beta2: float = hyper(0.999, gt=0, lt=1, help="AdamW's second-moment decay (0.95 in MAE)")
     warmup_epochs: float = hyper(10.0, ge=0, le=1000, help="linear warm-up length in epochs (at most a tenth of the run)")
+    bias_lr_ratio: float = hyper(1.0, ge=0, le=10,
+                                 help="learning rate of biases and norm layers as a share of lr (Barlow Twins: 0.024, its code's 0.0048 against 0.2)")
     min_lr_ratio: float = hyper(0.0, ge=0, le=1, help="learning rate at the end of the cosine decay, as a share of the peak")
     lars_eta: float = hyper(0.001, gt=0, le=1, help="LARS trust coefficient")
     grad_clip: float = hyper(0.0, ge=0, le=1000, help="clip the gradient norm to this (0: off)")

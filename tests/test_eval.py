@@ -133,6 +133,16 @@ def test_embed_matches_direct_forward_and_restores_modes():
     assert not features.requires_grad
 
 
+def test_embed_transforms_each_batch_before_normalising():
+    torch.manual_seed(0)
+    net = _TinyNet().eval()
+    images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    inverted = embed(net, images, mean=mean, std=std, batch_size=2, transform=lambda x: 1 - x)
+    assert torch.allclose(inverted, embed(net, 255 - images, mean=mean, std=std), atol=1e-5)
+    assert not torch.allclose(inverted, embed(net, images, mean=mean, std=std), atol=1e-3)
+
+
 def test_embed_rejects_float_images():
     with pytest.raises(ValueError):
         embed(_TinyNet(), torch.rand(2, 3, 8, 8), mean=(0, 0, 0), std=(1, 1, 1))

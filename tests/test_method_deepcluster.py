@@ -84,8 +84,8 @@ def test_before_epoch_assigns_pseudo_labels_weights_and_a_fresh_classifier():
     features, _ = blobs(torch.Generator().manual_seed(2), per_blob=10, dim=method.backbone.feature_dim)
     calls = []
 
-    def dataset_features():
-        calls.append(1)
+    def dataset_features(transform=None):
+        calls.append(transform)
         return features
 
     with torch.no_grad():
@@ -114,17 +114,35 @@ def test_before_epoch_assigns_pseudo_labels_weights_and_a_fresh_classifier():
     assert 0.0 <= float(method.nmi) <= 1.0
 
 
+def test_clusters_form_on_greyscale_images_unless_turned_off():
+    # the paper's Sobel filter keeps colour out of the clusters; here the clustered images are
+    # greyscale, so two images that differ only in hue get the same features
+    colours = torch.rand(4, 3, 8, 8)
+    for greyscale_clustering in (True, False):
+        method = DeepCluster(build_backbone("small_cnn", image_size=16),
+                             DeepClusterParams(num_clusters=4, pca_dim=8, hidden_dim=16,
+                                               greyscale_clustering=greyscale_clustering), total_steps=10)
+        seen = []
+        method.before_epoch(0, lambda transform=None: seen.append(transform) or torch.randn(40, method.backbone.feature_dim))
+        if greyscale_clustering:
+            grey = seen[0](colours)
+            assert grey.shape == colours.shape and torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
+            assert torch.allclose(grey[:, 0], 0.299 * colours[:, 0] + 0.587 * colours[:, 1] + 0.114 * colours[:, 2], atol=1e-3)
+        else:
+            assert seen == [None]
+
+
 def test_too_many_clusters_is_a_clear_error():
     method = make_method(k=50)
     with pytest.raises(ConfigError, match=r"num_clusters \(50\) must be at most the number of training images \(10\)"):
-        method.before_epoch(0, lambda: torch.randn(10, method.backbone.feature_dim))
+        method.before_epoch(0, lambda **_: torch.randn(10, method.backbone.feature_dim))
 
 
 def test_the_loss_is_the_cluster_weighted_cross_entropy_over_the_views():
     torch.manual_seed(0)
     method = make_method()
     features, _ = blobs(torch.Generator().manual_seed(2), per_blob=10, dim=method.backbone.feature_dim)
-    method.before_epoch(0, lambda: features)
+    method.before_epoch(0, lambda **_: features)
     method.class_weights.copy_(torch.tensor([1.0, 2.0, 0.5, 3.0]))  # make the weighting visible
     views = [torch.randn(6, 3, 16, 16), torch.randn(6, 3, 16, 16)]
     indices = torch.tensor([0, 5, 11, 22, 33, 39])
@@ -166,7 +184,7 @@ def test_trains_on_small_cnn_and_a_stopped_run_resumes_to_the_same_weights(tmp_p
 
     clusterings = []
     real_features = Trainer._dataset_features
-    monkeypatch.setattr(Trainer, "_dataset_features", lambda self: clusterings.append(1) or real_features(self))
+    monkeypatch.setattr(Trainer, "_dataset_features", lambda self, **kw: clusterings.append(1) or real_features(self, **kw))
     resumed = Trainer(tiny_config(tmp_path / "b", "deepcluster", *SMALL, epochs=2, count=200, batch=64),
                       resume=first.run_dir)
     assert resumed.run()["steps"] == 4

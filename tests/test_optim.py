@@ -71,6 +71,17 @@ def test_fixed_rate_groups_keep_the_peak_rate():
     assert not math.isnan(rates[id(model[1].bias)])
 
 
+def test_bias_lr_ratio_scales_only_biases_and_norm_layers():
+    # Barlow Twins' code: weights at 0.2, biases and BatchNorm at 0.0048 (ratio 0.024)
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    opt = build_optimizer(model, [{"params": list(model.parameters())}], OptimConfig(name="lars", bias_lr_ratio=0.024), 0.2)
+    set_learning_rate(opt, 0.1, 0.2)
+    rates = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert rates[id(model[0].weight)] == pytest.approx(0.1)
+    for p in (model[0].bias, model[1].weight, model[1].bias):
+        assert rates[id(p)] == pytest.approx(0.1 * 0.024)
+
+
 def test_cosine_weight_decay_ramp_reaches_only_the_decayed_groups():
     assert cosine_momentum(0, 100, 0.04, 0.4) == pytest.approx(0.04)
     assert cosine_momentum(50, 100, 0.04, 0.4) == pytest.approx(0.22)

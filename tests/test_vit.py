@@ -92,3 +92,13 @@ def test_evaluation_features_follow_the_config_and_the_methods_choice():
     torch.testing.assert_close(embed(backbone, images, **stats, for_evaluation=False), tokens[:, 0])
     backbone.evaluation_pooling = "class_token"
     torch.testing.assert_close(embed(backbone, images, **stats), tokens[:, 0])
+
+
+def test_vit_depth_from_the_config_sets_the_blocks_and_round_trips():
+    from ssl_engine.train.trainer import build_backbone_for
+
+    config = ExperimentConfig.for_method("mae").with_overrides(["backbone.vit_depth=4", "backbone.patch_size=8"])
+    vit = build_backbone_for(config.validate())
+    assert len(vit.blocks) == 4 and vit.grid == 4
+    assert ExperimentConfig.from_dict(config.to_dict()).backbone.vit_depth == 4
+    assert len(build_backbone("vit_tiny", image_size=32).blocks) == 12  # ViT-Tiny's own depth by default

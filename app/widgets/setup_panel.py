@@ -102,7 +102,8 @@ class SetupPanel(QWidget):
         layout.addWidget(self._box("Backbone", self.backbone_form))
         self.optim_form = ParamForm(model, OptimConfig, ("optim",),
                                     only=["name", "lr", "weight_decay", "weight_decay_schedule", "weight_decay_end",
-                                          "momentum", "beta2", "warmup_epochs", "min_lr_ratio", "grad_clip"])
+                                          "momentum", "beta2", "warmup_epochs", "min_lr_ratio", "bias_lr_ratio",
+                                          "grad_clip"])
         layout.addWidget(self._box("Optimiser", self.optim_form))
         self.train_form = ParamForm(model, TrainConfig, ("train",),
                                     only=["epochs", "batch_size", "device", "precision", "seed", "runs_dir"],

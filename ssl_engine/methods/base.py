@@ -86,8 +86,9 @@ class Method(nn.Module):
         """Work at the start of each epoch (0-based). `dataset_features()` embeds the whole
         training set, un-augmented, in its stored order: DeepCluster clusters it, SeLa
         re-labels it; `dataset_features(encoder)` runs another module on the normalised images
-        instead of the backbone (BEiT samples patches for its tokenizer). Default: nothing (and
-        the features are never computed)."""
+        instead of the backbone (BEiT samples patches for its tokenizer), and
+        `dataset_features(transform=f)` maps the [0, 1] images with `f` first (DeepCluster
+        clusters greyscale images). Default: nothing (and the features are never computed)."""
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:

@@ -18,10 +18,14 @@ same expected gradient as sampling uniformly over clusters.
 
 Features: the paper's AlexNet clusters the output of fc7 (before its ReLU) and classifies it
 after the ReLU; here two fully connected layers (Linear-ReLU-Linear, fc6 and fc7) on the
-backbone play that part. Views: the paper uses random resized crops and flips behind a fixed
-Sobel filter, which removes colour so that clusters do not form on it; we use SimCLR's views
-(the same crops and flips) whose colour jitter and greyscale do that job, without Sobel. Every
-view is classified against its image's label (the paper takes one view per image).
+backbone play that part. Colour: the paper puts a fixed Sobel filter (greyscale, then image
+gradients) in front of the network, so that clusters do not form on colour. Here the backbone
+keeps its RGB input, so that it evaluates and transfers like every other method's, and colour is
+taken out where clusters form: the images are clustered in greyscale (`greyscale_clustering`).
+On `shapes`, whose hue is drawn from the whole wheel, the clusters of colour images follow
+colour. The views are SimCLR's (the paper's crops and flips, plus its colour jitter and
+greyscale, which teach the network to find the same cluster in colour). Every view is
+classified against its image's label (the paper takes one view per image).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from sklearn.metrics import normalized_mutual_info_score
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..augment.ops import grayscale
 from ..errors import ConfigError
 from ..models.heads import projection_mlp
 from ..params import hyper
@@ -50,6 +55,7 @@ class DeepClusterParams:
     kmeans_iterations: int = hyper(20, ge=1, le=1000, help="Lloyd iterations of each k-means")
     # AlexNet's fc6 and fc7 are 4096 wide; 2048 (DeepCluster-v2's head width) keeps the per-epoch PCA cheap
     hidden_dim: int = hyper(2048, ge=2, le=65536, help="width of the two fully connected layers under the classifier (fc6, fc7; 4096 in AlexNet)")
+    greyscale_clustering: bool = hyper(True, help="cluster greyscale images, so that clusters do not form on colour (the paper's Sobel filter does this)")
 
 
 def pca_whiten(x: Tensor, dim: int) -> Tensor:
@@ -140,7 +146,7 @@ class DeepCluster(Method):
     def before_epoch(self, epoch, dataset_features):
         if int(self.clustered_epoch) == epoch:  # resumed mid-epoch: keep this epoch's clustering
             return
-        features = dataset_features()
+        features = dataset_features(transform=grayscale if self.params.greyscale_clustering else None)
         k = self.params.num_clusters
         if k > len(features):
             raise ConfigError([f"method.num_clusters ({k}) must be at most the number of training images ({len(features)})"])

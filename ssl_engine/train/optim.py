@@ -47,8 +47,9 @@ def _is_excluded(name: str, param: nn.Parameter) -> bool:
     return param.ndim <= 1 or name.endswith(".bias")
 
 
-def split_decay_groups(method: nn.Module, groups: list[dict]) -> list[dict]:
-    """Split each of the method's parameter groups into a decayed and an excluded part.
+def split_decay_groups(method: nn.Module, groups: list[dict], bias_lr_ratio: float = 1.0) -> list[dict]:
+    """Split each of the method's parameter groups into a decayed and an excluded part; the
+    excluded part's learning rate is `bias_lr_ratio` times the group's (`lr_scale`).
 
     Parts whose weight decay is settled here (the excluded ones, and groups where the method
     sets its own, e.g. MSN's undecayed prototypes) are marked `fixed_weight_decay`: a weight
@@ -63,13 +64,15 @@ def split_decay_groups(method: nn.Module, groups: list[dict]) -> list[dict]:
             result.append({"params": decay, **extra, "fixed_weight_decay": "weight_decay" in extra})
         if exclude:
             result.append({"params": exclude, "weight_decay": 0.0, "lars_exclude": True, **extra,
-                           "fixed_weight_decay": True})
+                           "fixed_weight_decay": True, "lr_scale": bias_lr_ratio})
     return result
 
 
 def build_optimizer(method: nn.Module, groups: list[dict], config: OptimConfig, lr: float) -> torch.optim.Optimizer:
     """The optimiser named in `config`, over `groups` (from `Method.parameter_groups`)."""
-    groups = split_decay_groups(method, groups)
+    groups = split_decay_groups(method, groups, config.bias_lr_ratio)
+    for group in groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     if config.name == "sgd":
         for g in groups:
             g.pop("lars_exclude", None)
@@ -90,6 +93,7 @@ def set_weight_decay(optimizer: torch.optim.Optimizer, weight_decay: float) -> N
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, peak_lr: float) -> None:
-    """Apply the scheduled rate to every group, except groups marked `fixed_lr` (kept at peak)."""
+    """Apply the scheduled rate to every group, except groups marked `fixed_lr` (kept at peak),
+    times the group's `lr_scale` (biases and norm layers, see `split_decay_groups`)."""
     for group in optimizer.param_groups:
-        group["lr"] = peak_lr if group.get("fixed_lr") else lr
+        group["lr"] = (peak_lr if group.get("fixed_lr") else lr) * group.get("lr_scale", 1.0)

@@ -97,7 +97,7 @@ def load_data_for(config: ExperimentConfig, *, source: str | None = None, image_
 def build_backbone_for(config: ExperimentConfig) -> nn.Module:
     stem = {"auto": None, "on": True, "off": False}[config.backbone.small_stem]
     backbone = build_backbone(config.backbone.name, small_stem=stem, image_size=config.data.image_size,
-                              patch_size=config.backbone.patch_size)
+                              patch_size=config.backbone.patch_size, vit_depth=config.backbone.vit_depth)
     if hasattr(backbone, "evaluation_pooling"):
         backbone.evaluation_pooling = vit_features_for(config)
     return backbone
@@ -439,11 +439,12 @@ class Trainer:
         if epoch % self.config.train.checkpoint_every_epochs == 0 and step < self.total_steps:
             self._checkpoint(step)
 
-    def _dataset_features(self, encoder: nn.Module | None = None) -> torch.Tensor:
+    def _dataset_features(self, encoder: nn.Module | None = None, transform=None) -> torch.Tensor:
         """Features of every training image, un-augmented, on the device (eval mode): the backbone's,
-        or those of `encoder`, a module of normalised images (BEiT's tokenizer takes patches)."""
+        or those of `encoder`, a module of normalised images (BEiT's tokenizer takes patches);
+        `transform` maps the [0, 1] images first (DeepCluster's greyscale)."""
         return embed(self.method.backbone if encoder is None else encoder, self.images, mean=self.mean,
-                     std=self.std, device=self.device, for_evaluation=False).to(self.device)
+                     std=self.std, device=self.device, for_evaluation=False, transform=transform).to(self.device)
 
     def _view_samples(self) -> torch.Tensor:
         """The fixed training images (uint8, as stored) whose views and pictures listeners see."""
