@@ -25,11 +25,12 @@ from pathlib import Path
 from PySide6.QtWidgets import QApplication
 
 from ssl_engine.config import ExperimentConfig
+from ssl_engine.train.checkpoint import checkpoint_file
 
 from .main import make_application
 from .main_window import MainWindow
 from .settings import AppSettings
-from .widgets.evaluate_panel import checkpoint_of, same_path
+from .widgets.evaluate_panel import same_path
 
 
 def wait_for(app: QApplication, condition, timeout: float) -> None:
@@ -108,7 +109,7 @@ def evaluate_shots(app: QApplication, window: MainWindow, args, work: Path) -> i
     panel.open_checkpoint(args.evaluate)
     wait_for(app, lambda: not panel.busy(), 120)
     chosen = panel.model_choice()
-    if chosen is None or not same_path(chosen.checkpoint, checkpoint_of(os.path.abspath(args.evaluate))):
+    if chosen is None or not same_path(chosen.checkpoint, checkpoint_file(os.path.abspath(args.evaluate))):
         raise SystemExit(panel.last_error or f"cannot open {args.evaluate}")
     panel.set_folders(args.folder)
     wait_for(app, lambda: panel.primary is not None and not panel.busy(), 1800)

@@ -68,6 +68,7 @@ SHORT_RUN = {
 LOCAL_VIEWS = {"dino": 2, "msn": 2}
 CALIBRATION_STEPS = 8
 COLOUR_FIELDS = ("brightness", "contrast", "saturation", "hue")
+MASKED_METHODS = {name for name, method in METHODS.items() if method.family == "masked image modelling"}
 
 
 def with_simclr_colour(config: ExperimentConfig) -> ExperimentConfig:
@@ -99,8 +100,6 @@ def with_local_views(config: ExperimentConfig, count: int) -> ExperimentConfig:
         [view for view, local in zip(views, is_local) if local][:count]
     return dataclasses.replace(config, augment=dataclasses.replace(config.augment, views=kept))
 
-
-MASKED_METHODS = {name for name, method in METHODS.items() if method.family == "masked image modelling"}
 
 
 def configure(method: str, args, runs_dir: str, extra=()) -> ExperimentConfig:

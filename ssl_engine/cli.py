@@ -340,7 +340,7 @@ def run_eval(args) -> int:
         raise UserError(f"--{'test' if args.test else 'csv'} needs --data folder:PATH (a labelled folder of images)")
     device = resolve_device(args.device)
     # a checkpoint's network (trained, or its random-init floor) as the folder path opens it
-    model = _eval_model(args) if args.checkpoint and args.baseline != "pixels" else None
+    model = _eval_model(args) if args.checkpoint else None
     if model is not None:
         config = model.config
     else:

@@ -393,7 +393,7 @@ class EvaluatePanel(QWidget):
         loaded = {}
         for choice in choices:
             for source, (mtime, model) in self._loaded.items():
-                if same_path(choice.checkpoint, source) or same_path(checkpoint_of(choice.checkpoint), source):
+                if same_path(choice.checkpoint, source) or same_path(checkpoint_file(choice.checkpoint), source):
                     if os.path.exists(source) and os.path.getmtime(source) == mtime:
                         loaded[choice.checkpoint] = model
         return loaded
@@ -800,13 +800,8 @@ class EvaluatePanel(QWidget):
         super().closeEvent(event)
 
 
-def same_path(first: str, second: str) -> bool:
+def same_path(first: str | os.PathLike, second: str | os.PathLike) -> bool:
     return bool(first) and bool(second) and os.path.abspath(first) == os.path.abspath(second)
-
-
-def checkpoint_of(path: str) -> str:
-    """The checkpoint file a run folder is evaluated from (the engine's rule)."""
-    return str(checkpoint_file(path))
 
 
 def _projection_job(combined, method: str):

@@ -239,7 +239,6 @@ class NeighboursView(QWidget):
         for widget in (self.attention_caption, self.attention_picture):
             widget.setVisible(visible)
 
-
     @Slot(object)
     def _all_neighbours_written(self, path: str) -> None:
         self.notice.emit(f"wrote the neighbours of every image to {path}")

@@ -58,8 +58,9 @@ def split_decay_groups(method: nn.Module, groups: list[dict], bias_lr_ratio: flo
     result = []
     for group in groups:
         extra = {k: v for k, v in group.items() if k != "params"}
-        decay = [p for p in group["params"] if not _is_excluded(names.get(id(p), ""), p)]
-        exclude = [p for p in group["params"] if _is_excluded(names.get(id(p), ""), p)]
+        decay, exclude = [], []
+        for p in group["params"]:
+            (exclude if _is_excluded(names.get(id(p), ""), p) else decay).append(p)
         if decay:
             result.append({"params": decay, **extra, "fixed_weight_decay": "weight_decay" in extra})
         if exclude:
@@ -71,17 +72,19 @@ def split_decay_groups(method: nn.Module, groups: list[dict], bias_lr_ratio: flo
 def build_optimizer(method: nn.Module, groups: list[dict], config: OptimConfig, lr: float) -> torch.optim.Optimizer:
     """The optimiser named in `config`, over `groups` (from `Method.parameter_groups`)."""
     groups = split_decay_groups(method, groups, config.bias_lr_ratio)
-    for group in groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
     if config.name == "sgd":
         for g in groups:
             g.pop("lars_exclude", None)
-        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    if config.name == "adamw":
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    elif config.name == "adamw":
         for g in groups:
             g.pop("lars_exclude", None)
-        return torch.optim.AdamW(groups, lr=lr, betas=(config.momentum, config.beta2), weight_decay=config.weight_decay)
-    return LARS(groups, lr=lr, weight_decay=config.weight_decay, momentum=config.momentum, eta=config.lars_eta)
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(config.momentum, config.beta2),
+                                      weight_decay=config.weight_decay)
+    else:
+        optimizer = LARS(groups, lr=lr, weight_decay=config.weight_decay, momentum=config.momentum, eta=config.lars_eta)
+    set_learning_rate(optimizer, lr, lr)  # each group's scale applied from the first step
+    return optimizer
 
 
 def set_weight_decay(optimizer: torch.optim.Optimizer, weight_decay: float) -> None:
