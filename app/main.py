@@ -24,9 +24,10 @@ def make_application(argv: list[str] | None = None):
 
 def run_app(argv: list[str] | None = None) -> int:
     from .main_window import MainWindow
+    from .window_geometry import place_window
 
     app = make_application(argv)
     window = MainWindow()
-    window.resize(1280, 800)
+    place_window(window, window.settings)
     window.show()
     return app.exec()

@@ -23,6 +23,7 @@ from ssl_engine.train.trainer import load_data_for
 from .background import BackgroundCall
 from .experiment_model import ExperimentModel
 from .settings import AppSettings
+from .window_geometry import remember_geometry
 from .widgets.evaluate_panel import EvaluatePanel
 from .widgets.preview_panel import PreviewPanel
 from .widgets.setup_panel import SetupPanel
@@ -331,4 +332,5 @@ class MainWindow(QMainWindow):
             self.loader.wait()
         self.evaluate.shutdown()
         self.settings.set_experiment(self.model.table)
+        remember_geometry(self, self.settings)
         super().closeEvent(event)
