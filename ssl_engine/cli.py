@@ -126,9 +126,20 @@ class _ProgressBar:
                                  img_s=f"{event.images_per_second:.0f}", refresh=False)
             self.bar.refresh()
         elif isinstance(event, EpochEnd) and event.knn_top1 is not None and self.bar is not None:
-            self.bar.write(f"epoch {event.epoch}: loss {event.mean_loss:.4f}, kNN top-1 {event.knn_top1:.3f}")
+            self.bar.write(_knn_line(event))
         elif isinstance(event, Finished) and self.bar is not None:
             self.bar.close()
+
+
+def _knn_line(event) -> str:
+    return f"epoch {event.epoch}: loss {event.mean_loss:.4f}, kNN top-1 {event.knn_top1:.3f}"
+
+
+def _print_knn(event) -> None:
+    from .train.events import EpochEnd
+
+    if isinstance(event, EpochEnd) and event.knn_top1 is not None:
+        print(_knn_line(event), file=sys.stderr)
 
 
 def run_train(args) -> int:
@@ -141,6 +152,9 @@ def run_train(args) -> int:
     if not args.quiet and main_process:
         trainer.subscribe(_ProgressBar(), EventRates(metrics_every_steps=max(1, config.train.log_every_steps // 5),
                                                      knn_every_epochs=max(0, args.knn_every)))
+    elif args.knn_every > 0 and main_process:
+        # no bar, but the kNN asked for is still measured (and written to metrics.jsonl)
+        trainer.subscribe(_print_knn, EventRates(metrics_every_steps=0, knn_every_epochs=args.knn_every))
 
     def interrupt(signum, frame):  # first Ctrl-C: stop with a checkpoint; second: abort
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -50,6 +50,16 @@ def test_train_then_eval_the_checkpoint(tmp_path, capsys):
     assert "kNN top-1 (k=20):" in text and "linear-probe top-1:" in text
 
 
+def test_quiet_training_still_measures_the_knn_it_is_asked_for(tmp_path, capsys):
+    assert _train(tmp_path, "--epochs", "2", "--knn-every", "1") == 0
+    err = capsys.readouterr().err
+    run = next((tmp_path / "runs").iterdir())
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    knn = [record["knn_top1"] for record in epochs if record["kind"] == "epoch"]
+    assert len(knn) == 2 and all(0 <= value <= 1 for value in knn)
+    assert "epoch 2: loss" in err and f"kNN top-1 {knn[1]:.3f}" in err
+
+
 def test_baselines(capsys):
     assert main(["eval", "--baseline", "pixels", "--data", "digits", "--json"]) == 0
     pixels = json.loads(capsys.readouterr().out)
