@@ -34,6 +34,10 @@ from ssl_engine.train.trainer import load_data_for  # noqa: E402
 # A few minutes on a CPU is a few hundred steps, where the papers train for 10^5: each method
 # keeps its paper recipe except for what these settings change, which are the usual CIFAR-sized
 # choices of the reproductions (solo-learn's configs) for runs that short.
+# ViT-Tiny's width with 4 blocks and 8 px patches (16 per 32 px image) trains 4 to 10 times
+# faster on a CPU than its 12 blocks at 4 px patches, where a masked method gets 1 epoch in 5
+# minutes
+SHORT_VIT = ["backbone.name=vit_tiny", "backbone.vit_depth=4", "backbone.patch_size=8"]
 SHORT_RUN = {
     # narrower projectors than the papers' 8192 (for ResNet-50 on ImageNet), so that the time
     # goes to the backbone
@@ -52,20 +56,36 @@ SHORT_RUN = {
     "simsiam": ["optim.lr=0.03", "optim.weight_decay=5e-4", "method.projector_layers=2"],
     # MoCo v3's AdamW recipe is the ViT one; with a CNN the paper trains with LARS
     "moco_v3": ["optim.name=lars", "optim.lr=0.3", "optim.weight_decay=1e-6"],
-    # the paper freezes the prototypes for 313 iterations, one ImageNet epoch at batch 4096
-    "swav": ["method.freeze_prototypes_iters=31"],
+    # smaller batches (more steps, as for BYOL and DINO) and 2 of the 6 local views (see
+    # LOCAL_VIEWS); the paper freezes the prototypes for 313 iterations, one ImageNet epoch at
+    # batch 4096: here one epoch at batch 128
+    "swav": ["train.batch_size=128", "method.freeze_prototypes_iters=62"],
     # the paper's step size (0.05) at a quarter of its batch: 4x the steps fitting each round of
     # pseudo-labels
     "sela": ["train.batch_size=64", "optim.lr=0.2"],
     # a teacher that follows the student faster (as BYOL's), smaller batches, and 2 of the 8
     # local views (see LOCAL_VIEWS): 4 epochs in 3 minutes instead of 2
     "dino": ["method.base_momentum=0.99", "train.batch_size=128"],
-    # ViT only (it masks patch tokens): ViT-Tiny's width with 4 blocks and 8 px patches trains
-    # about 10x faster on a CPU than 12 blocks and 4 px patches; a faster target, as DINO's
-    "msn": ["backbone.name=vit_tiny", "backbone.vit_depth=4", "backbone.patch_size=8", "method.base_momentum=0.99"],
+    # ViT only (it masks patch tokens): see SHORT_VIT; a faster target, as DINO's
+    "msn": [*SHORT_VIT, "method.base_momentum=0.99"],
+    # The masked methods' rates are per 256 images for batches of 2048 to 4096 and hundreds of
+    # epochs (MAE's 1.5e-4 is 2.4e-3 at its batch 4096); a few hundred steps at batch 256 need
+    # about the rate those batches train at.
+    # MAE: a lighter decoder (2 blocks of 128), which otherwise costs more than the encoder on
+    # its quarter of the patches
+    "mae": [*SHORT_VIT, "optim.lr=1.5e-3", "method.decoder_dim=128", "method.decoder_depth=2",
+            "method.decoder_heads=4"],
+    "simmim": [*SHORT_VIT, "optim.lr=1e-3"],
+    "maskfeat": [*SHORT_VIT, "optim.lr=1e-3"],
+    "beit": [*SHORT_VIT, "optim.lr=1e-3"],
+    "ijepa": [*SHORT_VIT, "optim.lr=1e-3", "method.base_momentum=0.99"],
+    # iBOT: its head runs on every patch token of both global views, in the student and the
+    # teacher; at ViT-S/16's 8192 outputs and 2048 hidden it is most of the step on a CPU (1
+    # epoch in 5 minutes): 1024 and 512 give 4; a faster teacher, as DINO's
+    "ibot": [*SHORT_VIT, "method.out_dim=1024", "method.hidden_dim=512", "method.base_momentum=0.99"],
 }
 # multi-crop's local views cost most of a step: fewer of them give a short run more steps
-LOCAL_VIEWS = {"dino": 2, "msn": 2}
+LOCAL_VIEWS = {"dino": 2, "msn": 2, "swav": 2, "ibot": 2}
 CALIBRATION_STEPS = 8
 COLOUR_FIELDS = ("brightness", "contrast", "saturation", "hue")
 MASKED_METHODS = {name for name, method in METHODS.items() if method.family == "masked image modelling"}
