@@ -121,7 +121,6 @@ def with_local_views(config: ExperimentConfig, count: int) -> ExperimentConfig:
     return dataclasses.replace(config, augment=dataclasses.replace(config.augment, views=kept))
 
 
-
 def configure(method: str, args, runs_dir: str, extra=()) -> ExperimentConfig:
     config = ExperimentConfig.for_method(method).with_overrides([
         f"data.source={args.dataset}", f"data.image_size={args.image_size}", f"backbone.name={args.backbone}",
