@@ -56,6 +56,8 @@ class BackboneConfig:
     vit_depth: int = hyper(12, ge=1, le=48, help="ViT blocks (12 in ViT-Tiny and ViT-Small; 4-6 train several times faster on a CPU)")
     vit_features: str = hyper("auto", choices=("auto", "class_token", "mean_patch"),
                               help="a ViT's features for kNN, linear probe and maps: its class token or the mean of its patch tokens (auto: the method's usual choice)")
+    position_embedding: str = hyper("auto", choices=("auto", "learnt", "sincos"),
+                                    help="a ViT's position embeddings: learnt, or fixed 2-D sin-cos (auto: the method's choice, sin-cos for MAE, I-JEPA, MoCo v3 and SimMIM)")
 
 
 @dataclass
@@ -297,12 +299,23 @@ class ExperimentConfig:
 
 def vit_features_for(config: "ExperimentConfig") -> str:
     """What a ViT's evaluation features are for this experiment: backbone.vit_features, or with
-    "auto" the method's usual choice (the class token, or the mean patch token for I-JEPA, SimMIM
-    and MaskFeat)."""
+    "auto" the method's usual choice (the class token, or the mean patch token for MAE, I-JEPA,
+    SimMIM, MaskFeat and BEiT)."""
+    return _method_choice(config, "vit_features")
+
+
+def position_embedding_for(config: "ExperimentConfig") -> str:
+    """A ViT's position embeddings for this experiment: backbone.position_embedding, or with
+    "auto" the method's choice ("learnt", or "sincos" for MAE, I-JEPA, MoCo v3 and SimMIM)."""
+    return _method_choice(config, "position_embedding")
+
+
+def _method_choice(config: "ExperimentConfig", field_name: str) -> str:
+    """backbone.<field_name>, or where it is "auto" the method class's attribute of that name."""
     from .methods import get_method
 
-    choice = config.backbone.vit_features
-    return get_method(config.method.name).vit_features if choice == "auto" else choice
+    choice = getattr(config.backbone, field_name)
+    return getattr(get_method(config.method.name), field_name) if choice == "auto" else choice
 
 
 def usable_backbone(method_name: str, backbone_name: str) -> str:

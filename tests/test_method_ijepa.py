@@ -21,7 +21,8 @@ from tests.helpers import assert_same_state, stopped_run, tiny_config
 
 def small_ijepa(image_size=16, **changes):
     torch.manual_seed(0)
-    vit = VisionTransformer(image_size=image_size, patch_size=4, dim=24, depth=2, heads=2, name="vit_tiny")
+    vit = VisionTransformer(image_size=image_size, patch_size=4, dim=24, depth=2, heads=2, name="vit_tiny",
+                            position="sincos")
     params = dataclasses.replace(IJEPAParams(predictor_dim=16, predictor_depth=2), **changes)
     return IJEPA(vit, params, total_steps=100)
 
@@ -105,8 +106,9 @@ def test_only_the_context_encoder_and_predictor_get_gradients():
     method([images()], step=0).loss.backward()
     assert all(not p.requires_grad and p.grad is None for p in method.target_backbone.parameters())
     assert method.backbone.mask_token.grad is None and not method.backbone.mask_token.requires_grad
-    for parameter in (method.backbone.patch_embed.weight, method.backbone.pos_embed, method.predictor.mask_token,
-                      method.predictor.embed.weight, method.predictor.project.weight):
+    assert method.backbone.pos_embed.grad is None  # fixed sin-cos, as in the I-JEPA code
+    for parameter in (method.backbone.patch_embed.weight, method.backbone.blocks[0].attn.qkv.weight,
+                      method.predictor.mask_token, method.predictor.embed.weight, method.predictor.project.weight):
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0
     trained = {id(p) for group in method.parameter_groups() for p in group["params"]}
     assert not trained & {id(p) for p in method.target_backbone.parameters()}
@@ -177,7 +179,7 @@ def test_trains_on_vit_tiny_and_a_stopped_run_resumes_to_the_same_weights(tmp_pa
     assert summary["steps"] == 4 and math.isfinite(summary["final_loss"])
     saved = load_checkpoint(straight.run_dir)["method"]
     assert saved["predictor.mask_token"].shape == (1, 1, 48)
-    assert not torch.equal(saved["target_backbone.pos_embed"], saved["backbone.pos_embed"])
+    assert not torch.equal(saved["target_backbone.blocks.0.attn.qkv.weight"], saved["backbone.blocks.0.attn.qkv.weight"])
 
     first, summary = stopped_run(config("b"))
     assert summary["steps"] == 2

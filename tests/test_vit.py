@@ -102,3 +102,37 @@ def test_vit_depth_from_the_config_sets_the_blocks_and_round_trips():
     assert len(vit.blocks) == 4 and vit.grid == 4
     assert ExperimentConfig.from_dict(config.to_dict()).backbone.vit_depth == 4
     assert len(build_backbone("vit_tiny", image_size=32).blocks) == 12  # ViT-Tiny's own depth by default
+
+
+def test_position_embeddings_are_learnt_or_fixed_sincos_as_the_method_chose():
+    """MAE, I-JEPA and MoCo v3 fix a ViT's position embeddings to 2-D sin-cos, as their code
+    does, and SimMIM in place of its relative position bias; the others learn them; the user may
+    choose either. Fixed ones take no gradient and do
+    not move when the backbone trains."""
+    from ssl_engine.config import position_embedding_for
+    from ssl_engine.models.vit import sincos_position_embedding
+    from ssl_engine.train.trainer import build_backbone_for
+
+    def config(method, *extra):
+        return ExperimentConfig.for_method(method).with_overrides(
+            ["backbone.name=vit_tiny", "backbone.patch_size=8", "backbone.vit_depth=2", *extra]).validate()
+
+    assert [position_embedding_for(config(m)) for m in ("mae", "ijepa", "moco_v3", "simmim", "dino", "beit")] == \
+        ["sincos", "sincos", "sincos", "sincos", "learnt", "learnt"]
+    assert position_embedding_for(config("dino", "backbone.position_embedding=sincos")) == "sincos"
+    assert position_embedding_for(config("mae", "backbone.position_embedding=learnt")) == "learnt"
+
+    torch.manual_seed(0)
+    fixed, learnt = build_backbone_for(config("mae")), build_backbone_for(config("dino"))
+    torch.testing.assert_close(fixed.pos_embed.detach(), sincos_position_embedding(192, 4))
+    assert not fixed.pos_embed.requires_grad and learnt.pos_embed.requires_grad
+    assert learnt.pos_embed.std() < 0.05       # learnt: truncated normal, std 0.02
+    before = {name: p.detach().clone() for name, p in (("fixed", fixed.pos_embed), ("learnt", learnt.pos_embed))}
+    for name, vit in (("fixed", fixed), ("learnt", learnt)):
+        optimiser = torch.optim.AdamW([p for p in vit.parameters() if p.requires_grad], lr=1e-2)
+        vit(torch.randn(4, 3, 32, 32)).square().mean().backward()
+        optimiser.step()
+    assert torch.equal(fixed.pos_embed, before["fixed"])
+    assert not torch.allclose(learnt.pos_embed, before["learnt"])
+    with pytest.raises(Exception, match="backbone.position_embedding"):
+        config("mae", "backbone.position_embedding=rope")

@@ -24,8 +24,8 @@ learnt representation space instead of pixels; it has no joint-embedding (invari
 between views alongside, which is what the "hybrid" family (MSN) combines with masking.
 
 Differences with the reference, from the shared ViT: the encoder has a class token (ignored by
-the predictor and the targets) and learnt position embeddings (the code's are fixed sin-cos; the
-predictor's are sin-cos here as there). Evaluation average-pools the encoder's patch tokens, as
+the predictor and the targets). Its position embeddings are fixed sin-cos, as the code's, and so
+are the predictor's. Evaluation average-pools the encoder's patch tokens, as
 the paper does (it uses the target encoder's).
 """
 
@@ -113,6 +113,7 @@ class IJEPA(Method):
     backbone_need = "predicts ViT patch tokens"
     # the paper's linear probes average-pool the patch tokens (there is no class-token objective)
     vit_features = "mean_patch"
+    position_embedding = "sincos"  # fixed in the code's encoder and predictor
     augment_preset = "ijepa"
     matrix_names = ()
     # The code's ImageNet configs (in1k_vith14_ep300): AdamW, lr 0.001 for a batch of 2048 (128 x

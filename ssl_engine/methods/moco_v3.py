@@ -11,7 +11,8 @@ Each view's query is contrasted with the other view's keys of the whole (global)
 
 The factor 2T is the reference code's; it makes the gradient's scale independent of T.
 For ViTs the paper keeps the patch projection at its random initialisation (section 4.2):
-training is then stable at learning rates where a learnt projection makes the accuracy dip.
+training is then stable at learning rates where a learnt projection makes the accuracy dip. Its
+ViTs' position embeddings are fixed 2-D sin-cos (its code's vits.py), and so are they here.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class MoCoV3(Method):
     paper = "Chen, Xie, He, ICCV 2021"
     Params = MoCoV3Params
     augment_preset = "byol"  # the paper uses BYOL's augmentations
+    position_embedding = "sincos"
     # The ViT recipe (CONFIG.md): AdamW at 1.5e-4 x batch/256, weight decay 0.1, 40 warm-up
     # epochs. The ResNet recipe is LARS at 0.6 (0.3 for long runs), weight decay 1e-6, 10 epochs.
     optim_defaults = {"name": "adamw", "lr": 1.5e-4, "weight_decay": 0.1, "momentum": 0.9, "warmup_epochs": 40.0}

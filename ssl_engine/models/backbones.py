@@ -57,15 +57,16 @@ def backbone_names() -> list[str]:
 
 
 def build_backbone(name: str, *, small_stem: bool | None = None, image_size: int = 32,
-                   patch_size: int = 4, vit_depth: int = 12) -> nn.Module:
+                   patch_size: int = 4, vit_depth: int = 12, position_embedding: str = "learnt") -> nn.Module:
     """A freshly initialised backbone with `feature_dim`, `name` and `small_stem` attributes.
     `small_stem=None` turns the small stem on for images <= 64 px (ResNets, small_cnn);
-    `patch_size` and `vit_depth` (blocks) shape the ViTs."""
+    `patch_size`, `vit_depth` (blocks) and `position_embedding` ("learnt" or "sincos") shape the ViTs."""
     if name not in BACKBONES:
         raise ConfigError([f"backbone.name must be one of {', '.join(BACKBONES)}, got {name!r}"])
     if small_stem is None:
         small_stem = image_size <= 64
-    return BACKBONES[name](small_stem=small_stem, image_size=image_size, patch_size=patch_size, depth=vit_depth)
+    return BACKBONES[name](small_stem=small_stem, image_size=image_size, patch_size=patch_size, depth=vit_depth,
+                           position=position_embedding)
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -123,12 +124,14 @@ def resnet50(*, small_stem: bool, **_) -> Backbone:
 
 
 @register_backbone("vit_tiny")
-def vit_tiny(*, image_size: int, patch_size: int, depth: int = 12, **_) -> VisionTransformer:
+def vit_tiny(*, image_size: int, patch_size: int, depth: int = 12, position: str = "learnt",
+             **_) -> VisionTransformer:
     """ViT-Tiny (DeiT widths): 192 wide, 3 heads, 12 blocks (or `depth`); class-token features."""
-    return build_vit("vit_tiny", image_size, patch_size, depth)
+    return build_vit("vit_tiny", image_size, patch_size, depth, position)
 
 
 @register_backbone("vit_small")
-def vit_small(*, image_size: int, patch_size: int, depth: int = 12, **_) -> VisionTransformer:
+def vit_small(*, image_size: int, patch_size: int, depth: int = 12, position: str = "learnt",
+              **_) -> VisionTransformer:
     """ViT-Small: 384 wide, 6 heads, 12 blocks (or `depth`); class-token features."""
-    return build_vit("vit_small", image_size, patch_size, depth)
+    return build_vit("vit_small", image_size, patch_size, depth, position)

@@ -1,9 +1,9 @@
 """Vision Transformers (Dosovitskiy et al., ICLR 2021) as SSL backbones: `vit_tiny`, `vit_small`.
 
 Patch size and image size are free, so 32 px images with 4 px patches (an 8 x 8 grid) work.
-The encoder has a class token, learnt position embeddings (interpolated for crops of another
-size, as DINO does for its local crops) and a learnt mask token, and offers what the methods
-need beyond pooled features:
+The encoder has a class token, position embeddings (learnt, as in DINO, or fixed 2-D sin-cos, as
+in MAE, I-JEPA and MoCo v3; either interpolated for crops of another size, as DINO does for its
+local crops) and a learnt mask token, and offers what the methods need beyond pooled features:
 
     features = vit(images)                         # (N, dim): the final class token
     tokens = vit.tokens(images)                    # (N, 1 + P, dim): class token, then patches
@@ -24,6 +24,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+POSITION_EMBEDDINGS = ("learnt", "sincos")
 
 
 class Attention(nn.Module):
@@ -66,8 +69,11 @@ class Block(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    def __init__(self, *, image_size: int, patch_size: int, dim: int, depth: int, heads: int, name: str):
+    def __init__(self, *, image_size: int, patch_size: int, dim: int, depth: int, heads: int, name: str,
+                 position: str = "learnt"):
         super().__init__()
+        if position not in POSITION_EMBEDDINGS:
+            raise ValueError(f"position embeddings must be one of {', '.join(POSITION_EMBEDDINGS)}, got {position!r}")
         if image_size % patch_size:
             raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch_size}")
         self.name, self.small_stem = name, False
@@ -84,6 +90,13 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         for parameter in (self.cls_token, self.mask_token, self.pos_embed):
             nn.init.trunc_normal_(parameter, std=0.02)
+        if position == "sincos":
+            # Fixed, as in the MAE and I-JEPA code (a parameter that takes no gradient). Learnt ones
+            # start at std 0.02 against patch embeddings near 0.5, so for the first few hundred
+            # steps the blocks barely know where a patch is; these (values in [-1, 1]) tell them
+            # from the first step.
+            self.pos_embed.data.copy_(sincos_position_embedding(dim, self.grid))
+            self.pos_embed.requires_grad_(False)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -97,7 +110,7 @@ class VisionTransformer(nn.Module):
             nn.init.zeros_(module.bias)
 
     def position_embedding(self, grid: int) -> torch.Tensor:
-        """(1, 1 + grid^2, dim): the learnt embeddings, bicubically resized for another grid."""
+        """(1, 1 + grid^2, dim): the embeddings, bicubically resized for another grid."""
         if grid == self.grid:
             return self.pos_embed
         cls, patches = self.pos_embed[:, :1], self.pos_embed[:, 1:]
@@ -200,8 +213,9 @@ def sincos_position_embedding(dim: int, grid: int) -> torch.Tensor:
 VIT_WIDTHS = {"vit_tiny": (192, 3), "vit_small": (384, 6)}  # (dim, heads), 12 blocks each
 
 
-def build_vit(name: str, image_size: int, patch_size: int, depth: int = 12) -> VisionTransformer:
+def build_vit(name: str, image_size: int, patch_size: int, depth: int = 12,
+              position: str = "learnt") -> VisionTransformer:
     dim, heads = VIT_WIDTHS[name]
     return VisionTransformer(image_size=image_size, patch_size=patch_size, dim=dim, depth=depth,
-                             heads=heads, name=name)
+                             heads=heads, name=name, position=position)
 
