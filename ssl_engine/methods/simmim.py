@@ -14,8 +14,8 @@ mask patch is the ViT patch). Augmentation: one crop (0.67-1, aspect 3/4-4/3) an
 "simmim". The head is dropped after pre-training: evaluation averages the encoder's patch tokens.
 The SimMIM code's ViT has no absolute position embeddings but a relative position bias shared by
 its blocks, which the shared ViT lacks; its fixed sin-cos embeddings stand in for it. Learnt
-absolute ones start near zero, and after 5 CPU minutes on `shapes` a kNN on their features stays
-at its random initialisation's.
+absolute ones start near zero: after 5 CPU minutes on `shapes` their kNN was 0.127 (0.125 at
+random initialisation), with sin-cos 0.145 (0.137).
 """
 
 from __future__ import annotations
