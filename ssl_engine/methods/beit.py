@@ -23,8 +23,9 @@ k-means tokens carry no context, so they describe pixels rather than parts.
 Reported: the loss, the prediction accuracy on the hidden patches (BEiT's mlm_acc), and, for the
 app, how often each token occurs among the batch's hidden patches (a codebook that puts most
 patches under one token teaches little). Evaluation averages the encoder's patch tokens, as
-BEiT's fine-tuning and linear probing do (its loss never reaches the class token directly). The encoder
-is the shared ViT: BEiT's own adds relative position biases and layer scale, which it has not.
+BEiT's fine-tuning and linear probing do (its loss never reaches the class token directly). The
+encoder is the shared ViT: BEiT's own adds relative position biases and layer scale, which it has
+not.
 Augmentation: one view, crop 0.08-1, flip and colour jitter 0.4, preset "beit".
 """
 

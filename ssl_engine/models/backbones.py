@@ -126,12 +126,12 @@ def resnet50(*, small_stem: bool, **_) -> Backbone:
 @register_backbone("vit_tiny")
 def vit_tiny(*, image_size: int, patch_size: int, depth: int = 12, position: str = "learnt",
              **_) -> VisionTransformer:
-    """ViT-Tiny (DeiT widths): 192 wide, 3 heads, 12 blocks (or `depth`); class-token features."""
+    """ViT-Tiny (DeiT widths): 192 wide, 3 heads, 12 blocks (or `depth`)."""
     return build_vit("vit_tiny", image_size, patch_size, depth, position)
 
 
 @register_backbone("vit_small")
 def vit_small(*, image_size: int, patch_size: int, depth: int = 12, position: str = "learnt",
               **_) -> VisionTransformer:
-    """ViT-Small: 384 wide, 6 heads, 12 blocks (or `depth`); class-token features."""
+    """ViT-Small: 384 wide, 6 heads, 12 blocks (or `depth`)."""
     return build_vit("vit_small", image_size, patch_size, depth, position)
