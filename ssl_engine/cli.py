@@ -89,8 +89,14 @@ def experiment_config(args):
     from .config import ExperimentConfig
 
     if getattr(args, "resume", None):
+        from .config import with_vit_layout_of
+        from .train.checkpoint import load_checkpoint
+        from .train.trainer import backbone_state
+
         run = Path(args.resume).expanduser()
         config = ExperimentConfig.load(run / "config.toml")
+        # a ViT built as the run's weights were, whatever the method's choices are today
+        config = with_vit_layout_of(config, backbone_state(load_checkpoint(run)))
     elif args.config:
         config = ExperimentConfig.load(args.config)
     else:

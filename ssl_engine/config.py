@@ -56,8 +56,11 @@ class BackboneConfig:
     vit_depth: int = hyper(12, ge=1, le=48, help="ViT blocks (12 in ViT-Tiny and ViT-Small; 4-6 train several times faster on a CPU)")
     vit_features: str = hyper("auto", choices=("auto", "class_token", "mean_patch"),
                               help="a ViT's features for kNN, linear probe and maps: its class token or the mean of its patch tokens (auto: the method's usual choice)")
-    position_embedding: str = hyper("auto", choices=("auto", "learnt", "sincos"),
-                                    help="a ViT's position embeddings: learnt, or fixed 2-D sin-cos (auto: the method's choice, sin-cos for MAE, I-JEPA, MoCo v3 and SimMIM)")
+    position_embedding: str = hyper("auto", choices=("auto", "learnt", "sincos", "relative"),
+                                    help="a ViT's positions: learnt or fixed 2-D sin-cos embeddings, or a relative position bias shared by the blocks "
+                                         "(auto: the method's choice, sin-cos for MAE, I-JEPA and MoCo v3, relative for SimMIM and BEiT)")
+    layer_scale: str = hyper("auto", choices=("auto", "on", "off"),
+                             help="a ViT's LayerScale: a learnt per-channel scale on each residual branch, starting at 0.1 (auto: the method's choice, on for SimMIM and BEiT)")
 
 
 @dataclass
@@ -305,9 +308,41 @@ def vit_features_for(config: "ExperimentConfig") -> str:
 
 
 def position_embedding_for(config: "ExperimentConfig") -> str:
-    """A ViT's position embeddings for this experiment: backbone.position_embedding, or with
-    "auto" the method's choice ("learnt", or "sincos" for MAE, I-JEPA, MoCo v3 and SimMIM)."""
+    """A ViT's positions for this experiment: backbone.position_embedding, or with "auto" the
+    method's choice ("learnt"; "sincos" for MAE, I-JEPA and MoCo v3; "relative" for SimMIM and BEiT)."""
     return _method_choice(config, "position_embedding")
+
+
+def layer_scale_for(config: "ExperimentConfig") -> float:
+    """A ViT's LayerScale initial value for this experiment (0: none): backbone.layer_scale, or
+    with "auto" the method's choice (on for SimMIM and BEiT, as in their code)."""
+    from .models.vit import LAYER_SCALE_INIT
+
+    return LAYER_SCALE_INIT if _method_choice(config, "layer_scale") == "on" else 0.0
+
+
+def with_vit_layout_of(config: "ExperimentConfig", weights: dict) -> "ExperimentConfig":
+    """The config with a ViT's positions (learnt, sin-cos or relative) and LayerScale as its
+    saved weights have them (`weights`: its backbone's state dict). A run saved with "auto" took
+    the method's choices of the day it trained, which a later version may change (SimMIM and BEiT
+    gained both); the weights say what was built. For opening a trained model and resuming a run."""
+    import math
+
+    import torch
+
+    from .models.vit import sincos_position_embedding
+
+    if not config.backbone.name.startswith("vit"):
+        return config
+    if "relative_position.table" in weights:
+        position = "relative"
+    else:  # fixed sin-cos embeddings never move from their values; learnt ones do
+        saved = weights["pos_embed"]
+        fixed = sincos_position_embedding(saved.shape[-1], math.isqrt(saved.shape[1] - 1))
+        position = "sincos" if torch.equal(saved.cpu().float(), fixed) else "learnt"
+    layer_scale = "on" if "blocks.0.gamma1" in weights else "off"
+    backbone = dataclasses.replace(config.backbone, position_embedding=position, layer_scale=layer_scale)
+    return dataclasses.replace(config, backbone=backbone)
 
 
 def _method_choice(config: "ExperimentConfig", field_name: str) -> str:

@@ -79,6 +79,24 @@ def test_train_resumes_a_run(tmp_path, capsys):
     assert resumed["steps"] == 10 and resumed["knn_top1_init"] == first["knn_top1_init"]
 
 
+def test_a_run_saved_with_another_vit_layout_resumes(tmp_path, capsys):
+    """A SimMIM run from before its "auto" positions became a relative bias with LayerScale
+    (absolute embeddings, no LayerScale) resumes as it was built."""
+    sets = ["data.shapes_count=100", "train.eval_subset=16", "backbone.name=vit_tiny", "backbone.vit_depth=1",
+            "backbone.patch_size=8", "backbone.position_embedding=sincos", "backbone.layer_scale=off"]
+    assert main(["train", "--method", "simmim", "--dataset", "shapes", "--epochs", "1", "--batch-size", "32",
+                 "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), "--quiet",
+                 *[a for s in sets for a in ("--set", s)]]) == 0
+    run = next((tmp_path / "runs").iterdir())
+    saved = (run / "config.toml").read_text()
+    assert 'position_embedding = "sincos"' in saved and 'layer_scale = "off"' in saved
+    older = saved.replace('position_embedding = "sincos"', 'position_embedding = "auto"')
+    (run / "config.toml").write_text("\n".join(line for line in older.splitlines() if not line.startswith("layer_scale")))
+    steps = json.loads(capsys.readouterr().out)["steps"]
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2 * steps
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "--set", "optim.lr=-1"], "error: optim.lr must be > 0, got -1"),
     (["train", "--method", "simclrr"], "error: method.name must be one of"),

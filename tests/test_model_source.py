@@ -108,3 +108,27 @@ def test_list_runs_reads_the_run_folders_newest_first(run, tmp_path):
     assert newer.epochs_done == 1.0 and newer.knn_top1 == pytest.approx(summary["knn_top1"])
     assert older.epochs_done is None and older.knn_top1 is None and older.modified == 1_000_000
     assert list_runs(tmp_path / "nothing-here") == []
+
+
+def test_a_vit_run_opens_with_the_layout_its_weights_were_saved_with(tmp_path):
+    """SimMIM's "auto" positions and LayerScale changed (to a relative position bias and LayerScale
+    on): a run saved before, with absolute embeddings and no LayerScale, still opens as it was built."""
+    from ssl_engine.train import Trainer
+    from tests.helpers import tiny_config
+    common = ["backbone.name=vit_tiny", "backbone.vit_depth=1", "backbone.patch_size=8", "train.eval_subset=16"]
+    new = Trainer(tiny_config(tmp_path / "new", "simmim", *common, count=100, batch=32))
+    new.run()
+    model = open_model(new.run_dir)
+    assert model.backbone.relative_position is not None and model.backbone.blocks[0].gamma1 is not None
+
+    old = Trainer(tiny_config(tmp_path / "old", "simmim", *common, "backbone.position_embedding=sincos",
+                              "backbone.layer_scale=off", count=100, batch=32))
+    old.run()
+    state = torch.load(old.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    state["config"]["backbone"]["position_embedding"] = "auto"   # as the older version wrote it
+    del state["config"]["backbone"]["layer_scale"]               # which it did not have
+    torch.save(state, tmp_path / "older.pt")
+    model = open_model(tmp_path / "older.pt")
+    assert model.backbone.relative_position is None and model.backbone.blocks[0].gamma1 is None
+    for name, tensor in backbone_state(state).items():
+        assert torch.equal(model.backbone.state_dict()[name], tensor), name

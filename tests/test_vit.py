@@ -106,9 +106,9 @@ def test_vit_depth_from_the_config_sets_the_blocks_and_round_trips():
 
 def test_position_embeddings_are_learnt_or_fixed_sincos_as_the_method_chose():
     """MAE, I-JEPA and MoCo v3 fix a ViT's position embeddings to 2-D sin-cos, as their code
-    does, and SimMIM in place of its relative position bias; the others learn them; the user may
-    choose either. Fixed ones take no gradient and do
-    not move when the backbone trains."""
+    does; SimMIM and BEiT use a relative position bias instead (tests/test_relative_position.py);
+    the others learn them; the user may choose any. Fixed ones take no gradient and do not move
+    when the backbone trains."""
     from ssl_engine.config import position_embedding_for
     from ssl_engine.models.vit import sincos_position_embedding
     from ssl_engine.train.trainer import build_backbone_for
@@ -118,7 +118,7 @@ def test_position_embeddings_are_learnt_or_fixed_sincos_as_the_method_chose():
             ["backbone.name=vit_tiny", "backbone.patch_size=8", "backbone.vit_depth=2", *extra]).validate()
 
     assert [position_embedding_for(config(m)) for m in ("mae", "ijepa", "moco_v3", "simmim", "dino", "beit")] == \
-        ["sincos", "sincos", "sincos", "sincos", "learnt", "learnt"]
+        ["sincos", "sincos", "sincos", "relative", "learnt", "relative"]
     assert position_embedding_for(config("dino", "backbone.position_embedding=sincos")) == "sincos"
     assert position_embedding_for(config("mae", "backbone.position_embedding=learnt")) == "learnt"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, with_vit_layout_of
 from ..errors import UserError
 from ..train.checkpoint import checkpoint_file, load_checkpoint
 from ..train.trainer import backbone_state, build_backbone_for
@@ -82,9 +82,11 @@ def open_model(path: str | os.PathLike) -> EvalModel:
     config = ExperimentConfig.from_dict(state["config"])
     if "normalization" not in state:
         raise UserError(f"{checkpoint} has no normalisation statistics; it was not written by the SSL Explorer trainer")
+    weights = backbone_state(state)
+    config = with_vit_layout_of(config, weights)
     backbone = build_backbone_for(config)
     try:
-        backbone.load_state_dict(backbone_state(state))
+        backbone.load_state_dict(weights)
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0]
         raise UserError(f"{checkpoint}: its weights do not fit a {config.backbone.name} backbone ({first})") from None

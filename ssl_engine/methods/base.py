@@ -62,7 +62,8 @@ class Method(nn.Module):
     backbones: ClassVar[tuple[str, ...] | None] = None  # the backbones it works with (None: any)
     backbone_need: ClassVar[str] = "masks ViT patches"  # why, for the message when built on another
     vit_features: ClassVar[str] = "class_token"  # a ViT's evaluation features: or "mean_patch"
-    position_embedding: ClassVar[str] = "learnt"  # a ViT's position embeddings: or "sincos" (fixed)
+    position_embedding: ClassVar[str] = "learnt"  # a ViT's positions: or "sincos" (fixed), "relative" (a bias)
+    layer_scale: ClassVar[str] = "off"  # a ViT's LayerScale: or "on"
 
     def __init__(self, backbone: nn.Module, params, total_steps: int):
         name = getattr(backbone, "name", type(backbone).__name__)

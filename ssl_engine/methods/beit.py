@@ -24,8 +24,8 @@ Reported: the loss, the prediction accuracy on the hidden patches (BEiT's mlm_ac
 app, how often each token occurs among the batch's hidden patches (a codebook that puts most
 patches under one token teaches little). Evaluation averages the encoder's patch tokens, as
 BEiT's fine-tuning and linear probing do (its loss never reaches the class token directly). The
-encoder is the shared ViT: BEiT's own adds relative position biases and layer scale, which it has
-not.
+encoder is the shared ViT with BEiT's choices: a relative position bias shared by its blocks
+instead of absolute position embeddings, and LayerScale from 0.1.
 Augmentation: one view, crop 0.08-1, flip and colour jitter 0.4, preset "beit".
 """
 
@@ -147,6 +147,10 @@ class BEiT(Method):
     backbones = ("vit_tiny", "vit_small")
     # BEiT's classification code pools the patch tokens by default (use_mean_pooling)
     vit_features = "mean_patch"
+    # the defaults of BEiT's pre-training script: a shared relative position bias and no absolute
+    # embeddings (shared_rel_pos_bias True, abs_pos_emb False), LayerScale from 0.1
+    position_embedding = "relative"
+    layer_scale = "on"
     augment_preset = "beit"
     matrix_names = ()
     # The paper's pre-training (appendix, and the README's ImageNet-1k command): AdamW with

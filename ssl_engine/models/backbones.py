@@ -57,16 +57,18 @@ def backbone_names() -> list[str]:
 
 
 def build_backbone(name: str, *, small_stem: bool | None = None, image_size: int = 32,
-                   patch_size: int = 4, vit_depth: int = 12, position_embedding: str = "learnt") -> nn.Module:
+                   patch_size: int = 4, vit_depth: int = 12, position_embedding: str = "learnt",
+                   layer_scale: float = 0.0) -> nn.Module:
     """A freshly initialised backbone with `feature_dim`, `name` and `small_stem` attributes.
     `small_stem=None` turns the small stem on for images <= 64 px (ResNets, small_cnn);
-    `patch_size`, `vit_depth` (blocks) and `position_embedding` ("learnt" or "sincos") shape the ViTs."""
+    `patch_size`, `vit_depth` (blocks), `position_embedding` ("learnt", "sincos" or "relative")
+    and `layer_scale` (LayerScale's initial value, 0 for none) shape the ViTs."""
     if name not in BACKBONES:
         raise ConfigError([f"backbone.name must be one of {', '.join(BACKBONES)}, got {name!r}"])
     if small_stem is None:
         small_stem = image_size <= 64
     return BACKBONES[name](small_stem=small_stem, image_size=image_size, patch_size=patch_size, depth=vit_depth,
-                           position=position_embedding)
+                           position=position_embedding, layer_scale=layer_scale)
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -125,13 +127,13 @@ def resnet50(*, small_stem: bool, **_) -> Backbone:
 
 @register_backbone("vit_tiny")
 def vit_tiny(*, image_size: int, patch_size: int, depth: int = 12, position: str = "learnt",
-             **_) -> VisionTransformer:
+             layer_scale: float = 0.0, **_) -> VisionTransformer:
     """ViT-Tiny (DeiT widths): 192 wide, 3 heads, 12 blocks (or `depth`)."""
-    return build_vit("vit_tiny", image_size, patch_size, depth, position)
+    return build_vit("vit_tiny", image_size, patch_size, depth, position, layer_scale)
 
 
 @register_backbone("vit_small")
 def vit_small(*, image_size: int, patch_size: int, depth: int = 12, position: str = "learnt",
-              **_) -> VisionTransformer:
+              layer_scale: float = 0.0, **_) -> VisionTransformer:
     """ViT-Small: 384 wide, 6 heads, 12 blocks (or `depth`)."""
-    return build_vit("vit_small", image_size, patch_size, depth, position)
+    return build_vit("vit_small", image_size, patch_size, depth, position, layer_scale)

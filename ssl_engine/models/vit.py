@@ -1,9 +1,10 @@
 """Vision Transformers (Dosovitskiy et al., ICLR 2021) as SSL backbones: `vit_tiny`, `vit_small`.
 
 Patch size and image size are free, so 32 px images with 4 px patches (an 8 x 8 grid) work.
-The encoder has a class token, position embeddings (learnt, as in DINO, or fixed 2-D sin-cos, as
-in MAE, I-JEPA and MoCo v3; either interpolated for crops of another size, as DINO does for its
-local crops) and a learnt mask token, and offers what the methods need beyond pooled features:
+The encoder has a class token, positions (learnt absolute embeddings, as in DINO; fixed 2-D
+sin-cos ones, as in MAE, I-JEPA and MoCo v3, either interpolated for crops of another size, as
+DINO does for its local crops; or a relative position bias shared by the blocks, as in BEiT and
+SimMIM: `relative_position`) and a learnt mask token, and offers what the methods need beyond pooled features:
 
     features = vit(images)                         # (N, dim): the final class token
     tokens = vit.tokens(images)                    # (N, 1 + P, dim): class token, then patches
@@ -25,8 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .relative_position import RelativePositionBias
 
-POSITION_EMBEDDINGS = ("learnt", "sincos")
+POSITION_EMBEDDINGS = ("learnt", "sincos", "relative")
+# LayerScale's starting value where a method turns it on: BEiT's and SimMIM's, and CaiT's for
+# networks of up to 18 blocks
+LAYER_SCALE_INIT = 0.1
 
 
 class Attention(nn.Module):
@@ -36,41 +41,51 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, return_attention: bool = False):
+        """`bias` (N or 1, heads, T, T) is added to the attention logits (a relative position bias)."""
         n, t, d = x.shape
         q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if bias is not None:
+            bias = bias.to(q.dtype)  # under autocast q is half precision, the table float32
         if return_attention:  # the explicit softmax, to hand the weights out
-            attention = (q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5).softmax(dim=-1)
+            logits = q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5
+            attention = (logits if bias is None else logits + bias).softmax(dim=-1)
             out = attention @ v
         else:  # the fused kernel: same result, less memory
-            attention, out = None, F.scaled_dot_product_attention(q, k, v)
+            attention, out = None, F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         out = self.proj(out.transpose(1, 2).reshape(n, t, d))
         return (out, attention) if return_attention else out
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attention(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm transformer block: x + attention(norm(x)), then x + mlp(norm(x)).
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+    With `layer_scale` > 0 each branch is first multiplied by a learnt per-channel scale that
+    starts at that value (LayerScale, Touvron et al. 2021, "Going deeper with image transformers";
+    BEiT and SimMIM start it at 0.1)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, layer_scale: float = 0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.gamma1 = nn.Parameter(torch.full((dim,), layer_scale)) if layer_scale > 0 else None
+        self.gamma2 = nn.Parameter(torch.full((dim,), layer_scale)) if layer_scale > 0 else None
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
-        if return_attention:
-            out, attention = self.attn(self.norm1(x), return_attention=True)
-            x = x + out
-            return x + self.mlp(self.norm2(x)), attention
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, return_attention: bool = False):
+        out, attention = self.attn(self.norm1(x), bias, return_attention=True) if return_attention \
+            else (self.attn(self.norm1(x), bias), None)
+        x = x + (out if self.gamma1 is None else self.gamma1 * out)
+        out = self.mlp(self.norm2(x))
+        x = x + (out if self.gamma2 is None else self.gamma2 * out)
+        return (x, attention) if return_attention else x
 
 
 class VisionTransformer(nn.Module):
     def __init__(self, *, image_size: int, patch_size: int, dim: int, depth: int, heads: int, name: str,
-                 position: str = "learnt"):
+                 position: str = "learnt", layer_scale: float = 0.0):
         super().__init__()
         if position not in POSITION_EMBEDDINGS:
             raise ValueError(f"position embeddings must be one of {', '.join(POSITION_EMBEDDINGS)}, got {position!r}")
@@ -86,10 +101,16 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid ** 2, dim))
-        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, layer_scale=layer_scale) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.relative_position = RelativePositionBias(self.grid, heads) if position == "relative" else None
         for parameter in (self.cls_token, self.mask_token, self.pos_embed):
             nn.init.trunc_normal_(parameter, std=0.02)
+        if position == "relative":
+            # no absolute embeddings, as in the BEiT and SimMIM codes (use_abs_pos_emb=False): zeros
+            # that take no gradient, so that checkpoints and EMA copies keep one layout
+            self.pos_embed.data.zero_()
+            self.pos_embed.requires_grad_(False)
         if position == "sincos":
             # Fixed, as in the MAE and I-JEPA code (a parameter that takes no gradient). Learnt ones
             # start at std 0.02 against patch embeddings near 0.5, so for the first few hundred
@@ -139,9 +160,16 @@ class VisionTransformer(nn.Module):
                keep: torch.Tensor | None = None) -> torch.Tensor:
         """All output tokens after the final norm: class token first, then the patches."""
         x = self.embed(images, mask, keep)
+        bias = self.attention_bias(images, keep)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, bias)
         return self.norm(x)
+
+    def attention_bias(self, images: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The relative position bias every block adds to its attention logits, or None."""
+        if self.relative_position is None:
+            return None
+        return self.relative_position(images.shape[-1] // self.patch_size, keep)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.tokens(images)[:, 0]
@@ -157,9 +185,10 @@ class VisionTransformer(nn.Module):
         """The last block's attention weights, (N, heads, 1 + P, 1 + P); row 0 is the class
         token's attention over itself and the patches (DINO's emergent segmentation)."""
         x = self.embed(images)
+        bias = self.attention_bias(images)
         for block in self.blocks[:-1]:
-            x = block(x)
-        return self.blocks[-1](x, return_attention=True)[1]
+            x = block(x, bias)
+        return self.blocks[-1](x, bias, return_attention=True)[1]
 
     @torch.no_grad()
     def class_token_attention(self, images: torch.Tensor) -> torch.Tensor:
@@ -214,8 +243,8 @@ VIT_WIDTHS = {"vit_tiny": (192, 3), "vit_small": (384, 6)}  # (dim, heads), 12 b
 
 
 def build_vit(name: str, image_size: int, patch_size: int, depth: int = 12,
-              position: str = "learnt") -> VisionTransformer:
+              position: str = "learnt", layer_scale: float = 0.0) -> VisionTransformer:
     dim, heads = VIT_WIDTHS[name]
     return VisionTransformer(image_size=image_size, patch_size=patch_size, dim=dim, depth=depth,
-                             heads=heads, name=name, position=position)
+                             heads=heads, name=name, position=position, layer_scale=layer_scale)
 

@@ -43,8 +43,9 @@ class LARS(torch.optim.Optimizer):
 
 
 def _is_excluded(name: str, param: nn.Parameter) -> bool:
-    """Biases and normalisation parameters (1-d tensors) get no decay or adaptation."""
-    return param.ndim <= 1 or name.endswith(".bias")
+    """Biases and normalisation parameters (1-d tensors) get no decay or adaptation, nor does a
+    ViT's relative position bias table (the SimMIM and BEiT codes skip it too)."""
+    return param.ndim <= 1 or name.endswith(".bias") or name.endswith("relative_position.table")
 
 
 def split_decay_groups(method: nn.Module, groups: list[dict], bias_lr_ratio: float = 1.0) -> list[dict]:

@@ -22,7 +22,7 @@ from torch import nn
 from .. import distributed as dist_utils
 from ..augment.ops import normalize
 from ..augment.views import ViewAugmenter
-from ..config import ExperimentConfig, position_embedding_for, vit_features_for
+from ..config import ExperimentConfig, layer_scale_for, position_embedding_for, vit_features_for
 from ..data import load_data
 from ..data.image_set import DataSplits
 from ..data.stats import channel_stats
@@ -98,7 +98,7 @@ def build_backbone_for(config: ExperimentConfig) -> nn.Module:
     stem = {"auto": None, "on": True, "off": False}[config.backbone.small_stem]
     backbone = build_backbone(config.backbone.name, small_stem=stem, image_size=config.data.image_size,
                               patch_size=config.backbone.patch_size, vit_depth=config.backbone.vit_depth,
-                              position_embedding=position_embedding_for(config))
+                              position_embedding=position_embedding_for(config), layer_scale=layer_scale_for(config))
     if hasattr(backbone, "evaluation_pooling"):
         backbone.evaluation_pooling = vit_features_for(config)
     return backbone
