@@ -113,6 +113,34 @@ def test_pictures_show_a_seeded_mask_and_the_input_where_visible():
     assert torch.equal(method.pictures(x)["mask"], pictures["mask"])
 
 
+def test_window_statistics_by_hand_and_the_standardised_target():
+    """norm_target_window: each target pixel minus the mean of its window, over the window's
+    (unbiased) standard deviation; windows are cut by the image's edges."""
+    from ssl_engine.methods.simmim import window_statistics
+    x = images(n=2)
+    mean, std = window_statistics(x, 5)
+    for (n, c, row, column) in ((0, 0, 7, 9), (1, 2, 0, 0), (1, 1, 15, 3)):
+        window = x[n, c, max(row - 2, 0):row + 3, max(column - 2, 0):column + 3]
+        assert mean[n, c, row, column].item() == pytest.approx(window.mean().item(), abs=1e-5)
+        assert std[n, c, row, column].item() == pytest.approx((window.var() + 1e-6).sqrt().item(), rel=1e-4)
+
+    method = small_simmim(norm_target_window=5)
+    output = method([x], 2)
+    mask = random_patch_mask(2, 16, 0.6, generator=step_generator(method.mask_seed, 2))
+    with torch.no_grad():
+        expected = losses.masked_pixel_l1(method._predict(x, mask), patchify((x - mean) / std, 4), mask)
+        raw = losses.masked_pixel_l1(method._predict(x, mask), patchify(x, 4), mask)
+    assert output.loss.item() == pytest.approx(expected.item(), rel=1e-6) and abs(expected - raw) > 1e-3
+    # pictures bring the prediction back to pixels with the true windows' statistics
+    pictures = method.pictures(x)
+    hidden = pictures["mask"][:, 0, ::4, ::4].reshape(2, 16).bool()
+    back = method._predict(x, hidden) * patchify(std, 4) + patchify(mean, 4)
+    assert torch.allclose(patchify(pictures["reconstruction"], 4)[hidden], back[hidden], atol=1e-5)
+    for bad in (4, 1):
+        with pytest.raises(ConfigError, match="norm_target_window"):
+            small_simmim(norm_target_window=bad)
+
+
 def test_the_preset_and_recipe_are_the_papers():
     views = preset_views("simmim", 32)
     assert len(views) == 1

@@ -8,6 +8,10 @@ the prediction from the patch's output token h_i,
 
     loss = sum_i m_i ||x^_i - x_i||_1 / D  /  sum_i m_i          (losses.masked_pixel_l1)
 
+The SimMIM code can also standardise each target pixel by the mean and variance of the pixels in
+a window around it (its NORM_TARGET, a 47 px window at 192 px; off in the paper's
+configurations): `norm_target_window`, off by default. Only the target changes; the input stays.
+
 The paper masks squares of 32 px (2 x 2 patches of ViT-B/16 at 224 px): `mask_patch_size`. On
 small images a 32 px square is the whole image, so the default hides single ViT patches (the
 mask patch is the ViT patch). Augmentation: one crop (0.67-1, aspect 3/4-4/3) and flip, preset
@@ -21,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import losses
@@ -38,6 +43,8 @@ class SimMIMParams:
     mask_ratio: float = hyper(0.6, gt=0, lt=1, help="share of each image's patches replaced by the mask token (0.6 in the paper)")
     mask_patch_size: int = hyper(0, ge=0, le=256, help="side of the masked squares in pixels, a multiple of the ViT patch "
                                                        "(32 at 224 px in the paper; 0: the ViT patch, for small images)")
+    norm_target_window: int = hyper(0, ge=0, le=255, help="odd side in pixels of the window whose mean and variance standardise each "
+                                                          "target pixel (the code's NORM_TARGET: 47 at 192 px; 0: raw pixels, as in the paper)")
 
 
 @register
@@ -71,6 +78,10 @@ class SimMIM(Method):
             raise ConfigError([f"method.mask_patch_size ({size}) must be a multiple of backbone.patch_size "
                                f"({backbone.patch_size}) and divide the image size ({backbone.grid * backbone.patch_size})"])
         self.patches_per_mask_side = size // backbone.patch_size
+        window = params.norm_target_window
+        if window and (window % 2 == 0 or window < 3):
+            raise ConfigError([f"method.norm_target_window must be 0 (off) or odd and at least 3 (a window "
+                               f"centred on its pixel), got {window}"])
         # the paper's one-layer prediction head (a 1 x 1 convolution over the patch tokens)
         self.head = nn.Linear(backbone.dim, backbone.patch_size ** 2 * 3)
         # the masks' seed: drawn from torch's generator, which the Trainer seeds from train.seed
@@ -97,18 +108,44 @@ class SimMIM(Method):
     def forward(self, views, step, indices=None):
         images = views[0]
         mask = self._step_mask(images, step)
-        target = patchify(images, self.backbone.patch_size)
+        target = patchify(self._target(images), self.backbone.patch_size)
         loss = losses.masked_pixel_l1(self._predict(images, mask), target, mask)
         return StepOutput(loss, {"reconstruction": loss.detach()})
+
+    def _target(self, images: Tensor) -> Tensor:
+        """What the head predicts: the images, or with `norm_target_window` their pixels
+        standardised by their windows' statistics."""
+        window = self.params.norm_target_window
+        if not window:
+            return images
+        mean, std = window_statistics(images, window)
+        return (images - mean) / std
 
     @torch.no_grad()
     def pictures(self, images):
         """"mask" (N, 1, H, W), 1 on hidden patches, and "reconstruction" (N, 3, H, W): visible
-        patches from the input, hidden ones as predicted."""
+        patches from the input, hidden ones as predicted (with `norm_target_window`, brought back
+        to pixels with the true windows' mean and standard deviation, as MAE's demo does)."""
         mask = self._mask(images, torch.Generator().manual_seed(PICTURE_SEED)).to(images.device)
         prediction = self._predict(images, mask).float()
+        if self.params.norm_target_window:
+            mean, std = window_statistics(images.float(), self.params.norm_target_window)
+            prediction = prediction * patchify(std, self.backbone.patch_size) + patchify(mean, self.backbone.patch_size)
         target = patchify(images.float(), self.backbone.patch_size)
         pasted = torch.where(mask.unsqueeze(-1), prediction, target)
         grid = images.shape[-1] // self.backbone.patch_size
         return {"mask": mask_picture(mask, grid, tuple(images.shape[-2:])),
                 "reconstruction": unpatchify(pasted, self.backbone.patch_size)}
+
+
+def window_statistics(images: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """Per pixel and channel, the mean and standard deviation of the `window` x `window` pixels
+    around it (those inside the image; the variance unbiased, plus 1e-6 under the root), as the
+    SimMIM code's target normalisation computes them. Both (N, C, H, W)."""
+    pad = window // 2
+    mean = F.avg_pool2d(images, window, stride=1, padding=pad, count_include_pad=False)
+    mean_square = F.avg_pool2d(images.square(), window, stride=1, padding=pad, count_include_pad=False)
+    inside = F.avg_pool2d(torch.ones_like(images[:1, :1]), window, stride=1, padding=pad,
+                          count_include_pad=True) * window ** 2          # pixels of each window in the image
+    variance = ((mean_square - mean.square()) * inside / (inside - 1)).clamp_min(0)
+    return mean, (variance + 1e-6).sqrt()
