@@ -4,7 +4,8 @@ Patch size and image size are free, so 32 px images with 4 px patches (an 8 x 8 
 The encoder has a class token, positions (learnt absolute embeddings, as in DINO; fixed 2-D
 sin-cos ones, as in MAE, I-JEPA and MoCo v3, either interpolated for crops of another size, as
 DINO does for its local crops; or a relative position bias shared by the blocks, as in BEiT and
-SimMIM: `relative_position`) and a learnt mask token, and offers what the methods need beyond pooled features:
+SimMIM: `relative_position`), optional LayerScale and a learnt mask token, and offers what the
+methods need beyond pooled features:
 
     features = vit(images)                         # (N, dim): the final class token
     tokens = vit.tokens(images)                    # (N, 1 + P, dim): class token, then patches
