@@ -95,8 +95,9 @@ def experiment_config(args):
 
         run = Path(args.resume).expanduser()
         config = ExperimentConfig.load(run / "config.toml")
-        # a ViT built as the run's weights were, whatever the method's choices are today
-        config = with_vit_layout_of(config, backbone_state(load_checkpoint(run)))
+        if config.backbone.name.startswith("vit"):
+            # a ViT built as the run's weights were, whatever the method's choices are today
+            config = with_vit_layout_of(config, backbone_state(load_checkpoint(run)))
     elif args.config:
         config = ExperimentConfig.load(args.config)
     else:
