@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import sys
 import tempfile
 import time
@@ -206,8 +207,7 @@ def main(argv=None) -> int:
 def gain_summary(method: str, gains: list[float]) -> str:
     """One line: the mean kNN gain over the random network, its standard error across seeds
     (sample standard deviation / sqrt(seeds)) and at how many seeds the trained network is above."""
-    mean = sum(gains) / len(gains)
-    error = (sum((gain - mean) ** 2 for gain in gains) / (len(gains) - 1) / len(gains)) ** 0.5
+    mean, error = statistics.mean(gains), statistics.stdev(gains) / len(gains) ** 0.5
     above = sum(gain > 0 for gain in gains)
     return (f"{method}: kNN gain over the random network {mean:+.3f} +- {error:.3f} (mean +- standard error, "
             f"{len(gains)} seeds; above it at {above} of {len(gains)})")

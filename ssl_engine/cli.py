@@ -95,7 +95,7 @@ def experiment_config(args):
 
         run = Path(args.resume).expanduser()
         config = ExperimentConfig.load(run / "config.toml")
-        if config.backbone.name.startswith("vit"):
+        if config.backbone.is_vit:  # the checkpoint is read only where the layout can differ
             # a ViT built as the run's weights were, whatever the method's choices are today
             config = with_vit_layout_of(config, backbone_state(load_checkpoint(run)))
     elif args.config:

@@ -62,6 +62,11 @@ class BackboneConfig:
     layer_scale: str = hyper("auto", choices=("auto", "on", "off"),
                              help="a ViT's LayerScale: a learnt per-channel scale on each residual branch, starting at 0.1 (auto: the method's choice, on for SimMIM and BEiT)")
 
+    @property
+    def is_vit(self) -> bool:
+        """Whether the backbone is a Vision Transformer (patch size, positions, LayerScale apply)."""
+        return self.name.startswith("vit")
+
 
 @dataclass
 class MethodConfig:
@@ -278,7 +283,7 @@ class ExperimentConfig:
         device = self.train.device
         if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
             problems.append(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
-        if self.backbone.name.startswith("vit"):
+        if self.backbone.is_vit:
             sizes = {self.data.image_size} | {v.output_size for v in self.augment.views if v.output_size}
             for size in sorted(sizes):
                 if isinstance(self.backbone.patch_size, int) and self.backbone.patch_size > 0 \
@@ -332,7 +337,7 @@ def with_vit_layout_of(config: "ExperimentConfig", weights: dict) -> "Experiment
 
     from .models.vit import sincos_position_embedding
 
-    if not config.backbone.name.startswith("vit"):
+    if not config.backbone.is_vit:
         return config
     if "relative_position.table" in weights:
         position = "relative"
