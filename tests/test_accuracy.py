@@ -32,8 +32,8 @@ def test_knn_scores_are_the_votes_knn_predict_argmaxes():
     assert torch.equal(scores.argmax(dim=1), knn_predict(train, labels, test, k=3, num_classes=9))
     # 3 neighbours vote: at most 3 classes score, and the best neighbour's class weighs exp(0) = 1
     assert ((scores > 0).sum(dim=1) <= 3).all()
-    assert (scores[:, 7:] == 0).all()
-    assert (scores.max(dim=1).values >= 1.0).all()
+    assert (scores[:, 7:] == 0).all()    # a class without a vote: nothing added, exactly 0
+    assert (scores.max(dim=1).values >= 1.0 - 1e-6).all()
 
 
 def test_linear_probe_logits_give_linear_probe_top1():
@@ -44,7 +44,12 @@ def test_linear_probe_logits_give_linear_probe_top1():
     train_x, train_y, test_x, test_y = map(torch.from_numpy, (train_x, train_y, test_x, test_y))
     logits = linear_probe_logits(train_x, train_y, test_x, num_classes=6, seed=3, epochs=20)
     assert logits.shape == (100, 6)
-    top1 = (logits.argmax(dim=1) == test_y).float().mean().item()
+    assert 0.5 < (logits.argmax(dim=1) == test_y).float().mean().item() < 1.0
+    # exact equality only between the same fit: linear_probe_top1 fits the 4 classes present
+    # (6 classes is another optimisation, whose rounding may move a borderline image elsewhere)
+    four_class_logits = linear_probe_logits(train_x, train_y, test_x, seed=3, epochs=20)
+    assert four_class_logits.shape == (100, 4)
+    top1 = (four_class_logits.argmax(dim=1) == test_y).float().mean().item()
     assert top1 == linear_probe_top1(train_x, train_y, test_x, test_y, seed=3, epochs=20)
     assert 0.5 < top1 < 1.0
 

@@ -46,8 +46,12 @@ def test_kmeans_converges_to_a_lloyd_fixed_point_recovers_separated_blobs_and_is
     results = [kmeans(x, 4, 10, torch.Generator().manual_seed(seed))[0] for seed in range(5)]
     assert torch.equal(results[0], kmeans(x, 4, 10, torch.Generator().manual_seed(0))[0])
     for labels in results:  # every point is nearest to the mean of its own cluster
-        means = torch.stack([x[labels == c].mean(dim=0) for c in range(4)])
-        assert torch.equal(nearest_centroid(x, means), labels)
+        # in float64 and up to float32 rounding: a start that splits a blob leaves points almost
+        # halfway between two means, which another machine's kernels may assign either way
+        means = torch.stack([x[labels == c].double().mean(dim=0) for c in range(4)])
+        distances = torch.cdist(x.double(), means) ** 2
+        own = distances.gather(1, labels[:, None]).squeeze(1)
+        assert (own <= distances.min(dim=1).values + 1e-3).all()
     # from a random start k-means may end in a local minimum; some start finds the blobs
     assert any(same_partition(labels, truth) for labels in results)
 
