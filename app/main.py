@@ -23,6 +23,14 @@ def make_application(argv: list[str] | None = None):
 
 
 def run_app(argv: list[str] | None = None) -> int:
+    # first, before any Qt widget is imported: on Linux without Qt's X11 libraries, one line
+    # saying what to install, and exit code 2, instead of Qt's abort
+    from .platform_check import report_missing_xcb_libraries
+
+    missing = report_missing_xcb_libraries()
+    if missing is not None:
+        return missing
+
     from .main_window import MainWindow
     from .window_geometry import place_window
 
