@@ -60,8 +60,9 @@ SHORT_RUN = {
     # the paper's CIFAR-10 recipe (its appendix D): base rate 0.03, weight decay 5e-4, a
     # 2-layer projector
     "simsiam": ["optim.lr=0.03", "optim.weight_decay=5e-4", "method.projector_layers=2"],
-    # MoCo v3's AdamW recipe is the ViT one; with a CNN the paper trains with LARS
-    "moco_v3": ["optim.name=lars", "optim.lr=0.3", "optim.weight_decay=1e-6"],
+    # MoCo v3's AdamW recipe is the ViT one; with a CNN the paper trains with LARS, which in its
+    # code leaves the biases and norm layers alone
+    "moco_v3": ["optim.name=lars", "optim.lr=0.3", "optim.weight_decay=1e-6", "optim.decay_exclusions=bias_and_norm"],
     # smaller batches (more steps, as for BYOL and DINO) and 2 of the 6 local views (see
     # LOCAL_VIEWS); the paper freezes the prototypes for 313 iterations, one ImageNet epoch at
     # batch 4096: here one epoch at batch 128

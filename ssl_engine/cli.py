@@ -412,8 +412,14 @@ def run_methods(args) -> int:
             if optim.get("weight_decay_schedule") == "cosine":
                 decay = f"{decay} -> {optim['weight_decay_end']} (cosine)"
             biases = f" (biases and norm layers x {optim['bias_lr_ratio']})" if "bias_lr_ratio" in optim else ""
+            reach = ("on every parameter" if optim.get("decay_exclusions") == "none"
+                     else "except on biases and norm layers")
+            clip = ""
+            if optim.get("grad_clip", 0) > 0:
+                per = "each parameter's" if optim.get("grad_clip_mode") == "per_parameter" else "the global"
+                clip = f", {per} gradient norm clipped at {optim['grad_clip']}"
             print(f"      optimiser: {optim['name']} lr {optim['lr']} x batch/256{biases}, weight decay "
-                  f"{decay}, warm-up {optim['warmup_epochs']} epochs; views: {method.augment_preset}")
+                  f"{decay} {reach}, warm-up {optim['warmup_epochs']} epochs{clip}; views: {method.augment_preset}")
         print()
     return 0
 

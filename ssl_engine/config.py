@@ -76,7 +76,7 @@ class MethodConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = hyper("lars", choices=("sgd", "adamw", "lars"), help="optimiser (biases and norm layers get no weight decay or LARS adaptation)")
+    name: str = hyper("lars", choices=("sgd", "adamw", "lars"), help="optimiser (what gets weight decay and LARS adaptation: decay_exclusions)")
     lr: float = hyper(0.3, gt=0, le=100, help="base learning rate for a batch of 256 (scaled linearly with the batch size)")
     weight_decay: float = hyper(1e-6, ge=0, le=1, help="weight decay (at the start, with a cosine schedule)")
     weight_decay_schedule: str = hyper("constant", choices=("constant", "cosine"),
@@ -89,7 +89,14 @@ class OptimConfig:
                                  help="learning rate of biases and norm layers as a share of lr (Barlow Twins: 0.024, its code's 0.0048 against 0.2)")
     min_lr_ratio: float = hyper(0.0, ge=0, le=1, help="learning rate at the end of the cosine decay, as a share of the peak")
     lars_eta: float = hyper(0.001, gt=0, le=1, help="LARS trust coefficient")
-    grad_clip: float = hyper(0.0, ge=0, le=1000, help="clip the gradient norm to this (0: off)")
+    grad_clip: float = hyper(0.0, ge=0, le=1000, help="clip the gradient norm to this (0: off; what norm: grad_clip_mode)")
+    grad_clip_mode: str = hyper("global", choices=("global", "per_parameter"),
+                                help="global: the norm of all gradients together (MSN, BEiT, SimMIM, MaskFeat: clip_grad_norm_); "
+                                     "per_parameter: each parameter's gradient on its own (DINO, iBOT: their clip_gradients)")
+    decay_exclusions: str = hyper("bias_and_norm", choices=("bias_and_norm", "none"),
+                                  help="bias_and_norm: no weight decay or LARS adaptation on biases, norm layers and a ViT's relative "
+                                       "position table (SimCLR, BYOL, Barlow Twins, VICReg, DINO, MAE...); none: on every parameter "
+                                       "(SwAV, MoCo v2, MoCo v3's AdamW, SimSiam, DeepCluster, SeLa)")
 
 
 @dataclass

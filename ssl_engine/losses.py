@@ -106,6 +106,7 @@ def info_nce(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
 
     so the positive competes with the other 2N - 2 views as negatives, and the loss is the
     mean of l_i over all 2N anchors. When every view is the same vector, l_i = log(2N - 1).
+    (SimCLR's code sums its two directions, each a mean over N anchors: twice this.)
 
     Args:
         z1, z2: (N, D) embeddings of the two views; need not be normalised.

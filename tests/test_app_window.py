@@ -87,6 +87,19 @@ def test_switching_method_rebuilds_its_form_with_paper_defaults(qtbot, tmp_path)
     assert window.setup.method_summary.text()
 
 
+def test_optimiser_form_offers_the_recipes_clipping_and_decay_choices(qtbot, tmp_path):
+    window = open_window(qtbot, tmp_path)
+    picker = window.setup.method
+    picker.setCurrentIndex(picker.findData("dino"))
+    form = window.setup.optim_form
+    clip, exclusions = form.editors["grad_clip_mode"], form.editors["decay_exclusions"]
+    assert [clip.itemData(i) for i in range(clip.count())] == ["global", "per_parameter"]
+    assert clip.currentData() == "per_parameter" and exclusions.currentData() == "bias_and_norm"
+    assert "DINO" in clip.toolTip()
+    exclusions.setCurrentIndex(exclusions.findData("none"))
+    assert window.model.config.optim.decay_exclusions == "none"
+
+
 def test_preview_rerenders_when_a_slider_moves(qtbot, tmp_path):
     window = open_window(qtbot, tmp_path)
     before = [v.copy() for v in window.preview.shown_views()]

@@ -58,6 +58,35 @@ def test_methods_carry_their_papers_recipes():
     assert simclr[0] == simclr[1]
 
 
+def test_methods_clip_and_decay_as_their_code_does():
+    optim = {name: ExperimentConfig.for_method(name).optim for name in METHODS}
+    # DINO's and iBOT's clip_gradients clips each parameter; MSN, BEiT, SimMIM and MaskFeat the global norm
+    assert {n for n, o in optim.items() if o.grad_clip_mode == "per_parameter"} == {"dino", "ibot"}
+    assert {n for n, o in optim.items() if o.grad_clip > 0} == {"dino", "ibot", "msn", "beit", "simmim", "maskfeat"}
+    # SwAV's LARC, and the plain optimisers of MoCo v2, MoCo v3 (AdamW), SimSiam, DeepCluster and SeLa,
+    # decay every parameter; the others leave biases and norm layers out
+    assert {n for n, o in optim.items() if o.decay_exclusions == "none"} == \
+        {"swav", "moco_v2", "moco_v3", "simsiam", "deepcluster", "sela"}
+    # learning-rate floors: Barlow Twins' and VICReg's end_lr = base_lr * 0.001, DINO's min_lr 1e-6 of 5e-4
+    assert optim["barlow_twins"].min_lr_ratio == optim["vicreg"].min_lr_ratio == 0.001
+    assert optim["dino"].min_lr_ratio == pytest.approx(1e-6 / 5e-4) == optim["ibot"].min_lr_ratio
+
+
+@pytest.mark.parametrize("assignment, value", [("optim.grad_clip_mode=per_parameter", "per_parameter"),
+                                               ("optim.decay_exclusions=none", "none")])
+def test_recipe_choices_are_set_saved_and_checked_like_other_fields(tmp_path, assignment, value):
+    key = assignment.split("=")[0].split(".")[1]
+    config = ExperimentConfig.for_method("simclr").with_overrides([assignment]).validate()
+    assert getattr(config.optim, key) == value
+    config.save(tmp_path / "c.toml")
+    assert getattr(ExperimentConfig.load(tmp_path / "c.toml").optim, key) == value
+    with pytest.raises(ConfigError) as error:
+        ExperimentConfig.for_method("simclr").with_overrides([f"optim.{key}=sometimes"]).validate()
+    assert error.value.problems == [f"optim.{key} must be one of "
+                                    f"{', '.join(spec_of(next(f for f in dataclasses.fields(config.optim) if f.name == key)).choices)}"
+                                    f", got 'sometimes'"]
+
+
 def test_switching_method_switches_recipe_and_keeps_data():
     config = ExperimentConfig.for_method("simclr").with_overrides(["data.source=digits", "method.name=vicreg",
                                                                    "method.sim_coeff=10"])

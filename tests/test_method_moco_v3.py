@@ -62,17 +62,26 @@ def test_loss_is_the_sum_of_both_directions_with_the_momentum_encoders_keys():
     assert all(p.grad is None for p in method.momentum_backbone.parameters())
 
 
-def test_heads_follow_the_reference_code():
-    method = make_method()
+@pytest.mark.parametrize("backbone, projector_layers, predictor_last_bn", [
+    ("vit_tiny", 3, True),    # builder.py's MoCo_ViT
+    ("small_cnn", 2, False),  # MoCo_ResNet: a 2-layer projector, no BatchNorm at the predictor's end
+    ("resnet18", 2, False),
+])
+def test_heads_follow_the_reference_code(backbone, projector_layers, predictor_last_bn):
+    method = make_method(backbone)
     projector, predictor = method.projector, method.predictor
     linears = [m for m in [*projector, *predictor] if isinstance(m, nn.Linear)]
-    assert len([m for m in projector if isinstance(m, nn.Linear)]) == 3
+    assert len([m for m in projector if isinstance(m, nn.Linear)]) == projector_layers
     assert len([m for m in predictor if isinstance(m, nn.Linear)]) == 2
     assert all(m.bias is None for m in linears)
-    for head in (projector, predictor):
-        assert isinstance(head[-1], nn.BatchNorm1d) and not head[-1].affine
-        assert head[-1].num_features == 16
-    assert len([m for m in make_method(projector_layers=2).projector if isinstance(m, nn.Linear)]) == 2
+    assert isinstance(projector[-1], nn.BatchNorm1d) and not projector[-1].affine
+    assert projector[-1].num_features == 16
+    if predictor_last_bn:
+        assert isinstance(predictor[-1], nn.BatchNorm1d) and not predictor[-1].affine
+    else:
+        assert isinstance(predictor[-1], nn.Linear) and predictor[-1].out_features == 16
+    # an explicit depth wins over the backbone's
+    assert len([m for m in make_method(backbone, projector_layers=4).projector if isinstance(m, nn.Linear)]) == 4
 
 
 def test_momentum_rises_from_its_base_to_one_on_a_cosine_and_drives_the_ema():

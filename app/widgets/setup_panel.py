@@ -103,7 +103,7 @@ class SetupPanel(QWidget):
         self.optim_form = ParamForm(model, OptimConfig, ("optim",),
                                     only=["name", "lr", "weight_decay", "weight_decay_schedule", "weight_decay_end",
                                           "momentum", "beta2", "warmup_epochs", "min_lr_ratio", "bias_lr_ratio",
-                                          "grad_clip"])
+                                          "decay_exclusions", "grad_clip", "grad_clip_mode"])
         layout.addWidget(self._box("Optimiser", self.optim_form))
         self.train_form = ParamForm(model, TrainConfig, ("train",),
                                     only=["epochs", "batch_size", "device", "precision", "seed", "runs_dir"],

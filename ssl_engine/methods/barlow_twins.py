@@ -32,10 +32,12 @@ class BarlowTwins(Method):
     Params = BarlowTwinsParams
     augment_preset = "barlow_twins"
     matrix_names = ("cross-correlation", "similarity")
-    # LARS at 0.2 x batch/256, weight decay 1.5e-6, 10 warm-up epochs; biases and norm layers
-    # at 0.0048 x batch/256, 0.024 of the weights' rate (paper's code)
+    # LARS at 0.2 x batch/256, weight decay 1.5e-6, 10 warm-up epochs, then a cosine to 0.001 of
+    # the peak (main.py's adjust_learning_rate: end_lr = base_lr * 0.001); biases and norm layers
+    # (its 1-d parameters) at 0.0048 x batch/256, 0.024 of the weights' rate, with no weight decay
+    # or LARS adaptation (its exclude_bias_and_norm)
     optim_defaults = {"name": "lars", "lr": 0.2, "weight_decay": 1.5e-6, "momentum": 0.9, "warmup_epochs": 10.0,
-                      "bias_lr_ratio": 0.024}
+                      "bias_lr_ratio": 0.024, "min_lr_ratio": 0.001, "decay_exclusions": "bias_and_norm"}
 
     def __init__(self, backbone, params: BarlowTwinsParams, total_steps: int):
         super().__init__(backbone, params, total_steps)

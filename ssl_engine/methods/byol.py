@@ -34,8 +34,10 @@ class BYOL(Method):
     paper = "Grill et al., NeurIPS 2020"
     Params = BYOLParams
     augment_preset = "byol"
-    # LARS at 0.2 x batch/256, weight decay 1.5e-6, 10 warm-up epochs (paper, section 3.2)
-    optim_defaults = {"name": "lars", "lr": 0.2, "weight_decay": 1.5e-6, "momentum": 0.9, "warmup_epochs": 10.0}
+    # LARS at 0.2 x batch/256, weight decay 1.5e-6, 10 warm-up epochs (paper, section 3.2); no
+    # weight decay or LARS adaptation on biases and norm layers (the code's exclude_bias_and_norm)
+    optim_defaults = {"name": "lars", "lr": 0.2, "weight_decay": 1.5e-6, "momentum": 0.9, "warmup_epochs": 10.0,
+                      "decay_exclusions": "bias_and_norm"}
 
     def __init__(self, backbone, params: BYOLParams, total_steps: int):
         super().__init__(backbone, params, total_steps)

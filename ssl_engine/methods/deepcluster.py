@@ -127,8 +127,10 @@ class DeepCluster(Method):
     paper = "Caron et al., ECCV 2018"
     Params = DeepClusterParams
     augment_preset = "simclr"
-    # SGD at 0.05 for a batch of 256, momentum 0.9, weight decay 1e-5, no warm-up (paper's implementation details, reference code)
-    optim_defaults = {"name": "sgd", "lr": 0.05, "weight_decay": 1e-5, "momentum": 0.9, "warmup_epochs": 0.0}
+    # SGD at 0.05 for a batch of 256, momentum 0.9, weight decay 1e-5, no warm-up (paper's implementation details,
+    # reference code); its main.py decays every parameter, biases and BatchNorm included
+    optim_defaults = {"name": "sgd", "lr": 0.05, "weight_decay": 1e-5, "momentum": 0.9, "warmup_epochs": 0.0,
+                      "decay_exclusions": "none"}
 
     def __init__(self, backbone, params: DeepClusterParams, total_steps: int):
         super().__init__(backbone, params, total_steps)

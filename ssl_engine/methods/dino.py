@@ -17,6 +17,10 @@ prototypes; that last layer is frozen for the first epoch(s), which the paper fo
 the start of training. The teacher temperature and the frozen layer go by epochs, as in the
 code: the method learns the epoch from `before_epoch` (a resumed run gets it too).
 
+The optimiser is the code's (main_dino.py, utils.py): AdamW with a cosine to min_lr 1e-6, no
+weight decay on biases and norm layers, and each parameter's gradient clipped at a norm of 3 on
+its own (`optim.grad_clip_mode` per_parameter, its clip_gradients), not the global norm.
+
 Reported: the teacher targets' mean entropy, the center's norm (after this step's update), the
 teacher temperature, and how many global views each prototype's target peaks at. Evaluation
 uses the student's backbone; the paper evaluates the teacher, which is often slightly better.
@@ -98,10 +102,14 @@ class DINO(Method):
     paper = "Caron et al., ICCV 2021"
     Params = DINOParams
     augment_preset = "dino"
-    # AdamW at 5e-4 x batch/256, 10 warm-up epochs, gradients clipped at 3, weight decay from 0.04
-    # to 0.4 on a cosine (the code's defaults).
+    # The code's defaults (main_dino.py, utils.py): AdamW at 5e-4 x batch/256, 10 warm-up epochs,
+    # then a cosine to min_lr 1e-6 (1/500 of 5e-4); weight decay from 0.04 to 0.4 on a cosine, none
+    # on biases and norm layers (get_params_groups); each parameter's gradient clipped at a norm of
+    # 3 on its own (clip_gradients), which is far looser than clipping the global norm at 3.
     optim_defaults = {"name": "adamw", "lr": 5e-4, "weight_decay": 0.04, "weight_decay_schedule": "cosine",
-                      "weight_decay_end": 0.4, "momentum": 0.9, "warmup_epochs": 10.0, "grad_clip": 3.0}
+                      "weight_decay_end": 0.4, "momentum": 0.9, "warmup_epochs": 10.0,
+                      "min_lr_ratio": 1e-6 / 5e-4, "grad_clip": 3.0, "grad_clip_mode": "per_parameter",
+                      "decay_exclusions": "bias_and_norm"}
 
     def __init__(self, backbone, params: DINOParams, total_steps: int):
         super().__init__(backbone, params, total_steps)

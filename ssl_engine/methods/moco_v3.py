@@ -10,6 +10,12 @@ Each view's query is contrasted with the other view's keys of the whole (global)
     loss      = ctr(q1, k2) + ctr(q2, k1)
 
 The factor 2T is the reference code's; it makes the gradient's scale independent of T.
+The heads follow the backbone as the code's builder.py does: on a ViT (MoCo_ViT) a 3-layer
+projector and a 2-layer predictor, both ending in a BatchNorm without affine parameters; on a
+ResNet or any other CNN (MoCo_ResNet) a 2-layer projector with that last BatchNorm and a 2-layer
+predictor without one. No Linear has a bias. The code's AdamW (the ViT recipe, the default here)
+decays every parameter, biases and norm layers included; its LARS (the ResNet recipe) leaves
+out every 1-d parameter, i.e. `optim.decay_exclusions=bias_and_norm` with `optim.name=lars`.
 For ViTs the paper keeps the patch projection at its random initialisation (section 4.2):
 training is then stable at learning rates where a learnt projection makes the accuracy dip. Its
 ViTs' position embeddings are fixed 2-D sin-cos (its code's vits.py), and so are they here.
@@ -49,7 +55,7 @@ class MoCoV3Params:
     temperature: float = hyper(0.2, gt=0, le=10, help="softmax temperature (paper: 0.2 for ViT, 1.0 for ResNet)")
     projection_dim: int = hyper(256, ge=2, le=65536, help="output size of the projector and predictor")
     hidden_dim: int = hyper(4096, ge=2, le=65536, help="hidden size of the projector and predictor")
-    projector_layers: int = hyper(3, ge=1, le=5, help="projector depth (the code: 3 for ViT, 2 for ResNet)")
+    projector_layers: int = hyper(0, ge=0, le=5, help="projector depth (0: the code's, 3 on a ViT and 2 on a CNN)")
     base_momentum: float = hyper(0.99, ge=0, le=1, help="momentum encoder's EMA momentum at the start; it rises to 1 on a cosine")
     random_patch_projection: bool = hyper(True, help="ViT only: freeze the patch projection at its random initialisation (the paper's stability fix)")
 
@@ -63,19 +69,23 @@ class MoCoV3(Method):
     Params = MoCoV3Params
     augment_preset = "byol"  # the paper uses BYOL's augmentations
     position_embedding = "sincos"
-    # The ViT recipe (CONFIG.md): AdamW at 1.5e-4 x batch/256, weight decay 0.1, 40 warm-up
-    # epochs. The ResNet recipe is LARS at 0.6 (0.3 for long runs), weight decay 1e-6, 10 epochs.
-    optim_defaults = {"name": "adamw", "lr": 1.5e-4, "weight_decay": 0.1, "momentum": 0.9, "warmup_epochs": 40.0}
+    # The ViT recipe (CONFIG.md): AdamW at 1.5e-4 x batch/256, weight decay 0.1 on every parameter
+    # (main_moco.py), 40 warm-up epochs. The ResNet recipe is LARS at 0.6 (0.3 for long runs),
+    # weight decay 1e-6, 10 epochs, with no decay or adaptation on 1-d parameters (moco/optimizer.py).
+    optim_defaults = {"name": "adamw", "lr": 1.5e-4, "weight_decay": 0.1, "momentum": 0.9, "warmup_epochs": 40.0,
+                      "decay_exclusions": "none"}
 
     def __init__(self, backbone, params: MoCoV3Params, total_steps: int):
         super().__init__(backbone, params, total_steps)
-        # Every Linear without bias and a last BatchNorm without affine, in both MLPs, as in the code.
+        # Every Linear without bias; a last BatchNorm without affine in the projector, and in the
+        # predictor on a ViT only (builder.py's MoCo_ViT and MoCo_ResNet).
+        is_vit = hasattr(backbone, "patch_embed")
         self.projector = projection_mlp(backbone.feature_dim, params.hidden_dim, params.projection_dim,
-                                        num_layers=params.projector_layers, last_batch_norm=True,
-                                        last_bn_affine=False)
+                                        num_layers=params.projector_layers or (3 if is_vit else 2),
+                                        last_batch_norm=True, last_bn_affine=False, bias=False)
         self.predictor = projection_mlp(params.projection_dim, params.hidden_dim, params.projection_dim,
-                                        num_layers=2, last_batch_norm=True, last_bn_affine=False)
-        if params.random_patch_projection and hasattr(backbone, "patch_embed"):
+                                        num_layers=2, last_batch_norm=is_vit, last_bn_affine=False, bias=False)
+        if params.random_patch_projection and is_vit:
             backbone.patch_embed.requires_grad_(False)
         self.momentum_backbone = copy_as_frozen(self.backbone)
         self.momentum_projector = copy_as_frozen(self.projector)

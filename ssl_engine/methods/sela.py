@@ -17,6 +17,14 @@ its own labels and the loss is their mean (the paper's best models use 10 heads)
 
 Before the first update the labels are a seeded random equipartition; as in the reference code
 (yukimasano/self-label), the first update comes before the first step.
+
+The defaults and where they come from: lambda 25 is the paper's and its ImageNet code's
+(main.py, `--lamb 25`); one label update per epoch is what the repository's scripts/cifar.sh
+runs (400 updates in 400 epochs). Its cifar.py alone defaults to lambda 10 and 400 updates
+spread evenly over 800 epochs (one every 2 epochs), and main.py to 100 updates in 200 epochs
+on a quadratic spacing, most of them early (half in the first quarter); a schedule here is
+every `relabel_every_epochs` epochs. Both codes' SGD decays every parameter, biases and
+BatchNorm included (`decay_exclusions` none).
 """
 
 from __future__ import annotations
@@ -39,9 +47,9 @@ class SeLaParams:
     num_clusters: int = hyper(128, ge=2, le=100000, help="clusters K per head (128 in the paper's CIFAR runs, 3000 for ImageNet)")
     num_heads: int = hyper(1, ge=1, le=64, help="classification heads, each with its own pseudo-labels (10 in the paper's best runs)")
     hidden_dim: int = hyper(0, ge=0, le=65536, help="hidden size of an MLP head (0: a linear head)")
-    sinkhorn_lambda: float = hyper(25.0, gt=0, le=1000, help="lambda of the label optimisation: Sinkhorn on P^lambda (larger: closer to the exact transport)")
+    sinkhorn_lambda: float = hyper(25.0, gt=0, le=1000, help="lambda of the label optimisation: Sinkhorn on P^lambda, larger is closer to the exact transport (25: the paper and its ImageNet code; its CIFAR code: 10)")
     sinkhorn_iterations: int = hyper(100, ge=1, le=100000, help="Sinkhorn-Knopp rounds per label update (the reference iterates to convergence)")
-    relabel_every_epochs: int = hyper(1, ge=1, le=100000, help="epochs between label updates, the first before epoch 0 (the CIFAR code: every epoch)")
+    relabel_every_epochs: int = hyper(1, ge=1, le=100000, help="epochs between label updates, the first before epoch 0 (1: the reference's scripts/cifar.sh, 400 in 400 epochs; its cifar.py: 400 in 800, every 2)")
 
 
 @dataclass
@@ -64,9 +72,11 @@ class SeLa(Method):
     # The paper's views are random crops, flips, colour jitter (0.4, 0.4, 0.4, 0.4) and greyscale
     # 0.2 (reference data.py, augs=3): MoCo v2's preset has that jitter strength and greyscale.
     augment_preset = "moco_v2"
-    # SGD at 0.05 for a batch of 256, momentum 0.9, weight decay 1e-5 (reference main.py; its
-    # step decay becomes our cosine)
-    optim_defaults = {"name": "sgd", "lr": 0.05, "weight_decay": 1e-5, "momentum": 0.9, "warmup_epochs": 0.0}
+    # SGD at 0.05 for a batch of 256, momentum 0.9, weight decay 1e-5 on every parameter
+    # (reference main.py: its --lr help says 0.05, the flag's default is 0.08; its step decay
+    # becomes our cosine). Its cifar.py: 0.05 for a batch of 64, weight decay 5e-4.
+    optim_defaults = {"name": "sgd", "lr": 0.05, "weight_decay": 1e-5, "momentum": 0.9, "warmup_epochs": 0.0,
+                      "decay_exclusions": "none"}
 
     def __init__(self, backbone, params: SeLaParams, total_steps: int):
         super().__init__(backbone, params, total_steps)

@@ -33,8 +33,10 @@ class SimSiam(Method):
     paper = "Chen & He, CVPR 2021"
     Params = SimSiamParams
     augment_preset = "simsiam"
-    # SGD at 0.05 x batch/256, weight decay 1e-4, momentum 0.9, cosine, no warm-up (paper)
-    optim_defaults = {"name": "sgd", "lr": 0.05, "weight_decay": 1e-4, "momentum": 0.9, "warmup_epochs": 0.0}
+    # SGD at 0.05 x batch/256, weight decay 1e-4, momentum 0.9, cosine, no warm-up (paper); its
+    # main_simsiam.py decays every parameter, biases and BatchNorm included
+    optim_defaults = {"name": "sgd", "lr": 0.05, "weight_decay": 1e-4, "momentum": 0.9, "warmup_epochs": 0.0,
+                      "decay_exclusions": "none"}
 
     def __init__(self, backbone, params: SimSiamParams, total_steps: int):
         super().__init__(backbone, params, total_steps)

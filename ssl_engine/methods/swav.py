@@ -78,9 +78,10 @@ class SwAV(Method):
     augment_preset = "swav"
     # The reference's batch-256 recipe (scripts/swav_400ep_bs256_pretrain.sh): LARS at 0.6, weight
     # decay 1e-6, no warm-up, cosine to base/1000. (The batch-4096 recipe, 4.8 with 10 warm-up
-    # epochs, is 0.3 per 256.)
+    # epochs, is 0.3 per 256.) Its LARC wraps SGD over model.parameters(): every parameter, biases
+    # and BatchNorm included, gets weight decay and the trust ratio.
     optim_defaults = {"name": "lars", "lr": 0.6, "weight_decay": 1e-6, "momentum": 0.9, "warmup_epochs": 0.0,
-                      "min_lr_ratio": 0.001}
+                      "min_lr_ratio": 0.001, "decay_exclusions": "none"}
 
     def __init__(self, backbone, params: SwAVParams, total_steps: int):
         super().__init__(backbone, params, total_steps)

@@ -37,8 +37,11 @@ class VICReg(Method):
     Params = VICRegParams
     augment_preset = "vicreg"
     matrix_names = ("covariance", "cross-correlation", "similarity")
-    # LARS at 0.2 x batch/256, weight decay 1e-6, 10 warm-up epochs (paper's code)
-    optim_defaults = {"name": "lars", "lr": 0.2, "weight_decay": 1e-6, "momentum": 0.9, "warmup_epochs": 10.0}
+    # LARS at 0.2 x batch/256, weight decay 1e-6, 10 warm-up epochs, then a cosine to 0.001 of the
+    # peak (main_vicreg.py's adjust_learning_rate: end_lr = base_lr * 0.001); no weight decay or
+    # LARS adaptation on biases and norm layers (its exclude_bias_and_norm)
+    optim_defaults = {"name": "lars", "lr": 0.2, "weight_decay": 1e-6, "momentum": 0.9, "warmup_epochs": 10.0,
+                      "min_lr_ratio": 0.001, "decay_exclusions": "bias_and_norm"}
 
     def __init__(self, backbone, params: VICRegParams, total_steps: int):
         super().__init__(backbone, params, total_steps)

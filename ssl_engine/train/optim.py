@@ -1,5 +1,10 @@
-"""Optimisers: SGD, AdamW and LARS, with no weight decay (or LARS adaptation) on biases and
-normalisation layers, as in the SimCLR, BYOL and Barlow Twins recipes."""
+"""Optimisers (SGD, AdamW and LARS) and gradient clipping, as each method's recipe has them.
+
+What the weight decay and LARS's adaptation reach is the recipe's `decay_exclusions`: biases and
+normalisation layers are left out in SimCLR, BYOL, Barlow Twins, VICReg, DINO, iBOT, MSN, MAE,
+BEiT and SimMIM's code, while SwAV, MoCo v2, MoCo v3 (AdamW), SimSiam, DeepCluster and SeLa hand
+every parameter to their optimiser. Gradients are clipped by their global norm or, as DINO and
+iBOT's `clip_gradients` does, parameter by parameter (`grad_clip_mode`)."""
 
 from __future__ import annotations
 
@@ -8,12 +13,16 @@ from torch import nn
 
 from ..config import OptimConfig
 
+CLIP_EPS = 1e-6
+"""Added to a parameter's gradient norm in per-parameter clipping (DINO's clip_gradients)."""
+
 
 class LARS(torch.optim.Optimizer):
     """Layer-wise Adaptive Rate Scaling (You et al., 2017), as used by SimCLR, BYOL, Barlow Twins
     and VICReg: SGD with momentum whose update for each weight tensor is scaled by the trust
-    ratio eta * ||w|| / ||grad + wd * w||. Groups with `lars_exclude` (biases, norm layers)
-    get plain SGD with momentum and no weight decay."""
+    ratio eta * ||w|| / ||grad + wd * w||. Groups with `lars_exclude` (biases, norm layers,
+    where the recipe's decay_exclusions is bias_and_norm) get plain SGD with momentum and no
+    weight decay; SwAV's LARC adapts and decays every parameter (decay_exclusions none)."""
 
     def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.001):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta,
@@ -48,13 +57,20 @@ def _is_excluded(name: str, param: nn.Parameter) -> bool:
     return param.ndim <= 1 or name.endswith(".bias") or name.endswith("relative_position.table")
 
 
-def split_decay_groups(method: nn.Module, groups: list[dict], bias_lr_ratio: float = 1.0) -> list[dict]:
-    """Split each of the method's parameter groups into a decayed and an excluded part; the
-    excluded part's learning rate is `bias_lr_ratio` times the group's (`lr_scale`).
+def split_decay_groups(method: nn.Module, groups: list[dict], bias_lr_ratio: float = 1.0,
+                       exclusions: str = "bias_and_norm") -> list[dict]:
+    """Split each of the method's parameter groups into its weights and its biases and norm
+    layers; the second part's learning rate is `bias_lr_ratio` times the group's (`lr_scale`).
+
+    With `exclusions` "bias_and_norm" the second part gets no weight decay and no LARS
+    adaptation; with "none" it gets both, like the weights (the part still exists, for its
+    learning rate and so that the groups are the same whichever the recipe).
 
     Parts whose weight decay is settled here (the excluded ones, and groups where the method
     sets its own, e.g. MSN's undecayed prototypes) are marked `fixed_weight_decay`: a weight
     decay schedule leaves them alone."""
+    if exclusions not in ("bias_and_norm", "none"):
+        raise ValueError(f"exclusions must be bias_and_norm or none, got {exclusions!r}")
     names = {id(p): n for n, p in method.named_parameters()}
     result = []
     for group in groups:
@@ -64,15 +80,41 @@ def split_decay_groups(method: nn.Module, groups: list[dict], bias_lr_ratio: flo
             (exclude if _is_excluded(names.get(id(p), ""), p) else decay).append(p)
         if decay:
             result.append({"params": decay, **extra, "fixed_weight_decay": "weight_decay" in extra})
-        if exclude:
+        if exclude and exclusions == "bias_and_norm":
             result.append({"params": exclude, "weight_decay": 0.0, "lars_exclude": True, **extra,
                            "fixed_weight_decay": True, "lr_scale": bias_lr_ratio})
+        elif exclude:
+            result.append({"params": exclude, **extra, "fixed_weight_decay": "weight_decay" in extra,
+                           "lr_scale": bias_lr_ratio})
     return result
+
+
+@torch.no_grad()
+def clip_gradients(parameters, max_norm: float, mode: str = "global") -> None:
+    """Clip the gradients of `parameters` in place (nothing when `max_norm` is 0).
+
+    "global": scale all of them by min(1, max_norm / ||g||), with ||g|| the norm of every
+    gradient together (torch's clip_grad_norm_, as in the MSN, BEiT, SimMIM and MaskFeat code).
+    "per_parameter": scale each parameter's gradient g_p on its own by max_norm / (||g_p|| +
+    1e-6) where that is below 1 (DINO's and iBOT's utils.clip_gradients): a tensor is only
+    shortened when its own norm passes max_norm, so the clip is much looser than the global one."""
+    if max_norm <= 0:
+        return
+    if mode == "global":
+        nn.utils.clip_grad_norm_(parameters, max_norm)
+    elif mode == "per_parameter":
+        for p in parameters:
+            if p.grad is None:
+                continue
+            coefficient = max_norm / (p.grad.norm() + CLIP_EPS)
+            p.grad.mul_(coefficient.clamp(max=1.0))
+    else:
+        raise ValueError(f"mode must be global or per_parameter, got {mode!r}")
 
 
 def build_optimizer(method: nn.Module, groups: list[dict], config: OptimConfig, lr: float) -> torch.optim.Optimizer:
     """The optimiser named in `config`, over `groups` (from `Method.parameter_groups`)."""
-    groups = split_decay_groups(method, groups, config.bias_lr_ratio)
+    groups = split_decay_groups(method, groups, config.bias_lr_ratio, config.decay_exclusions)
     if config.name == "sgd":
         for g in groups:
             g.pop("lars_exclude", None)

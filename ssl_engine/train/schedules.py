@@ -7,7 +7,12 @@ import math
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, peak: float, floor: float = 0.0) -> float:
     """Learning rate at `step` (0-based): linear from peak/warmup to peak over `warmup_steps`,
-    then a half cosine from peak down to `floor` at `total_steps`."""
+    then a half cosine from peak down to `floor` at `total_steps`.
+
+    The cosine is that of DINO's and iBOT's cosine_scheduler and of Barlow Twins' and VICReg's
+    adjust_learning_rate, floor + (peak - floor) (1 + cos(pi t / T)) / 2 over the T steps after
+    the warm-up; their warm-ups start at 0 where this one starts at peak / warmup_steps, one
+    step ahead, so that no step is spent at a rate of 0."""
     if warmup_steps > 0 and step < warmup_steps:
         return peak * (step + 1) / warmup_steps
     span = max(1, total_steps - warmup_steps)
