@@ -25,6 +25,8 @@ __all__ = [
     "gather_with_grad",
     "gather_no_grad",
     "all_reduce_mean",
+    "all_reduce_sum",
+    "all_reduce_sum_with_grad",
     "setup_from_environment",
 ]
 
@@ -90,6 +92,34 @@ def gather_with_grad(x: Tensor) -> Tensor:
     if world_size() == 1:
         return x
     return _GatherWithGrad.apply(x)
+
+
+class _AllReduceSumWithGrad(torch.autograd.Function):
+    """all_reduce (sum) forward; all_reduce (sum) of the incoming gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        summed = x.contiguous().clone()
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        return summed
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> Tensor:
+        summed = grad_output.contiguous().clone()
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        return summed
+
+
+def all_reduce_sum_with_grad(x: Tensor) -> Tensor:
+    """The sum of `x` over all ranks, keeping the gradient path to every rank's `x` (the batch
+    moments of a BatchNorm over the global batch). Returns `x` itself in a world of 1.
+
+    Backward sums the incoming gradient over the ranks: every rank's loss depends on the sum
+    through its own rows only, so the gradient of the sum is the sum of the ranks' parts, the
+    same convention as `gather_with_grad` (DDP's averaging then gives the single-process step)."""
+    if world_size() == 1:
+        return x
+    return _AllReduceSumWithGrad.apply(x)
 
 
 @torch.no_grad()

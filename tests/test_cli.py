@@ -30,6 +30,13 @@ def test_methods_lists_every_method_by_family_with_ranges(capsys):
         assert f"{method.family}: {FAMILIES[method.family]}" in out
     assert "temperature" in out and "= 0.5" in out and "[> 0, <= 10]" in out
     assert "lambd" in out and "sim_coeff" in out
+    # each recipe says what its weight decay reaches and how it clips (DINO: parameter by parameter)
+    def optimiser_line(name):
+        return next(line for line in out[out.index(f"  {name} "):].splitlines() if "optimiser:" in line)
+
+    assert "except on biases and norm layers" in optimiser_line("dino")
+    assert "each parameter's gradient norm clipped at 3.0" in optimiser_line("dino")
+    assert "on every parameter" in optimiser_line("swav") and "clipped" not in optimiser_line("swav")
 
 
 def test_train_then_eval_the_checkpoint(tmp_path, capsys):
@@ -95,6 +102,26 @@ def test_a_run_saved_with_another_vit_layout_resumes(tmp_path, capsys):
     steps = json.loads(capsys.readouterr().out)["steps"]
     assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 2 * steps
+
+
+def test_a_checkpoint_of_another_head_layout_is_one_line_not_a_traceback(tmp_path, capsys):
+    """A run saved by a version whose heads differ (here: a projector layer removed from the
+    checkpoint) is refused with one line that says what to do; the run folder is untouched."""
+    import torch
+    assert _train(tmp_path) == 0
+    run = next((tmp_path / "runs").iterdir())
+    checkpoint = run / "checkpoints" / "last.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    dropped = next(k for k in state["method"] if k.startswith("projector."))
+    del state["method"][dropped]
+    torch.save(state, checkpoint)
+    before = checkpoint.read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cannot resume {run}")
+    assert dropped in err[0] and "start a new run" in err[0]
+    assert checkpoint.read_bytes() == before
 
 
 @pytest.mark.parametrize("argv, message", [

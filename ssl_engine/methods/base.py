@@ -64,6 +64,8 @@ class Method(nn.Module):
     vit_features: ClassVar[str] = "class_token"  # a ViT's evaluation features: or "mean_patch"
     position_embedding: ClassVar[str] = "learnt"  # a ViT's positions: or "sincos" (fixed), "relative" (a bias)
     layer_scale: ClassVar[str] = "off"  # a ViT's LayerScale: or "on"
+    uses_mask_token: ClassVar[bool] = False  # a ViT's mask token stands in for hidden patches
+    local_batch_norm: ClassVar[tuple[str, ...]] = ()  # submodules whose BatchNorm stays per process
 
     def __init__(self, backbone: nn.Module, params, total_steps: int):
         name = getattr(backbone, "name", type(backbone).__name__)
@@ -72,6 +74,10 @@ class Method(nn.Module):
                                f"{' or '.join(self.backbones)}, got {name}"])
         super().__init__()
         self.backbone = backbone
+        if not self.uses_mask_token and isinstance(getattr(backbone, "mask_token", None), nn.Parameter):
+            # Frozen where the method never puts it in place of a patch (MAE and I-JEPA drop
+            # patches instead): a parameter no step uses would stall DDP's gradient reduction.
+            backbone.mask_token.requires_grad_(False)
         self.params = params
         self.total_steps = max(1, int(total_steps))
 
@@ -109,12 +115,15 @@ class Method(nn.Module):
         view-1 embedding with every view-2 embedding (positives on the diagonal)."""
         if output.embeddings is None:
             return {}
-        # The top-left block of a matrix over the first dimensions is exact (standardisation
-        # is per dimension) and keeps an 8192-d projector's matrix small enough to draw.
-        z1, z2 = (z.float()[:, :MATRIX_DIMS] for z in output.embeddings)
+        z1, z2 = (z.float() for z in output.embeddings)
+        # The cross-correlation's top-left block over the first dimensions is exact
+        # (standardisation is per dimension) and keeps an 8192-d projector's matrix small
+        # enough to draw. The cosine needs each embedding's whole norm: rows are normalised
+        # over every dimension first, then the first images are kept.
+        cross_correlation = losses.cross_correlation(z1[:, :MATRIX_DIMS], z2[:, :MATRIX_DIMS])
         n = min(len(z1), MATRIX_DIMS)
         similarity = nn.functional.normalize(z1[:n], dim=1) @ nn.functional.normalize(z2[:n], dim=1).T
-        return {"cross-correlation": losses.cross_correlation(z1, z2), "similarity": similarity}
+        return {"cross-correlation": cross_correlation, "similarity": similarity}
 
     @torch.no_grad()
     def histograms(self, output: StepOutput) -> dict[str, torch.Tensor]:

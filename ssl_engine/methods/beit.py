@@ -145,6 +145,7 @@ class BEiT(Method):
     paper = "Bao et al., ICLR 2022"
     Params = BEiTParams
     backbones = ("vit_tiny", "vit_small")
+    uses_mask_token = True
     # BEiT's classification code pools the patch tokens by default (use_mean_pooling)
     vit_features = "mean_patch"
     # the defaults of BEiT's pre-training script: a shared relative position bias and no absolute

@@ -101,12 +101,16 @@ class IBOT(DINO):
     paper = "Zhou et al., ICLR 2022"
     Params = IBOTParams
     backbones = ("vit_tiny", "vit_small")
+    uses_mask_token = True
     augment_preset = "dino"
-    # The code's defaults, as DINO's: AdamW at 5e-4 x batch/256, 10 warm-up epochs, cosine to
-    # min_lr 1e-6 (1/500 of 5e-4), gradients clipped at 3, weight decay from 0.04 to 0.4 on a cosine.
+    # The code's defaults, as DINO's (main_ibot.py, utils.py): AdamW at 5e-4 x batch/256, 10
+    # warm-up epochs, cosine to min_lr 1e-6 (1/500 of 5e-4), weight decay from 0.04 to 0.4 on a
+    # cosine and none on biases and norm layers (get_params_groups), each parameter's gradient
+    # clipped at a norm of 3 on its own (clip_gradients).
     optim_defaults = {"name": "adamw", "lr": 5e-4, "weight_decay": 0.04, "weight_decay_schedule": "cosine",
                       "weight_decay_end": 0.4, "momentum": 0.9, "warmup_epochs": 10.0,
-                      "min_lr_ratio": 1e-6 / 5e-4, "grad_clip": 3.0}
+                      "min_lr_ratio": 1e-6 / 5e-4, "grad_clip": 3.0, "grad_clip_mode": "per_parameter",
+                      "decay_exclusions": "bias_and_norm"}
 
     def __init__(self, backbone, params: IBOTParams, total_steps: int):
         if params.mask_ratio_min > params.mask_ratio_max:

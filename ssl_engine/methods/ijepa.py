@@ -137,8 +137,6 @@ class IJEPA(Method):
         if problems:
             raise ConfigError(problems)
         self.predictor = Predictor(backbone.dim, params.predictor_dim, params.predictor_depth, heads, backbone.grid)
-        # the context encoder never takes a mask token: frozen, so that DDP waits for no gradient of it
-        backbone.mask_token.requires_grad_(False)
         self.target_backbone = copy_as_frozen(self.backbone)
         self.momentum = params.base_momentum
         self.mask_seed = int(torch.randint(0, 2 ** 31, ()))  # follows train.seed: the Trainer seeds torch first

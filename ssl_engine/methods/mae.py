@@ -113,9 +113,6 @@ class MAE(Method):
             raise ConfigError([f"method.mask_ratio ({params.mask_ratio:g}) hides all {patches} patches: "
                                f"the encoder needs at least one"])
         self.decoder = MAEDecoder(backbone.dim, params, backbone.patch_size, backbone.grid)
-        # MAE's encoder never sees a mask token (the decoder has its own): freeze the ViT's, so
-        # that DDP does not wait for its gradient
-        backbone.mask_token.requires_grad_(False)
         # the masks' seed: drawn from torch's generator, which the Trainer seeds from train.seed
         self.mask_seed = int(torch.randint(0, 2 ** 31, ()))
 

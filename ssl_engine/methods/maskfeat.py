@@ -54,6 +54,7 @@ class MaskFeat(Method):
     paper = "Wei et al., CVPR 2022"
     Params = MaskFeatParams
     backbones = ("vit_tiny", "vit_small")
+    uses_mask_token = True
     # the paper's ViTs are evaluated on average-pooled patch tokens (the loss is per patch)
     vit_features = "mean_patch"
     augment_preset = "maskfeat"

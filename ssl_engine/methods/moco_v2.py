@@ -15,11 +15,11 @@ import torch
 from torch.nn import functional as F
 
 from .. import losses
-from ..distributed import gather_no_grad
+from ..distributed import gather_no_grad, rank, world_size
 from ..models.ema import copy_as_frozen, ema_update
 from ..models.heads import projection_mlp
 from ..params import hyper
-from .base import Method, StepOutput, register
+from .base import Method, StepOutput, register, step_generator
 
 
 @dataclass
@@ -40,8 +40,11 @@ class MoCoV2(Method):
     paper = "Chen et al., arXiv 2003.04297, 2020"
     Params = MoCoV2Params
     augment_preset = "moco_v2"
-    # SGD at 0.03 for a batch of 256, weight decay 1e-4, cosine schedule (MoCo v2)
-    optim_defaults = {"name": "sgd", "lr": 0.03, "weight_decay": 1e-4, "momentum": 0.9, "warmup_epochs": 0.0}
+    # SGD at 0.03 for a batch of 256, weight decay 1e-4, cosine schedule (MoCo v2); its
+    # main_moco.py decays every parameter, biases and BatchNorm included
+    optim_defaults = {"name": "sgd", "lr": 0.03, "weight_decay": 1e-4, "momentum": 0.9, "warmup_epochs": 0.0,
+                      "decay_exclusions": "none"}
+    local_batch_norm = ("key_backbone",)  # its shuffled BatchNorm normalises each part alone
 
     def __init__(self, backbone, params: MoCoV2Params, total_steps: int):
         super().__init__(backbone, params, total_steps)
@@ -54,20 +57,35 @@ class MoCoV2(Method):
         self.register_buffer("queue", queue)
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
+        self.shuffle_seed = int(torch.randint(0, 2 ** 31, ()))  # follows train.seed: the Trainer seeds torch first
 
     @torch.no_grad()
-    def _keys(self, images: torch.Tensor) -> torch.Tensor:
-        order = torch.randperm(len(images), device=images.device)
-        chunks = images[order].chunk(self.params.bn_splits)
-        shuffled = torch.cat([self.key_projector(self.key_backbone(chunk)) for chunk in chunks])
+    def _keys(self, images: torch.Tensor, step: int) -> torch.Tensor:
+        """Keys of this process's `images` with shuffled BatchNorm: the global batch in this step's
+        random order, cut into `bn_splits` parts that each normalise alone, then put back in
+        order (the code's shuffle across GPUs, one part per GPU). Each process encodes its share
+        of the parts when they divide evenly among the processes (all of them otherwise), so N
+        processes give the keys of one, and a resumed run the keys of an uninterrupted one."""
+        everything = gather_no_grad(images)
+        order = torch.randperm(len(everything), generator=step_generator(self.shuffle_seed, step))
+        order = order.to(images.device)
+        parts = everything[order].chunk(self.params.bn_splits)
+        splits, processes = self.params.bn_splits, world_size()
+        if len(everything) % splits == 0 and splits % processes == 0:
+            share = splits // processes
+            mine = parts[rank() * share:(rank() + 1) * share]
+            shuffled = gather_no_grad(torch.cat([self.key_projector(self.key_backbone(p)) for p in mine]))
+        else:
+            shuffled = torch.cat([self.key_projector(self.key_backbone(part)) for part in parts])
         keys = torch.empty_like(shuffled)
         keys[order] = shuffled
-        return F.normalize(keys, dim=1)
+        rows = slice(rank() * len(images), (rank() + 1) * len(images))
+        return F.normalize(keys[rows], dim=1)
 
     def forward(self, views, step, indices=None):
         x_query, x_key = views[:2]
         q = self.projector(self.backbone(x_query))
-        k = self._keys(x_key)
+        k = self._keys(x_key, step)
         loss = losses.info_nce_with_queue(q, k, self.queue.clone(), self.params.temperature)
         self._enqueue(gather_no_grad(k))
         fill = self.queue_filled.float() / self.params.queue_size

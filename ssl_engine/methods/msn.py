@@ -93,13 +93,21 @@ class MSN(Method):
         self.target_projector = copy_as_frozen(self.projector)
         self.momentum = params.base_momentum
         self.prototype_usage = torch.zeros(params.num_prototypes)
+        self.mask_seed = int(torch.randint(0, 2 ** 31, ()))  # follows train.seed: the Trainer seeds torch first
 
-    def _masked_features(self, images: Tensor) -> Tensor:
-        """Class tokens of `images` with a random `mask_ratio` of each image's patches dropped."""
-        patches = (images.shape[-2] // self.backbone.patch_size) * (images.shape[-1] // self.backbone.patch_size)
+    def _masked_features(self, views: list[Tensor], step: int) -> Tensor:
+        """Class tokens of `views` (one pass) with a random `mask_ratio` of each image's patches
+        dropped: this step's draw for the global batch, view by view (see `Method.step_masks`),
+        so that N processes and a resumed run drop what one uninterrupted process drops."""
+        patches = (views[0].shape[-2] // self.backbone.patch_size) * (views[0].shape[-1] // self.backbone.patch_size)
         kept = max(1, int(patches * (1 - self.params.mask_ratio)))
-        keep = torch.rand(len(images), patches, device=images.device).argsort(dim=1)[:, :kept]
-        return self.backbone.tokens(images, keep=keep)[:, 0]
+
+        def per_image(rows: int, grid: int, generator: torch.Generator) -> Tensor:  # (rows, views, kept)
+            order = torch.rand(len(views), rows, patches, generator=generator).argsort(dim=2)
+            return order[:, :, :kept].transpose(0, 1)
+
+        keep = self.step_masks(per_image, views[0], step).transpose(0, 1).reshape(len(views) * len(views[0]), kept)
+        return self.backbone.tokens(torch.cat(views), keep=keep)[:, 0]
 
     def _log_targets(self, target_logits: Tensor) -> Tensor:
         """log p+: sharpened, then balanced by Sinkhorn-Knopp (run on p+ itself: epsilon 1 on log p+)."""
@@ -112,7 +120,7 @@ class MSN(Method):
         p, n = self.params, len(views[0])
         # Views of one size go through the encoder together; the head's BatchNorm then sees one
         # resolution at a time, as in the reference.
-        features = [self._masked_features(torch.cat(views[:2]))]
+        features = [self._masked_features(views[:2], step)]
         features += features_by_resolution(self.backbone, views[2:])
         anchors = torch.cat([self.projector(f) for f in features])
         with torch.no_grad():

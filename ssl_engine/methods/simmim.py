@@ -55,6 +55,7 @@ class SimMIM(Method):
     paper = "Xie et al., CVPR 2022"
     Params = SimMIMParams
     backbones = ("vit_tiny", "vit_small")
+    uses_mask_token = True
     # the paper evaluates average-pooled patch tokens (its head is per patch; the class token is untrained)
     vit_features = "mean_patch"
     # the SimMIM code's ViT: a relative position bias shared by the blocks instead of absolute

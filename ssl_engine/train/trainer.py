@@ -33,13 +33,14 @@ from ..eval.knn import knn_top1
 from ..eval.projection import pca_2d
 from ..methods import get_method
 from ..models.backbones import build_backbone
+from ..models.batch_norm import synchronise_batch_norm
 from ..runs import RunFolder, new_run_dir
 from .checkpoint import load_checkpoint, save_checkpoint
 from .control import TrainingControl
 from .events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, EventRates, Failed,
                      Finished, MatrixSnapshot, MethodPictures, RunStarted, StepMetrics, Subscription)
 from ..models.ema import cosine_momentum
-from .optim import build_optimizer, set_learning_rate, set_weight_decay
+from .optim import build_optimizer, clip_gradients, set_learning_rate, set_weight_decay
 from .schedules import warmup_cosine
 
 LIVE_KNN_MEMORY = 5000  # labelled training images used as the memory of the per-epoch kNN
@@ -201,12 +202,11 @@ class Trainer:
         self.method = method_class(backbone, cfg.method.params, self.total_steps).to(self.device)
         self.model = self.method
         if self.world > 1:
-            ids = None
-            if self.device.type == "cuda":
-                # BatchNorm over the global batch, as one process would compute it. SyncBatchNorm
-                # is GPU-only: CPU processes (gloo) keep per-process statistics.
-                self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
-                ids = [self.device.index]
+            # BatchNorm over the global batch, as one process computes it, on every device. Every
+            # trainable parameter takes part in every step (methods freeze what they never use,
+            # such as a ViT's mask token), so DDP needs no search for unused parameters.
+            self.method = synchronise_batch_norm(self.method, self.device)
+            ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.method, device_ids=ids)
         self.optimizer = build_optimizer(self.method, self.method.parameter_groups(), cfg.optim, self.peak_lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -236,8 +236,18 @@ class Trainer:
 
     def _load_resume(self) -> None:
         state = load_checkpoint(self.resume)
-        self.method.load_state_dict(state["method"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.method.load_state_dict(state["method"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            # a run saved by an earlier version whose heads or trainable parameters have changed
+            # since (its backbone still evaluates: only training it further needs the same layout)
+            lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+            if len(lines) > 1 and lines[0].endswith(":"):  # torch's "Error(s) in loading state_dict for X:"
+                lines = lines[1:]
+            first = (lines[0] if lines else type(error).__name__)[:200]
+            raise UserError(f"cannot resume {self.resume}: its checkpoint holds a different {self.config.method.name} "
+                            f"layout than this version trains ({first}); evaluate it, or start a new run") from None
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.start_step = int(state["step"])
@@ -349,7 +359,7 @@ class Trainer:
             self.scaler.scale(output.loss).backward()
             if cfg.optim.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.method.parameters(), cfg.optim.grad_clip)
+                clip_gradients(self.method.parameters(), cfg.optim.grad_clip, cfg.optim.grad_clip_mode)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.method.after_optimizer_step(step)
