@@ -30,6 +30,7 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="digits, shapes, cifar10, cifar100, stl10 or folder:PATH")
     parser.add_argument("--backbone", help="small_cnn, resnet18, resnet34 or resnet50")
     parser.add_argument("--epochs", type=int)
+    parser.add_argument("--minutes", type=float, help="train for this many minutes instead of --epochs (train.minutes)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--runs-dir", help="folder that receives the run folder (default: runs)")
@@ -106,6 +107,7 @@ def experiment_config(args):
     if args.method and (args.config or getattr(args, "resume", None)):
         assignments.append(f"method.name={args.method}")
     flags = {"data.source": args.dataset, "backbone.name": args.backbone, "train.epochs": args.epochs,
+             "train.minutes": getattr(args, "minutes", None),
              "train.batch_size": args.batch_size, "train.device": args.device, "train.runs_dir": args.runs_dir}
     for key, value in flags.items():
         if value is not None:
@@ -128,6 +130,8 @@ class _ProgressBar:
             self.bar = tqdm(total=event.total_steps, initial=event.start_step, unit="step", dynamic_ncols=True,
                             file=sys.stderr, desc=Path(event.run_dir).name)
         elif isinstance(event, StepMetrics) and self.bar is not None:
+            if event.total_steps and event.total_steps != self.bar.total:  # a time budget's length, now known
+                self.bar.total = event.total_steps
             self.bar.n = event.step
             self.bar.set_postfix(epoch=event.epoch + 1, loss=f"{event.loss:.4f}",
                                  img_s=f"{event.images_per_second:.0f}", refresh=False)

@@ -101,7 +101,10 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = hyper(20, ge=1, le=100000, help="passes over the training set")
+    epochs: int = hyper(20, ge=1, le=100000, help="passes over the training set (unless minutes is set)")
+    minutes: float = hyper(0.0, ge=0, le=1_000_000,
+                           help="train for this many minutes instead of epochs (0: off); the learning-rate, weight-decay and "
+                                "momentum schedules span the budget, its steps estimated from the speed of the first steps")
     batch_size: int = hyper(256, ge=2, le=65536, help="images per step (each gives one view per augmentation)")
     device: str = hyper("auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     precision: str = hyper("auto", choices=("auto", "fp32", "bf16", "fp16"), help="auto: bf16/fp16 mixed precision on a GPU, fp32 on the CPU")

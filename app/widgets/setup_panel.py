@@ -106,7 +106,7 @@ class SetupPanel(QWidget):
                                           "decay_exclusions", "grad_clip", "grad_clip_mode"])
         layout.addWidget(self._box("Optimiser", self.optim_form))
         self.train_form = ParamForm(model, TrainConfig, ("train",),
-                                    only=["epochs", "batch_size", "device", "precision", "seed", "runs_dir"],
+                                    only=["epochs", "minutes", "batch_size", "device", "precision", "seed", "runs_dir"],
                                     choices={"device": device_choices()})
         layout.addWidget(self._box("Training", self.train_form))
         layout.addStretch(1)

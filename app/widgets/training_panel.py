@@ -58,6 +58,13 @@ class ProgressRow(QWidget):
         self.labels["knn"].setText("kNN: after epoch 1" if started.test_size else "kNN: no labels")
         self.show_step(started.start_step, started.start_step // self.steps_per_epoch, None, None)
 
+    def set_total_steps(self, total_steps: int) -> None:
+        """A time budget's run length, known once the speed is measured."""
+        if total_steps > 0 and total_steps != self.total_steps:
+            self.total_steps = total_steps
+            self.epochs = max(-(-total_steps // self.steps_per_epoch), 1)
+            self.bar.setRange(0, total_steps)
+
     def show_step(self, step: int, epoch: int, speed: float | None, eta: float | None) -> None:
         self.bar.setValue(step)
         self.labels["step"].setText(f"step {step:,}/{self.total_steps:,}")
@@ -133,6 +140,7 @@ class TrainingPanel(QWidget):
             series["lr"] = np.array([m.lr for m in metrics])
             self.loss_plot.add_points(steps, series)
             last = metrics[-1]
+            self.progress.set_total_steps(last.total_steps)
             self.progress.show_step(last.step, last.epoch, last.images_per_second, last.eta_seconds)
         for epoch in delivery.epochs:
             if epoch.knn_top1 is not None:

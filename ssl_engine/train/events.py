@@ -49,6 +49,7 @@ class StepMetrics:
     images_per_second: float
     elapsed_seconds: float
     eta_seconds: float
+    total_steps: int = 0  # the run's length, which a time budget sets once the speed is measured
 
 
 @dataclass

@@ -44,6 +44,7 @@ from .optim import build_optimizer, clip_gradients, set_learning_rate, set_weigh
 from .schedules import warmup_cosine
 
 LIVE_KNN_MEMORY = 5000  # labelled training images used as the memory of the per-epoch kNN
+BUDGET_PROBE_STEPS = 10  # steps timed (after the first) to size a run that trains for train.minutes
 
 
 class TrainingDiverged(UserError):
@@ -130,6 +131,7 @@ class Trainer:
         self.folder: RunFolder | None = None
         self._last_epoch_loss: float | None = None
         self._order_epoch: int | None = None  # the epoch whose shuffled order is in self._order
+        self.clock = time.perf_counter  # training time and a budget's deadline (tests may drive it)
 
     def subscribe(self, callback, rates: EventRates | None = None) -> None:
         """Call `callback(event)` for events at the given rates (from the training thread)."""
@@ -185,9 +187,11 @@ class Trainer:
             raise ConfigError([f"train.batch_size ({cfg.train.batch_size}) must divide by the number of "
                                f"processes ({self.world})"])
         self.steps_per_epoch = len(train) // cfg.train.batch_size
-        self.total_steps = cfg.train.epochs * self.steps_per_epoch
-        warmup_epochs = min(cfg.optim.warmup_epochs, cfg.train.epochs / 10)
-        self.warmup_steps = int(round(warmup_epochs * self.steps_per_epoch))
+        # With a time budget this length is provisional: the first steps' speed sets it.
+        self._set_length(cfg.train.epochs * self.steps_per_epoch)
+        self.budget_seconds = cfg.train.minutes * 60.0
+        self._length_measured = False
+        self._seconds_before = 0.0  # training time of the run before it was resumed
         self.peak_lr = cfg.optim.lr * cfg.train.batch_size / 256
 
         self.images = self._place(train.images)
@@ -223,6 +227,31 @@ class Trainer:
                 self.folder.log(f"skipped unreadable file {path}: {reason}")
         self._choose_eval_subsets()
 
+    def _set_length(self, total_steps: int) -> None:
+        """The run's length in steps, and with it the warm-up's (at most a tenth of the run) and
+        the method's own schedules (EMA momentum)."""
+        self.total_steps = max(1, int(total_steps))
+        warmup = min(self.config.optim.warmup_epochs * self.steps_per_epoch, self.total_steps / 10)
+        self.warmup_steps = int(round(warmup))
+        if getattr(self, "method", None) is not None:
+            self.method.total_steps = self.total_steps
+
+    def _measure_length(self, step: int, probe: tuple[int, float], seconds: float) -> None:
+        """Size a time-budget run from the steps since `probe` (step, seconds): as many steps as
+        fit in the budget's remaining time at that speed. Every process takes the longest
+        estimate, so all stop at the same step."""
+        seconds_per_step = (seconds - probe[1]) / max(step - probe[0], 1)
+        remaining = self.budget_seconds - self._seconds_before - seconds
+        total = step + max(0, int(remaining / max(seconds_per_step, 1e-9)))
+        total = int(dist_utils.all_reduce_max(torch.tensor(float(total), device=self.device)))
+        self._set_length(max(total, step))
+        self._length_measured = True
+
+    def _over_budget(self, seconds: float) -> bool:
+        """True once the training time reaches train.minutes (in any process: all stop together)."""
+        over = float(self._seconds_before + seconds >= self.budget_seconds)
+        return bool(dist_utils.all_reduce_max(torch.tensor(over, device=self.device)))
+
     def _place(self, images: torch.Tensor) -> torch.Tensor:
         """Keep the data on the GPU when it takes at most a quarter of the free memory."""
         if self.device.type == "cuda":
@@ -251,6 +280,11 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.start_step = int(state["step"])
+        if self.budget_seconds and state.get("length_measured"):
+            # a time-budget run keeps the length it measured, and counts the time it has trained
+            self._set_length(int(state["total_steps"]))
+            self._length_measured = True
+            self._seconds_before = float(state.get("train_seconds", 0.0))
         resume_path = Path(self.resume).expanduser()
         self.run_dir = resume_path if resume_path.is_dir() else resume_path.parent.parent
 
@@ -267,7 +301,7 @@ class Trainer:
         self.view_index = torch.randperm(len(data.train), generator=generator)
 
     # -- checkpoints ----------------------------------------------------------------------
-    def _checkpoint(self, step: int) -> None:
+    def _checkpoint(self, step: int, seconds: float = 0.0) -> None:
         if self.folder is None:
             return
         state = {
@@ -278,6 +312,9 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "step": step,
             "epoch": step / self.steps_per_epoch,
+            "total_steps": self.total_steps,
+            "length_measured": self._length_measured,
+            "train_seconds": self._seconds_before + seconds,
             "normalization": {"mean": self.mean, "std": self.std},
         }
         path = save_checkpoint(self.folder.checkpoints / "last.pt", state)
@@ -327,18 +364,21 @@ class Trainer:
         step, train_seconds, images_seen = self.start_step, 0.0, 0
         epoch_losses: list[torch.Tensor] = []
         stopped = False
+        probe = None  # (step, training seconds) after the first step, for a time budget's speed
         autocast = (torch.autocast(device_type="cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
                     else nullcontext())
         self.method.train()
-        tick = time.perf_counter()
+        tick = self.clock()
         while step < self.total_steps:
             if self.control.paused:
-                train_seconds += time.perf_counter() - tick
+                train_seconds += self.clock() - tick
                 self.control.wait_while_paused()
-                tick = time.perf_counter()
+                tick = self.clock()
             if self.control.stop_requested:
                 stopped = True
                 break
+            if self.budget_seconds and self._over_budget(train_seconds + self.clock() - tick):
+                break  # the budget ends the run as its last epoch would: evaluated, not stopped
             epoch, position = divmod(step, self.steps_per_epoch)
             lr = warmup_cosine(step, self.total_steps, self.warmup_steps, self.peak_lr,
                                self.peak_lr * cfg.optim.min_lr_ratio)
@@ -365,6 +405,12 @@ class Trainer:
             self.method.after_optimizer_step(step)
             step += 1
             images_seen += cfg.train.batch_size
+            if self.budget_seconds and not self._length_measured:
+                elapsed = train_seconds + self.clock() - tick
+                if probe is None:
+                    probe = (step, elapsed)  # the first step (warm-up of kernels, allocator) is not timed
+                elif step - probe[0] >= BUDGET_PROBE_STEPS:
+                    self._measure_length(step, probe, elapsed)
             epoch_losses.append(output.loss.detach())
 
             log_now = step % cfg.train.log_every_steps == 0
@@ -374,14 +420,16 @@ class Trainer:
                     raise TrainingDiverged(
                         f"the loss became {loss} at step {step} (learning rate {lr:.3g}): lower optim.lr, "
                         f"raise optim.warmup_epochs or use precision fp32; the last good checkpoint is kept")
-                now = time.perf_counter()
+                now = self.clock()
                 seconds = train_seconds + now - tick
                 speed = images_seen / max(seconds, 1e-9)
+                eta = (self.total_steps - step) * cfg.train.batch_size / max(speed, 1e-9)
+                if self.budget_seconds:
+                    eta = min(eta, max(0.0, self.budget_seconds - self._seconds_before - seconds))
                 metrics = StepMetrics(
                     step=step, epoch=epoch, epoch_progress=(position + 1) / self.steps_per_epoch, loss=loss,
                     terms={k: float(v.detach()) for k, v in output.terms.items()}, lr=lr, images_per_second=speed,
-                    elapsed_seconds=seconds,
-                    eta_seconds=(self.total_steps - step) * cfg.train.batch_size / max(speed, 1e-9))
+                    elapsed_seconds=seconds, eta_seconds=eta, total_steps=self.total_steps)
                 self._emit(metrics, lambda r: r.metrics_every_steps > 0 and step % r.metrics_every_steps == 0)
                 if log_now and self.folder is not None:
                     self.folder.append_metrics({"kind": "step", "step": step, "epoch": epoch + metrics.epoch_progress,
@@ -399,17 +447,18 @@ class Trainer:
                 self._emit_pictures(step, samples, shown)
 
             if position + 1 == self.steps_per_epoch:
-                train_seconds += time.perf_counter() - tick
+                train_seconds += self.clock() - tick
                 self._end_epoch(epoch + 1, step, epoch_losses, train_seconds)
                 epoch_losses = []
-                tick = time.perf_counter()
-        train_seconds += time.perf_counter() - tick
+                tick = self.clock()
+        train_seconds += self.clock() - tick
 
-        self._checkpoint(step)
+        self._checkpoint(step, train_seconds)
         summary.update({
             "epochs": step / self.steps_per_epoch, "steps": step, "stopped_early": stopped,
             "images_per_second": images_seen / train_seconds if train_seconds > 0 else None,
             "train_seconds": train_seconds, "device": str(self.device),
+            **({"minutes": cfg.train.minutes} if self.budget_seconds else {}),
             "final_loss": float(torch.stack(epoch_losses).mean()) if epoch_losses else self._last_epoch_loss,
         })
         if not stopped:
@@ -448,7 +497,7 @@ class Trainer:
                                         "knn_top1": knn, "time": seconds})
         self._emit(EpochEnd(epoch=epoch, step=step, mean_loss=mean_loss, knn_top1=knn, elapsed_seconds=seconds))
         if epoch % self.config.train.checkpoint_every_epochs == 0 and step < self.total_steps:
-            self._checkpoint(step)
+            self._checkpoint(step, seconds)
 
     def _dataset_features(self, encoder: nn.Module | None = None, transform=None) -> torch.Tensor:
         """Features of every training image, un-augmented, on the device (eval mode): the backbone's,
