@@ -80,3 +80,19 @@ def test_the_command_trains_for_minutes_on_the_real_clock(tmp_path, capsys):
     assert summary["train_seconds"] < 3 + 30  # the 3 s budget, and at most a slow step past it
     run = next(tmp_path.iterdir())
     assert "minutes = 0.05" in (run / "config.toml").read_text()
+
+
+def test_the_progress_row_follows_the_measured_length(qtbot):
+    from app.widgets.training_panel import ProgressRow
+    from ssl_engine.train.events import RunStarted
+
+    row = ProgressRow()
+    qtbot.addWidget(row)
+    row.start(RunStarted(run_dir="", config={}, total_steps=PROVISIONAL_STEPS, steps_per_epoch=5, start_step=0,
+                         device="cpu", train_size=320, test_size=80, class_names=[], skipped_files=[]))
+    row.set_total_steps(31)
+    row.show_step(12, 2, 100.0, 19.0)
+    assert row.bar.maximum() == 31
+    assert row.labels["step"].text() == "step 12/31" and row.labels["epoch"].text() == "epoch 3/7"
+    row.set_total_steps(0)  # an event without a length (no budget) changes nothing
+    assert row.bar.maximum() == 31
