@@ -7,6 +7,8 @@ steps, the estimate and the deadline are exact; one run on the real clock checks
 
 import json
 
+import pytest
+
 from ssl_engine.cli import main
 from ssl_engine.train import EventRates, Trainer, TrainingControl
 from ssl_engine.train.checkpoint import load_checkpoint
@@ -52,7 +54,7 @@ def test_the_budget_sizes_the_run_and_its_schedules_span_it(tmp_path):
     assert trainer.method.total_steps == 31
     # the deadline (30 s) comes one step before the estimate's end: a finished run, evaluated
     assert summary["steps"] == 30 and not summary["stopped_early"] and summary["knn_top1"] is not None
-    assert summary["minutes"] == 0.5
+    assert summary["minutes"] == pytest.approx(0.5)
     peak = trainer.peak_lr
     assert seen[-1].lr < 0.05 * peak  # the cosine reached its end; over 100 steps it would be at ~0.8
     assert trainer.method.momentum > 0.999  # BYOL's EMA momentum, 0.996 -> 1 over the 31 steps
@@ -64,7 +66,7 @@ def test_a_stopped_budget_run_resumes_with_its_length_and_time(tmp_path):
     config = tiny_config(tmp_path, "byol", *BUDGET, epochs=20)
     first, summary, _ = budget_run(config, stop_at=15)
     assert summary["stopped_early"] and summary["steps"] == 15
-    assert load_checkpoint(first.run_dir)["train_seconds"] == 15.0
+    assert load_checkpoint(first.run_dir)["train_seconds"] == pytest.approx(15.0)
     resumed, summary, seen = budget_run(config, resume=first.run_dir)
     assert {m.total_steps for m in seen} == {31}  # not measured again
     assert summary["steps"] == 30 and not summary["stopped_early"]  # 15 s before and 15 s now
@@ -76,7 +78,7 @@ def test_the_command_trains_for_minutes_on_the_real_clock(tmp_path, capsys):
                  "--device", "cpu", "--runs-dir", str(tmp_path), "--quiet",
                  *[a for s in sets for a in ("--set", s)]]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["minutes"] == 0.05 and not summary["stopped_early"] and summary["steps"] >= 1
+    assert summary["minutes"] == pytest.approx(0.05) and not summary["stopped_early"] and summary["steps"] >= 1
     assert summary["train_seconds"] < 3 + 30  # the 3 s budget, and at most a slow step past it
     run = next(tmp_path.iterdir())
     assert "minutes = 0.05" in (run / "config.toml").read_text()

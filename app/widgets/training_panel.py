@@ -50,9 +50,8 @@ class ProgressRow(QWidget):
         self.knn_epoch = 0  # the epoch of the kNN shown
 
     def start(self, started: RunStarted) -> None:
-        self.total_steps, self.steps_per_epoch = max(started.total_steps, 1), max(started.steps_per_epoch, 1)
-        self.epochs = max(self.total_steps // self.steps_per_epoch, 1)
-        self.bar.setRange(0, self.total_steps)
+        self.steps_per_epoch = max(started.steps_per_epoch, 1)
+        self._set_length(max(started.total_steps, 1))
         self.bar.setValue(started.start_step)
         self.knn_epoch = 0
         self.labels["knn"].setText("kNN: after epoch 1" if started.test_size else "kNN: no labels")
@@ -61,9 +60,12 @@ class ProgressRow(QWidget):
     def set_total_steps(self, total_steps: int) -> None:
         """A time budget's run length, known once the speed is measured."""
         if total_steps > 0 and total_steps != self.total_steps:
-            self.total_steps = total_steps
-            self.epochs = max(-(-total_steps // self.steps_per_epoch), 1)
-            self.bar.setRange(0, total_steps)
+            self._set_length(total_steps)
+
+    def _set_length(self, total_steps: int) -> None:
+        self.total_steps = total_steps
+        self.epochs = max(-(-total_steps // self.steps_per_epoch), 1)  # a last partial epoch counts
+        self.bar.setRange(0, total_steps)
 
     def show_step(self, step: int, epoch: int, speed: float | None, eta: float | None) -> None:
         self.bar.setValue(step)

@@ -15,8 +15,12 @@ import torch
 from ..errors import UserError
 
 
-def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
+def first_line(error: Exception) -> str:
+    """The line of a torch error that says what is wrong: its first, or the one after a heading
+    such as "Error(s) in loading state_dict for SimCLR:"."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        lines = lines[1:]
     return lines[0] if lines else type(error).__name__
 
 
@@ -56,7 +60,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
                             f"{globals_named[0]}") from None
         raise UserError(f"{path} is not a readable checkpoint (damaged or not a PyTorch file)") from None
     except (RuntimeError, EOFError, OSError, IndexError, ValueError) as error:  # torch's parser fails in many ways
-        raise UserError(f"{path} is not a readable checkpoint: {_first_line(error)}") from None
+        raise UserError(f"{path} is not a readable checkpoint: {first_line(error)}") from None
     if not isinstance(state, dict) or "config" not in state or "method" not in state:
         raise UserError(f"{path} is not an SSL Explorer checkpoint (no config or model weights)")
     return state

@@ -103,11 +103,10 @@ def clip_gradients(parameters, max_norm: float, mode: str = "global") -> None:
     if mode == "global":
         nn.utils.clip_grad_norm_(parameters, max_norm)
     elif mode == "per_parameter":
-        for p in parameters:
-            if p.grad is None:
-                continue
-            coefficient = max_norm / (p.grad.norm() + CLIP_EPS)
-            p.grad.mul_(coefficient.clamp(max=1.0))
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if grads:  # two fused kernels over every gradient, not two per parameter
+            norms = torch.stack(torch._foreach_norm(grads))
+            torch._foreach_mul_(grads, list((max_norm / (norms + CLIP_EPS)).clamp(max=1.0).unbind()))
     else:
         raise ValueError(f"mode must be global or per_parameter, got {mode!r}")
 

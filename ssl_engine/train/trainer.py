@@ -35,7 +35,7 @@ from ..methods import get_method
 from ..models.backbones import build_backbone
 from ..models.batch_norm import synchronise_batch_norm
 from ..runs import RunFolder, new_run_dir
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import first_line, load_checkpoint, save_checkpoint
 from .control import TrainingControl
 from .events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, EventRates, Failed,
                      Finished, MatrixSnapshot, MethodPictures, RunStarted, StepMetrics, Subscription)
@@ -248,9 +248,12 @@ class Trainer:
         self._length_measured = True
 
     def _over_budget(self, seconds: float) -> bool:
-        """True once the training time reaches train.minutes (in any process: all stop together)."""
-        over = float(self._seconds_before + seconds >= self.budget_seconds)
-        return bool(dist_utils.all_reduce_max(torch.tensor(over, device=self.device)))
+        """True once the training time reaches train.minutes (in any process: all stop together;
+        a single process compares its own clock, with no tensor and no device sync per step)."""
+        over = self._seconds_before + seconds >= self.budget_seconds
+        if self.world == 1:
+            return over
+        return bool(dist_utils.all_reduce_max(torch.tensor(float(over), device=self.device)))
 
     def _place(self, images: torch.Tensor) -> torch.Tensor:
         """Keep the data on the GPU when it takes at most a quarter of the free memory."""
@@ -271,12 +274,9 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as error:
             # a run saved by an earlier version whose heads or trainable parameters have changed
             # since (its backbone still evaluates: only training it further needs the same layout)
-            lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-            if len(lines) > 1 and lines[0].endswith(":"):  # torch's "Error(s) in loading state_dict for X:"
-                lines = lines[1:]
-            first = (lines[0] if lines else type(error).__name__)[:200]
             raise UserError(f"cannot resume {self.resume}: its checkpoint holds a different {self.config.method.name} "
-                            f"layout than this version trains ({first}); evaluate it, or start a new run") from None
+                            f"layout than this version trains ({first_line(error)[:200]}); evaluate it, or start a "
+                            f"new run") from None
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.start_step = int(state["step"])
