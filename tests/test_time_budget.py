@@ -62,6 +62,21 @@ def test_the_budget_sizes_the_run_and_its_schedules_span_it(tmp_path):
     assert checkpoint["total_steps"] == 31 and checkpoint["length_measured"] is True
 
 
+def test_a_warm_up_under_way_when_the_length_is_measured_goes_on_without_a_jump(tmp_path):
+    """200 provisional epochs put the warm-up at 50 steps; the measured 31-step run wants 3. At
+    step 11 the rate has reached 11/50 of the peak: it climbs on from there at the new warm-up's
+    slope, then the cosine brings it down by the end."""
+    trainer, summary, seen = budget_run(tiny_config(tmp_path, "simclr", *BUDGET, epochs=200))
+    peak, rates = trainer.peak_lr, [m.lr for m in seen]
+    assert rates[10] == pytest.approx(peak * 11 / 50)  # the last provisional step
+    assert max(abs(b - a) for a, b in zip(rates, rates[1:])) < 0.3 * peak  # a jump to the peak would be 0.78
+    top = rates.index(max(rates))
+    assert max(rates) == pytest.approx(peak) and 11 < top < 16
+    assert all(b >= a for a, b in zip(rates[:top], rates[1:top + 1]))
+    assert all(b <= a for a, b in zip(rates[top:], rates[top + 1:]))
+    assert summary["steps"] == 30 and rates[-1] < 0.05 * peak
+
+
 def test_a_stopped_budget_run_resumes_with_its_length_and_time(tmp_path):
     config = tiny_config(tmp_path, "byol", *BUDGET, epochs=20)
     first, summary, _ = budget_run(config, stop_at=15)

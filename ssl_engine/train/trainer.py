@@ -192,6 +192,7 @@ class Trainer:
         self.budget_seconds = cfg.train.minutes * 60.0
         self._length_measured = False
         self._seconds_before = 0.0  # training time of the run before it was resumed
+        self._warmup_start = (-1, 0.0)  # where the warm-up's line starts (see warmup_cosine)
         self.peak_lr = cfg.optim.lr * cfg.train.batch_size / 256
 
         self.images = self._place(train.images)
@@ -236,15 +237,32 @@ class Trainer:
         if getattr(self, "method", None) is not None:
             self.method.total_steps = self.total_steps
 
+    def _learning_rate(self, step: int) -> float:
+        return warmup_cosine(step, self.total_steps, self.warmup_steps, self.peak_lr,
+                             self.peak_lr * self.config.optim.min_lr_ratio, start=self._warmup_start)
+
     def _measure_length(self, step: int, probe: tuple[int, float], seconds: float) -> None:
         """Size a time-budget run from the steps since `probe` (step, seconds): as many steps as
         fit in the budget's remaining time at that speed. Every process takes the longest
-        estimate, so all stop at the same step."""
+        estimate, so all stop at the same step.
+
+        The rate does not jump where the provisional schedule meets the measured one: a warm-up
+        still under way goes on from the rate it reached (to the new warm-up's end, or, where
+        that has passed, over as many steps as the new warm-up's slope needs); one that is over
+        stays over."""
         seconds_per_step = (seconds - probe[1]) / max(step - probe[0], 1)
         remaining = self.budget_seconds - self._seconds_before - seconds
         total = step + max(0, int(remaining / max(seconds_per_step, 1e-9)))
         total = int(dist_utils.all_reduce_max(torch.tensor(float(total), device=self.device)))
+        warming_up, reached = step - 1 < self.warmup_steps - 1, self._learning_rate(step - 1)
         self._set_length(max(total, step))
+        if warming_up:
+            self._warmup_start = (step - 1, reached)
+            if self.warmup_steps <= step:
+                ramp = math.ceil(self.warmup_steps * (1 - reached / self.peak_lr))
+                self.warmup_steps = min(self.total_steps, step + max(1, ramp))
+        else:
+            self.warmup_steps = min(self.warmup_steps, step)
         self._length_measured = True
 
     def _over_budget(self, seconds: float) -> bool:
@@ -283,6 +301,8 @@ class Trainer:
         if self.budget_seconds and state.get("length_measured"):
             # a time-budget run keeps the length it measured, and counts the time it has trained
             self._set_length(int(state["total_steps"]))
+            self.warmup_steps = int(state["warmup_steps"])
+            self._warmup_start = (int(state["warmup_start"][0]), float(state["warmup_start"][1]))
             self._length_measured = True
             self._seconds_before = float(state.get("train_seconds", 0.0))
         resume_path = Path(self.resume).expanduser()
@@ -314,6 +334,8 @@ class Trainer:
             "epoch": step / self.steps_per_epoch,
             "total_steps": self.total_steps,
             "length_measured": self._length_measured,
+            "warmup_steps": self.warmup_steps,
+            "warmup_start": [self._warmup_start[0], self._warmup_start[1]],
             "train_seconds": self._seconds_before + seconds,
             "normalization": {"mean": self.mean, "std": self.std},
         }
@@ -380,8 +402,7 @@ class Trainer:
             if self.budget_seconds and self._over_budget(train_seconds + self.clock() - tick):
                 break  # the budget ends the run as its last epoch would: evaluated, not stopped
             epoch, position = divmod(step, self.steps_per_epoch)
-            lr = warmup_cosine(step, self.total_steps, self.warmup_steps, self.peak_lr,
-                               self.peak_lr * cfg.optim.min_lr_ratio)
+            lr = self._learning_rate(step)
             set_learning_rate(self.optimizer, lr, self.peak_lr)
             if cfg.optim.weight_decay_schedule == "cosine":
                 # the same half-cosine ramp as the EMA momentum (DINO's cosine_scheduler)
