@@ -13,10 +13,14 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from ssl_engine.augment.presets import PRESETS, preset_views
-from ssl_engine.config import ExperimentConfig, usable_backbone
+from ssl_engine.config import ExperimentConfig, switched_table
 from ssl_engine.errors import ConfigError
 from ssl_engine.params import to_dict
+from ssl_engine.recipes import RECIPES, recipe_for
+
+# what the window opens on the first time: SimCLR's quick recipe on the bundled shapes, a run
+# that ends within minutes on a CPU
+FIRST_EXPERIMENT = ("simclr", "quick")
 
 
 def path_key(path: tuple) -> str:
@@ -42,7 +46,7 @@ class ExperimentModel(QObject):
         self._table: dict = {}
         self.config: ExperimentConfig | None = None
         self.problems: list[str] = []
-        self.set_config(config or ExperimentConfig.for_method("simclr"))
+        self.set_config(config or ExperimentConfig.for_method(FIRST_EXPERIMENT[0], recipe=FIRST_EXPERIMENT[1]))
 
     # -- reading ----------------------------------------------------------------------
     @property
@@ -72,40 +76,64 @@ class ExperimentModel(QObject):
         if node.get(path[-1], object()) == value and type(node.get(path[-1])) is type(value):
             return
         node[path[-1]] = value
-        if path == ("data", "image_size") and self._views_are_preset and isinstance(value, int) and value >= 8:
-            # views the user has not touched follow the preset for the new size (blur is off at
+        if path == ("data", "image_size") and self._views_are_recipes and isinstance(value, int) and 8 <= value <= 512:
+            # views the user has not touched follow the recipe for the new size (blur is off at
             # 32 px and less, as in the papers' CIFAR settings)
-            self._table["augment"]["views"] = [to_dict(v) for v in preset_views(self._table["augment"]["preset"], value)]
+            self._table["augment"]["views"] = self._recipe_views(value)
         self._revalidate()
         self.changed.emit()
 
     def set_view_value(self, view: int | None, key: str, value) -> None:
         """Set `key` on one view, or on every view when `view` is None."""
         views = self._table["augment"]["views"]
-        self._views_are_preset = False
+        self._views_are_recipes = False
         for i in range(len(views)) if view is None else [view]:
             views[i][key] = value
         self._revalidate()
         self.changed.emit()
 
     def switch_method(self, name: str) -> None:
-        """Method `name` with its paper's hyperparameters, views and optimiser; data, backbone
-        and training settings stay as they are, unless the method cannot use the backbone."""
-        size = self._table.get("data", {}).get("image_size", 32)
-        recipe = ExperimentConfig.for_method(name, size if isinstance(size, int) else 32).to_dict()
-        for section in ("method", "augment", "optim"):
-            self._table[section] = recipe[section]
-        self._views_are_preset = True
-        backbone = self._table["backbone"]
-        backbone["name"] = usable_backbone(name, str(backbone.get("name")))
+        """Method `name` in the same recipe, with its own hyperparameters, views and optimiser;
+        data, backbone and training settings stay as they are, unless the recipe sets them or
+        the method cannot use the backbone (`switched_table`)."""
+        self._switch(name, self.recipe)
+
+    def set_recipe(self, recipe: str) -> None:
+        """The method's recipe `recipe` (small, imagenet or quick)."""
+        self._switch(self._table["method"]["name"], recipe)
+
+    @property
+    def recipe(self) -> str:
+        recipe = self._table["method"].get("recipe")
+        return recipe if recipe in RECIPES else recipe_for(self._image_size())
+
+    def recipe_hint(self) -> str:
+        """A line for the user when the recipe is not the image size's usual one, else ''."""
+        size, recipe = self._image_size(), self.recipe
+        usual = recipe_for(size)
+        if recipe == "quick" or recipe == usual:
+            return ""
+        return f"the {usual} recipe is the usual one for {size} px images"
+
+    def _switch(self, name: str, recipe: str) -> None:
+        self._table = switched_table(self._table, name, recipe)
+        self._views_are_recipes = True
         self._revalidate()
         self.reset.emit()
         self.changed.emit()
 
+    def _image_size(self) -> int:
+        size = self._table.get("data", {}).get("image_size", 32)
+        return size if isinstance(size, int) and 8 <= size <= 512 else 32
+
+    def _recipe_views(self, size: int) -> list[dict]:
+        method = self._table["method"]
+        return [to_dict(view) for view in
+                ExperimentConfig.for_method(method["name"], size, self.recipe).augment.views]
+
     def set_config(self, config: ExperimentConfig) -> None:
         self._table = config.to_dict()
-        preset = config.augment.preset
-        self._views_are_preset = preset in PRESETS and config.augment.views == preset_views(preset, config.data.image_size)
+        self._views_are_recipes = config.augment.views == config.recipe_views(config.data.image_size)
         self._revalidate()
         self.reset.emit()
         self.changed.emit()

@@ -26,7 +26,10 @@ class _Parser(argparse.ArgumentParser):
 def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that pick an experiment (also used by benchmarks/throughput.py)."""
     parser.add_argument("--config", help="TOML experiment file (as written to a run's config.toml)")
-    parser.add_argument("--method", help="method name (see `methods`); its paper recipe is the starting point")
+    parser.add_argument("--method", help="method name (see `methods`); its recipe is the starting point")
+    parser.add_argument("--recipe", choices=("small", "imagenet", "quick"),
+                        help="the method's settings: small (published CIFAR recipes), imagenet (the paper's), quick "
+                             "(learns in minutes on a CPU); default: small for images of 64 px and less, else imagenet")
     parser.add_argument("--dataset", help="digits, shapes, cifar10, cifar100, stl10 or folder:PATH")
     parser.add_argument("--backbone", help="small_cnn, resnet18, resnet34 or resnet50")
     parser.add_argument("--epochs", type=int)
@@ -102,10 +105,15 @@ def experiment_config(args):
     elif args.config:
         config = ExperimentConfig.load(args.config)
     else:
-        config = ExperimentConfig.for_method(args.method or "simclr")
+        # the recipe follows the image size a --set gives (the last one, as the overrides apply)
+        sizes = [a.partition("=")[2].strip() for a in args.set if a.partition("=")[0].strip() == "data.image_size"]
+        size = int(sizes[-1]) if sizes and sizes[-1].isdigit() else 32
+        config = ExperimentConfig.for_method(args.method or "simclr", size, getattr(args, "recipe", None))
     assignments = []
     if args.method and (args.config or getattr(args, "resume", None)):
         assignments.append(f"method.name={args.method}")
+    if getattr(args, "recipe", None) and (args.config or getattr(args, "resume", None)):
+        assignments.append(f"method.recipe={args.recipe}")
     flags = {"data.source": args.dataset, "backbone.name": args.backbone, "train.epochs": args.epochs,
              "train.minutes": getattr(args, "minutes", None),
              "train.batch_size": args.batch_size, "train.device": args.device, "train.runs_dir": args.runs_dir}
@@ -158,8 +166,12 @@ def run_train(args) -> int:
 
     config = experiment_config(args)
     control = TrainingControl()
-    trainer = Trainer(config, resume=Path(args.resume).expanduser() if args.resume else None, control=control)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks for all
+    data = None
+    if not args.quiet and not args.resume and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        data = _print_estimate(config, max(0, args.knn_every))
+    trainer = Trainer(config, resume=Path(args.resume).expanduser() if args.resume else None, control=control,
+                      data=data)
     if not args.quiet and main_process:
         trainer.subscribe(_ProgressBar(), EventRates(metrics_every_steps=max(1, config.train.log_every_steps // 5),
                                                      knn_every_epochs=max(0, args.knn_every)))
@@ -183,6 +195,20 @@ def run_train(args) -> int:
     if trainer.run_dir is not None:
         print(f"run folder: {trainer.run_dir}", file=sys.stderr)
     return 0
+
+
+def _print_estimate(config, knn_every: int):
+    """Say how long the run will take (a few timed steps first); returns the loaded data, which
+    the run then uses. A single process only: under torchrun each process would time itself."""
+    from .train.estimate import measure, project
+    from .train.events import EventRates
+    from .train.trainer import load_data_for
+
+    data = load_data_for(config.validate())
+    estimate = project(measure(config, data), config, data,
+                       rates=EventRates(metrics_every_steps=0, knn_every_epochs=knn_every))
+    print(f"expected: {estimate.line()}", file=sys.stderr, flush=True)
+    return data
 
 
 # -- folders of images: embed, and eval on folder:PATH ------------------------------------
@@ -424,8 +450,22 @@ def run_methods(args) -> int:
                 clip = f", {per} gradient norm clipped at {optim['grad_clip']}"
             print(f"      optimiser: {optim['name']} lr {optim['lr']} x batch/256{biases}, weight decay "
                   f"{decay} {reach}, warm-up {optim['warmup_epochs']} epochs{clip}; views: {method.augment_preset}")
+            _print_recipes(method)
         print()
     return 0
+
+
+def _print_recipes(method) -> None:
+    """The method's three recipes: what small and quick change on the ImageNet one, and why."""
+    from .recipes import QUICK_COMMON, RECIPES
+
+    print("      recipes:")
+    print(f"        imagenet: {RECIPES['imagenet']} (the values above)")
+    for recipe, settings in (("small", method.small_recipe), ("quick", QUICK_COMMON + tuple(method.quick_recipe))):
+        on = "small, and" if recipe == "quick" else "on the imagenet recipe"
+        print(f"        {recipe}: {RECIPES[recipe]}; {on}:" if settings else f"        {recipe}: as imagenet")
+        for setting in settings:
+            print(f"          {setting.key} = {setting.value}  ({setting.source})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,10 @@
 """One experiment's settings: typed, validated, read from and written to TOML exactly.
 
-Sections: `data`, `augment` (a list of views), `backbone`, `method` (its name and its own
-`params`), `optim`, `train`. A config starts from the chosen method's paper recipe (its
-hyperparameters, augmentation preset and optimiser) and the user's values go on top, so a
-file only needs what differs. `save` writes every value, so a saved file alone reproduces
+Sections: `data`, `augment` (a list of views), `backbone`, `method` (its name, its recipe and
+its own `params`), `optim`, `train`. A config starts from the chosen method's recipe (the
+paper's ImageNet hyperparameters, augmentation preset and optimiser, with what the small or
+quick recipe changes: `ssl_engine.recipes`) and the user's values go on top, so a file only
+needs what differs. `save` writes every value, so a saved file alone reproduces
 the run. Bad values are reported all at once, one line per field.
 """
 
@@ -22,6 +23,7 @@ from .augment.presets import preset_views
 from .augment.views import ViewConfig, check_view
 from .errors import ConfigError
 from .params import hyper
+from .recipes import RECIPES, apply_settings, recipe_for, recipe_keys, recipe_settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -71,6 +73,10 @@ class BackboneConfig:
 @dataclass
 class MethodConfig:
     name: str = hyper("simclr", help="the SSL method (see `python main.py methods`)")
+    recipe: str = hyper("small", choices=tuple(RECIPES),
+                        help="the method's settings for a scale: small (published CIFAR recipes, images of 64 px and "
+                             "less), imagenet (the paper's), quick (learns within minutes on a CPU, to try a method); "
+                             "chosen by the image size when not given")
     params: Any = None  # the method's own Params dataclass
 
 
@@ -89,6 +95,8 @@ class OptimConfig:
                                  help="learning rate of biases and norm layers as a share of lr (Barlow Twins: 0.024, its code's 0.0048 against 0.2)")
     min_lr_ratio: float = hyper(0.0, ge=0, le=1, help="learning rate at the end of the cosine decay, as a share of the peak")
     lars_eta: float = hyper(0.001, gt=0, le=1, help="LARS trust coefficient")
+    lars_clip: bool = hyper(False, help="LARS: the adapted rate eta x |w| / |update| never exceeds the scheduled rate "
+                                        "(LARC's clipping; solo-learn's clip_lr, on in its CIFAR recipes)")
     grad_clip: float = hyper(0.0, ge=0, le=1000, help="clip the gradient norm to this (0: off; what norm: grad_clip_mode)")
     grad_clip_mode: str = hyper("global", choices=("global", "per_parameter"),
                                 help="global: the norm of all gradients together (MSN, BEiT, SimMIM, MaskFeat: clip_grad_norm_); "
@@ -129,36 +137,58 @@ class ExperimentConfig:
 
     # -- building --------------------------------------------------------------------
     @classmethod
-    def for_method(cls, name: str = "simclr", image_size: int = 32) -> "ExperimentConfig":
-        """The paper recipe of method `name`: its hyperparameters, views and optimiser."""
+    def for_method(cls, name: str = "simclr", image_size: int = 32, recipe: str | None = None) -> "ExperimentConfig":
+        """Method `name`'s recipe for images of side `image_size`: its paper's hyperparameters,
+        views and optimiser, with what recipe `recipe` changes (None: the size's choice,
+        `recipes.recipe_for`)."""
         from .methods import get_method
 
         method = get_method(name)
-        return cls(
+        recipe = recipe_for(image_size) if recipe is None else recipe
+        settings = recipe_settings(method, recipe)
+        paper = cls(
             data=DataConfig(image_size=image_size),
             backbone=BackboneConfig(name=usable_backbone(name, BackboneConfig().name)),
             augment=AugmentConfig(preset=method.augment_preset,
                                   views=preset_views(method.augment_preset, image_size)),
-            method=MethodConfig(name=name, params=method.Params()),
+            method=MethodConfig(name=name, recipe=recipe, params=method.Params()),
             optim=dataclasses.replace(OptimConfig(), **method.optim_defaults),
         )
+        if not settings:
+            return paper
+        table = paper.to_dict()
+        apply_settings(table, settings, image_size)
+        return cls._read(table, paper)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ExperimentConfig":
-        """Paper defaults of the method named in `data`, with `data`'s values on top."""
+        """The recipe of the method named in `data` (its `method.recipe`, or the image size's
+        choice), with `data`'s values on top."""
         if not isinstance(data, dict):
             raise ConfigError([f"the config must be a table, got {data!r}"])
         known = [f.name for f in dataclasses.fields(cls)]
         problems = [f"{key} is not a known section (known: {', '.join(known)})" for key in data if key not in known]
-        method_table = data.get("method", {})
-        name = method_table.get("name", "simclr") if isinstance(method_table, dict) else "simclr"
+        method_table = data.get("method", {}) if isinstance(data.get("method", {}), dict) else {}
+        name = method_table.get("name", "simclr")
+        recipe = method_table.get("recipe")
         data_table = data.get("data", {}) if isinstance(data.get("data", {}), dict) else {}
         image_size = data_table.get("image_size", 32)
         try:
-            base = cls.for_method(name, image_size if isinstance(image_size, int) else 32)
+            base = cls.for_method(name, image_size if isinstance(image_size, int) else 32,
+                                  recipe if recipe in RECIPES else None)
         except ConfigError as error:
             raise ConfigError(problems + error.problems) from None
+        try:
+            config = cls._read(data, base)
+        except ConfigError as error:
+            raise ConfigError(problems + error.problems) from None
+        if problems:
+            raise ConfigError(problems)
+        return config
 
+    @classmethod
+    def _read(cls, data: dict, base: "ExperimentConfig") -> "ExperimentConfig":
+        """`base` with the sections of table `data` on top (their problems raised together)."""
         def plain_section(section):
             current = getattr(base, section)
             return lambda table: P.from_dict(type(current), table, section, base=current)
@@ -166,7 +196,7 @@ class ExperimentConfig:
         readers = {section: plain_section(section) for section in ("data", "backbone", "optim", "train")}
         readers["method"] = lambda table: _method_from_dict(table, base.method)
         readers["augment"] = lambda table: _augment_from_dict(table, base.augment)
-        values = {}
+        values, problems = {}, []
         for section, read in readers.items():
             if section in data:
                 try:
@@ -207,9 +237,9 @@ class ExperimentConfig:
         """Apply `section.key=value` strings (`method.temperature=0.2` reaches the method's params,
         `augment.views.1.blur_p=0.1` one view, `augment.blur_p=0` every view).
 
-        `method.name` switches to that method's paper recipe (params, views, optimiser) before
-        the other assignments apply; a new `data.image_size` re-derives views that were still
-        the preset's.
+        `method.name` switches to that method's recipe (params, views, optimiser) and
+        `method.recipe` to another recipe of the method before the other assignments apply; a
+        new `data.image_size` re-derives views that were still the recipe's.
         """
         parsed, problems = [], []
         for assignment in assignments:
@@ -218,7 +248,7 @@ class ExperimentConfig:
             if not sep or len(parts) < 2 or not all(parts):
                 problems.append(f"--set expects section.key=value, got {assignment!r}")
                 continue
-            if parts[0] == "method" and parts[1] not in ("name", "params"):
+            if parts[0] == "method" and parts[1] not in ("name", "recipe", "params"):
                 parts = ["method", "params"] + parts[1:]
             parsed.append((parts, _parse_scalar(value.strip())))
         if problems:
@@ -228,13 +258,15 @@ class ExperimentConfig:
         for parts, value in parsed:
             if parts == ["method", "name"]:
                 base = base.switch_method(str(value))
-            elif parts == ["data", "image_size"] and isinstance(value, int) and \
-                    base.augment.views == preset_views(base.augment.preset, base.data.image_size):
-                base = dataclasses.replace(base, augment=AugmentConfig(
-                    base.augment.preset, preset_views(base.augment.preset, value)))
+            elif parts == ["method", "recipe"]:
+                base = base.switch_recipe(str(value))
+            elif parts == ["data", "image_size"] and isinstance(value, int) and value >= 8 and \
+                    base.augment.views == base.recipe_views(base.data.image_size):
+                base = dataclasses.replace(base, augment=dataclasses.replace(
+                    base.augment, views=base.recipe_views(value)))
         table = base.to_dict()
         for parts, value in parsed:
-            if parts == ["method", "name"]:
+            if parts in (["method", "name"], ["method", "recipe"]):
                 continue
             if parts[0] == "augment" and len(parts) == 2 and parts[1] not in ("preset", "views"):
                 # augment.KEY sets KEY on every view
@@ -260,12 +292,18 @@ class ExperimentConfig:
         return ExperimentConfig.from_dict(table)
 
     def switch_method(self, name: str) -> "ExperimentConfig":
-        """This config with method `name`'s own hyperparameters, views and optimiser recipe; the
-        backbone stays unless the method cannot use it (MSN needs a ViT)."""
-        recipe = ExperimentConfig.for_method(name, self.data.image_size)
-        backbone = dataclasses.replace(self.backbone, name=usable_backbone(name, self.backbone.name))
-        return dataclasses.replace(self, method=recipe.method, augment=recipe.augment, optim=recipe.optim,
-                                   backbone=backbone)
+        """This config with method `name` in the same recipe (`switched_table`)."""
+        return ExperimentConfig.from_dict(switched_table(self.to_dict(), name, self.method.recipe))
+
+    def switch_recipe(self, recipe: str) -> "ExperimentConfig":
+        """This config with the method's recipe `recipe` (`switched_table`)."""
+        if recipe not in RECIPES:
+            raise ConfigError([f"method.recipe must be one of {', '.join(RECIPES)}, got {recipe!r}"])
+        return ExperimentConfig.from_dict(switched_table(self.to_dict(), self.method.name, recipe))
+
+    def recipe_views(self, image_size: int) -> list[ViewConfig]:
+        """The views this method's recipe gives images of side `image_size`."""
+        return ExperimentConfig.for_method(self.method.name, image_size, self.method.recipe).augment.views
 
     # -- checks ----------------------------------------------------------------------
     def problems(self) -> list[str]:
@@ -313,6 +351,46 @@ class ExperimentConfig:
         if problems:
             raise ConfigError(problems)
         return self
+
+
+def switched_table(table: dict, name: str, recipe: str) -> dict:
+    """Config table `table` with method `name` in recipe `recipe`: the method's parameters, views
+    and optimiser come from that recipe, and so do the other settings that either the old or
+    the new recipe sets (a quick recipe's time budget, its ViT's depth); the data and the other
+    training and backbone settings stay, unless the method cannot use the backbone (MSN needs a
+    ViT) or the backbone was the old method's forced choice. The table may hold invalid values
+    (the app's form keeps what was typed)."""
+    from .methods import get_method
+
+    size = table.get("data", {}).get("image_size", 32)
+    size = size if isinstance(size, int) and 8 <= size <= 512 else 32
+    old_method = table.get("method", {})
+    touched = recipe_keys(get_method(name), recipe)
+    if old_method.get("name") in _method_names() and old_method.get("recipe") in RECIPES:
+        touched |= recipe_keys(get_method(old_method["name"]), old_method["recipe"])
+    new = ExperimentConfig.for_method(name, size, recipe).to_dict()
+    out = {section: (dict(values) if isinstance(values, dict) else values) for section, values in table.items()}
+    for section in ("method", "augment", "optim"):
+        out[section] = new[section]
+    for key in touched:
+        section, field_name = key.split(".")
+        out.setdefault(section, {})[field_name] = new[section][field_name]
+    if "backbone.name" not in touched:
+        backbone = out.setdefault("backbone", {})
+        current = str(backbone.get("name", new["backbone"]["name"]))
+        if old_method.get("name") in _method_names() and \
+                get_method(old_method["name"]).backbones is not None and \
+                current == usable_backbone(old_method["name"], BackboneConfig().name):
+            # the old method's forced choice (MAE's vit_tiny), not the user's: the new method's own
+            current = new["backbone"]["name"]
+        backbone["name"] = usable_backbone(name, current)
+    return out
+
+
+def _method_names() -> set[str]:
+    from .methods import METHODS
+
+    return set(METHODS)
 
 
 def vit_features_for(config: "ExperimentConfig") -> str:
@@ -382,8 +460,10 @@ def _method_from_dict(table: dict, base: MethodConfig) -> MethodConfig:
 
     if not isinstance(table, dict):
         raise ConfigError([f"method must be a table, got {table!r}"])
-    problems = [f"method.{key} is not a known setting (known: name, params)"
-                for key in table if key not in ("name", "params")]
+    problems = [f"method.{key} is not a known setting (known: name, recipe, params)"
+                for key in table if key not in ("name", "recipe", "params")]
+    if "recipe" in table and table["recipe"] not in RECIPES:
+        problems.append(f"method.recipe must be one of {', '.join(RECIPES)}, got {table['recipe']!r}")
     params_class = get_method(base.name).Params
     params = base.params
     if "params" in table:
@@ -393,7 +473,7 @@ def _method_from_dict(table: dict, base: MethodConfig) -> MethodConfig:
             problems += error.problems
     if problems:
         raise ConfigError(problems)
-    return MethodConfig(name=base.name, params=params)
+    return MethodConfig(name=base.name, recipe=base.recipe, params=params)
 
 
 def _augment_from_dict(table: dict, base: AugmentConfig) -> AugmentConfig:

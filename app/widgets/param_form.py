@@ -72,6 +72,7 @@ class ParamForm(QWidget):
         self.prefix = prefix
         self.editors: dict[str, QWidget] = {}
         self.problem_labels: dict[str, QLabel] = {}
+        self._tips: dict[str, str] = {}
         layout = QFormLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -86,7 +87,8 @@ class ParamForm(QWidget):
             path = prefix + (name,)
             editor = make_editor(types[name], spec, model.value(path),
                                  lambda value, path=path: self._set(path, value), labels)
-            editor.setToolTip(tooltip(P.spec_of(fields[name]), getattr(defaults, name)))
+            self._tips[name] = tooltip(P.spec_of(fields[name]), getattr(defaults, name))
+            editor.setToolTip(self._tips[name])
             editor.setObjectName(".".join(str(p) for p in path))
             problem = QLabel()
             problem.setWordWrap(True)
@@ -99,6 +101,14 @@ class ParamForm(QWidget):
             self.editors[name], self.problem_labels[name] = editor, problem
         model.changed.connect(self.mark_problems)
         self.mark_problems()
+
+    def set_notes(self, notes: dict[str, str]) -> None:
+        """Add a line to some fields' tooltips (where the recipe's value comes from); fields
+        not in `notes` get their plain tooltip back."""
+        for name, editor in self.editors.items():
+            tip = self._tips[name] + (f"\n{notes[name]}" if name in notes else "")
+            editor.setToolTip(tip)
+            self.layout().labelForField(editor).setToolTip(tip)
 
     def _set(self, path: tuple, value) -> None:
         self.model.set_value(path, value)

@@ -21,6 +21,8 @@ from ssl_engine.augment.views import ViewAugmenter, ViewConfig
 from ssl_engine.config import ExperimentConfig
 from ssl_engine.data.image_set import ImageSet
 from ssl_engine.errors import ConfigError
+from ssl_engine.methods import METHODS
+from ssl_engine.recipes import recipe_settings
 from ssl_engine.train.trainer import to_display
 
 from ..experiment_model import ExperimentModel
@@ -107,6 +109,7 @@ class PreviewPanel(QWidget):
         defaults = ViewConfig()
         controls = QGridLayout()
         self.sliders: dict[str, ViewSlider] = {}
+        self._tips: dict[str, tuple[str, QLabel]] = {}  # each slider's plain tooltip, and its label
         for row, (name, (low, high, step)) in enumerate(SLIDERS.items()):
             slider = ViewSlider(name, low, high, step, lambda value, name=name: self._slide(name, value))
             slider.setToolTip(tooltip(P.spec_of(fields[name]), getattr(defaults, name)))
@@ -115,6 +118,7 @@ class PreviewPanel(QWidget):
             controls.addWidget(label, row, 0)
             controls.addWidget(slider, row, 1)
             self.sliders[name] = slider
+            self._tips[name] = (slider.toolTip(), label)
 
         side = QVBoxLayout()
         top = QHBoxLayout()
@@ -155,6 +159,23 @@ class PreviewPanel(QWidget):
         self.view_choice.addItems([f"view {i + 1}" for i in range(len(views))])
         self.view_choice.blockSignals(False)
         self._show_values()
+        self._show_recipe_sources()
+
+    def _show_recipe_sources(self) -> None:
+        """Each slider's tooltip says which of the recipe's view settings set it, and why."""
+        method, recipe = METHODS.get(self.model.value(("method", "name"))), self.model.recipe
+        settings = [s for s in recipe_settings(method, recipe) if s.key.startswith("augment.")] if method else []
+        for name, (tip, label) in self._tips.items():
+            lines = []
+            for setting in settings:
+                parts = setting.key.split(".")
+                if parts[-1] == name:
+                    where = {2: "every view", 3: f"{parts[1]} views"}.get(len(parts), f"view {int(parts[2]) + 1}"
+                                                                           if parts[1:2] == ["views"] else "")
+                    lines.append(f"{recipe} recipe, {where}: {setting.value} ({setting.source})")
+            text = "\n".join([tip, *lines])
+            self.sliders[name].setToolTip(text)
+            label.setToolTip(text)
 
     def _edited_view(self) -> int | None:
         index = self.view_choice.currentIndex()
@@ -176,7 +197,8 @@ class PreviewPanel(QWidget):
         """The views in the table, or ConfigError naming what is wrong with them. Checked on their
         own, with the engine's own reader, so that a bad value elsewhere does not stop the preview."""
         table = self.model.table
-        config = ExperimentConfig.from_dict({"method": {"name": table["method"]["name"]}, "augment": table["augment"]})
+        config = ExperimentConfig.from_dict({"method": {"name": table["method"]["name"], "recipe": self.model.recipe},
+                                             "augment": table["augment"]})
         problems = [p for p in config.problems() if p.startswith("augment")]
         if problems:
             raise ConfigError(problems)

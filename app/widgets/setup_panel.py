@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QComboBox, QFileDialog, QGroupBox, QLabel, QVBoxLa
 from ssl_engine.config import DATA_SOURCES, BackboneConfig, DataConfig, OptimConfig, TrainConfig
 from ssl_engine.methods import FAMILIES, METHODS
 from ssl_engine.models.backbones import backbone_names
+from ssl_engine.recipes import RECIPES, recipe_sources
 
 from ..devices import device_choices
 from ..experiment_model import ExperimentModel
@@ -88,10 +89,21 @@ class SetupPanel(QWidget):
         self.method.currentIndexChanged.connect(self._method_picked)
         self.method_summary = QLabel()
         self.method_summary.setWordWrap(True)
+        self.recipe = QComboBox()
+        self.recipe.setObjectName("method.recipe")
+        for recipe, blurb in RECIPES.items():
+            self.recipe.addItem(f"{recipe} recipe", recipe)
+            self.recipe.setItemData(self.recipe.count() - 1, blurb, 3)  # 3: Qt.ToolTipRole
+        self.recipe.activated.connect(self._recipe_picked)
+        self.recipe_note = QLabel()
+        self.recipe_note.setWordWrap(True)
+        self.recipe_note.setObjectName("recipe_note")
         method_box = QGroupBox("Method")
         method_layout = QVBoxLayout(method_box)
         method_layout.addWidget(self.method)
         method_layout.addWidget(self.method_summary)
+        method_layout.addWidget(self.recipe)
+        method_layout.addWidget(self.recipe_note)
         self.method_form_holder = QVBoxLayout()
         method_layout.addLayout(self.method_form_holder)
         layout.addWidget(method_box)
@@ -103,7 +115,7 @@ class SetupPanel(QWidget):
         self.optim_form = ParamForm(model, OptimConfig, ("optim",),
                                     only=["name", "lr", "weight_decay", "weight_decay_schedule", "weight_decay_end",
                                           "momentum", "beta2", "warmup_epochs", "min_lr_ratio", "bias_lr_ratio",
-                                          "decay_exclusions", "grad_clip", "grad_clip_mode"])
+                                          "decay_exclusions", "lars_eta", "lars_clip", "grad_clip", "grad_clip_mode"])
         layout.addWidget(self._box("Optimiser", self.optim_form))
         self.train_form = ParamForm(model, TrainConfig, ("train",),
                                     only=["epochs", "minutes", "batch_size", "device", "precision", "seed", "runs_dir"],
@@ -114,6 +126,7 @@ class SetupPanel(QWidget):
         self.data_form = self.method_form = None
         model.reset.connect(self.rebuild)
         model.changed.connect(self._show_source)
+        model.changed.connect(self._show_recipe)
         self.rebuild()
 
     @staticmethod
@@ -143,6 +156,23 @@ class SetupPanel(QWidget):
         cls = METHODS.get(name)
         self.method_summary.setText(f"{cls.summary}.\n{cls.paper}" if cls else "")
         self._show_source()
+        self._show_recipe()
+        sources = recipe_sources(cls, self.model.recipe) if cls else {}
+        for form in (self.method_form, self.backbone_form, self.optim_form, self.train_form):
+            if isinstance(form, ParamForm):
+                section = form.prefix[0]
+                form.set_notes({key.split(".", 1)[1]: f"{self.model.recipe} recipe: {setting.value} ({setting.source})"
+                                for key, setting in sources.items() if key.split(".")[0] == section})
+
+    def _show_recipe(self) -> None:
+        """The recipe in use, what it is for, and a hint when the image size usually takes another."""
+        recipe = self.model.recipe
+        self.recipe.setCurrentIndex(max(self.recipe.findData(recipe), 0))
+        cls = METHODS.get(self.model.value(("method", "name")))
+        count = len(recipe_sources(cls, recipe)) if cls else 0
+        changed = f"; it sets {count} values (their tooltips give the sources)" if count else ""
+        hint = self.model.recipe_hint()
+        self.recipe_note.setText(f"{RECIPES[recipe]}{changed}" + (f".\nNote: {hint}." if hint else "."))
 
     def _method_form(self) -> QWidget:
         cls = METHODS.get(self.model.value(("method", "name")))
@@ -195,6 +225,11 @@ class SetupPanel(QWidget):
         self.last_folder = folder
         self.folder_chosen.emit(folder)
         self.model.set_value(("data", "source"), f"folder:{folder}")
+
+    def _recipe_picked(self, index: int) -> None:
+        recipe = self.recipe.itemData(index)
+        if recipe and recipe != self.model.recipe:
+            self.model.set_recipe(recipe)
 
     def _method_picked(self, index: int) -> None:
         name = self.method.itemData(index)

@@ -2,8 +2,9 @@
 
 A method module declares, next to its code, everything the rest of the product needs:
 its hyperparameters (`Params`, a dataclass of `hyper(...)` fields), its paper's augmentation
-recipe (`augment_preset`) and optimisation recipe (`optim_defaults`), a family and one line
-of summary. The Trainer knows nothing of any particular method: it calls `forward` (the
+recipe (`augment_preset`) and optimisation recipe (`optim_defaults`), what its small-image and
+quick recipes change (`small_recipe`, `quick_recipe`: see `ssl_engine.recipes`), a family and
+one line of summary. The Trainer knows nothing of any particular method: it calls `forward` (the
 training step), `after_optimizer_step` (EMA targets, schedules), and, only when a listener
 asked for them, `matrices` for the UI.
 """
@@ -66,6 +67,8 @@ class Method(nn.Module):
     layer_scale: ClassVar[str] = "off"  # a ViT's LayerScale: or "on"
     uses_mask_token: ClassVar[bool] = False  # a ViT's mask token stands in for hidden patches
     local_batch_norm: ClassVar[tuple[str, ...]] = ()  # submodules whose BatchNorm stays per process
+    small_recipe: ClassVar[tuple] = ()  # recipes.Setting values for images of 64 px and less
+    quick_recipe: ClassVar[tuple] = ()  # recipes.Setting values, on the small ones, to learn in minutes
 
     def __init__(self, backbone: nn.Module, params, total_steps: int):
         name = getattr(backbone, "name", type(backbone).__name__)

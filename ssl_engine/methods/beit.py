@@ -44,6 +44,7 @@ from ..masking import block_mask, mask_picture
 from ..models.vit import VisionTransformer, patchify, unpatchify
 from ..params import hyper
 from .base import Method, StepOutput, register
+from ..recipes import NO_SMALL_RECIPE, QUICK_MASKED_LR, QUICK_VIT, Setting
 from .deepcluster import kmeans_centroids, nearest_centroid
 
 PICTURE_SEED = 0  # masks of `pictures`: the same images keep the same masks
@@ -153,6 +154,14 @@ class BEiT(Method):
     position_embedding = "relative"
     layer_scale = "on"
     augment_preset = "beit"
+    small_recipe = (
+        Setting("backbone.patch_size", 4, NO_SMALL_RECIPE.format("BEiT") + "; 4 px patches, as solo-learn's ViTs on CIFAR (mae.yaml)"),
+    )
+    quick_recipe = (
+        *QUICK_VIT,
+        Setting("optim.lr", 1e-3, QUICK_MASKED_LR),
+        Setting("backbone.layer_scale", "off", "quick: at 11 epochs on shapes kNN 0.162 (random 0.124) without LayerScale against 0.145 (0.119) with it"),
+    )
     matrix_names = ()
     # The paper's pre-training (appendix, and the README's ImageNet-1k command): AdamW with
     # betas (0.9, 0.999), lr 1.5e-3 for a batch of 2048 (1.875e-4 per 256), weight decay 0.05,

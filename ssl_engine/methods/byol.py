@@ -17,6 +17,7 @@ from ..models.ema import copy_as_frozen, cosine_momentum, ema_update
 from ..models.heads import prediction_mlp, projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, register
+from ..recipes import QUICK_COLOUR, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
 
 
 @dataclass
@@ -34,6 +35,18 @@ class BYOL(Method):
     paper = "Grill et al., NeurIPS 2020"
     Params = BYOLParams
     augment_preset = "byol"
+    # solo-learn's CIFAR recipe (BYOL has none in its paper)
+    small_recipe = (
+        *solo_learn_lars("byol", 1.0, 1e-5, "CIFAR-10 92.58, CIFAR-100 70.46 linear"),
+        Setting("method.hidden_dim", 4096, f"{SOLO_LEARN.format('byol')}: proj_hidden_dim 4096"),
+        Setting("method.projection_dim", 256, f"{SOLO_LEARN.format('byol')}: proj_output_dim 256"),
+        Setting("method.base_momentum", 0.99, f"{SOLO_LEARN.format('byol')}: momentum.base_tau 0.99"),
+        *SOLO_ASYMMETRIC,
+    )
+    quick_recipe = (
+        *QUICK_COLOUR,
+        Setting("train.batch_size", 64, "quick: without negatives BYOL gains from more, smaller steps in a short run"),
+    )
     # LARS at 0.2 x batch/256, weight decay 1.5e-6, 10 warm-up epochs (paper, section 3.2); no
     # weight decay or LARS adaptation on biases and norm layers (the code's exclude_bias_and_norm)
     optim_defaults = {"name": "lars", "lr": 0.2, "weight_decay": 1.5e-6, "momentum": 0.9, "warmup_epochs": 10.0,

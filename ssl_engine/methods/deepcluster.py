@@ -42,6 +42,7 @@ from ..errors import ConfigError
 from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, register
+from ..recipes import NO_SMALL_RECIPE, QUICK_COLOUR, Setting
 
 SPLIT_EPS = 1 / 1024  # faiss's relative push apart of a split centroid and its copy
 WHITEN_FLOOR = 1e-6  # least eigenvalue whitened, relative to the largest (no blow-up of null directions)
@@ -127,6 +128,12 @@ class DeepCluster(Method):
     paper = "Caron et al., ECCV 2018"
     Params = DeepClusterParams
     augment_preset = "simclr"
+    small_recipe = (
+        Setting("method.num_clusters", 100, NO_SMALL_RECIPE.format("DeepCluster") + "; k is 10x the classes of a 10-class set, the paper's rule (10,000 clusters for ImageNet's 1,000 classes)"),
+    )
+    quick_recipe = (
+        *QUICK_COLOUR,
+    )
     # SGD at 0.05 for a batch of 256, momentum 0.9, weight decay 1e-5, no warm-up (paper's implementation details,
     # reference code); its main.py decays every parameter, biases and BatchNorm included
     optim_defaults = {"name": "sgd", "lr": 0.05, "weight_decay": 1e-5, "momentum": 0.9, "warmup_epochs": 0.0,

@@ -39,6 +39,7 @@ from ..distributed import all_reduce_mean, gather_no_grad
 from ..models.ema import copy_as_frozen, cosine_momentum, ema_update
 from ..params import hyper
 from .base import Method, StepOutput, features_by_resolution, register
+from ..recipes import QUICK_COLOUR, QUICK_MOMENTUM, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
 
 
 class DINOHead(nn.Module):
@@ -102,6 +103,23 @@ class DINO(Method):
     paper = "Caron et al., ICCV 2021"
     Params = DINOParams
     augment_preset = "dino"
+    # solo-learn's CIFAR recipe (ResNet-18): LARS, two crops of BYOL's asymmetric views and no
+    # local crops, a teacher from 0.9995
+    small_recipe = (
+        *solo_learn_lars("dino", 0.3, 1e-6, "CIFAR-10 89.52, CIFAR-100 66.76 linear"),
+        Setting("optim.grad_clip", 0.0, f"{SOLO_LEARN.format('dino')}: no gradient clipping"),
+        Setting("method.hidden_dim", 2048, f"{SOLO_LEARN.format('dino')}: proj_hidden_dim 2048"),
+        Setting("method.bottleneck_dim", 256, f"{SOLO_LEARN.format('dino')}: proj_output_dim 256"),
+        Setting("method.out_dim", 4096, f"{SOLO_LEARN.format('dino')}: num_prototypes 4096"),
+        Setting("method.base_momentum", 0.9995, f"{SOLO_LEARN.format('dino')}: momentum.base_tau 0.9995"),
+        Setting("augment.local_views", 0, f"{SOLO_LEARN.format('augmentations/asymmetric')}: two crops, no local ones"),
+        *SOLO_ASYMMETRIC,
+    )
+    quick_recipe = (
+        *QUICK_COLOUR,
+        QUICK_MOMENTUM,
+        Setting("train.batch_size", 128, "quick: more, smaller steps in a short run"),
+    )
     # The code's defaults (main_dino.py, utils.py): AdamW at 5e-4 x batch/256, 10 warm-up epochs,
     # then a cosine to min_lr 1e-6 (1/500 of 5e-4); weight decay from 0.04 to 0.4 on a cosine, none
     # on biases and norm layers (get_params_groups); each parameter's gradient clipped at a norm of

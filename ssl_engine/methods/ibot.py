@@ -52,6 +52,7 @@ from ..errors import ConfigError
 from ..masking import block_mask, mask_picture
 from ..params import hyper
 from .base import features_by_resolution, register
+from ..recipes import NO_SMALL_RECIPE, QUICK_COLOUR, QUICK_LOCAL_VIEWS, QUICK_MOMENTUM, QUICK_VIT, Setting
 from .dino import DINO, DINOHead, DINOParams, DINOStepOutput, global_view_count, update_center, weight_normalised_layer
 
 PICTURE_SEED = 0  # masks of `pictures`: the same images keep the same masks
@@ -103,6 +104,17 @@ class IBOT(DINO):
     backbones = ("vit_tiny", "vit_small")
     uses_mask_token = True
     augment_preset = "dino"
+    small_recipe = (
+        Setting("backbone.patch_size", 4, NO_SMALL_RECIPE.format("iBOT") + "; 4 px patches, as solo-learn's ViTs on CIFAR (mae.yaml)"),
+    )
+    quick_recipe = (
+        *QUICK_VIT,
+        *QUICK_COLOUR,
+        QUICK_LOCAL_VIEWS,
+        QUICK_MOMENTUM,
+        Setting("method.out_dim", 1024, "quick: the head runs on every patch token of both global views, in student and teacher; at 8192 outputs it is most of a CPU step (1 epoch in 5 minutes, 4 with 1024 and 512)"),
+        Setting("method.hidden_dim", 512, "quick: a narrower head on every patch token"),
+    )
     # The code's defaults, as DINO's (main_ibot.py, utils.py): AdamW at 5e-4 x batch/256, 10
     # warm-up epochs, cosine to min_lr 1e-6 (1/500 of 5e-4), weight decay from 0.04 to 0.4 on a
     # cosine and none on biases and norm layers (get_params_groups), each parameter's gradient

@@ -43,6 +43,7 @@ from ..models.ema import copy_as_frozen, ema_update
 from ..models.vit import Block, VisionTransformer, sincos_position_embedding
 from ..params import hyper
 from .base import Method, StepOutput, register
+from ..recipes import NO_SMALL_RECIPE, QUICK_MASKED_LR, QUICK_MOMENTUM, QUICK_VIT, Setting
 
 PICTURE_SEED = 0  # masks of `pictures`: the same images keep the same blocks
 
@@ -115,6 +116,15 @@ class IJEPA(Method):
     vit_features = "mean_patch"
     position_embedding = "sincos"  # fixed in the code's encoder and predictor
     augment_preset = "ijepa"
+    small_recipe = (
+        Setting("backbone.patch_size", 4, NO_SMALL_RECIPE.format("I-JEPA") + "; 4 px patches, as solo-learn's ViTs on CIFAR (mae.yaml)"),
+    )
+    quick_recipe = (
+        *QUICK_VIT,
+        Setting("optim.lr", 1e-3, QUICK_MASKED_LR),
+        QUICK_MOMENTUM,
+        Setting("backbone.position_embedding", "learnt", "quick: with fixed sin-cos its kNN after 5 minutes on shapes stayed under its random network's (0.132 against 0.137); learnt ones reach 0.155 (0.125)"),
+    )
     matrix_names = ()
     # The code's ImageNet configs (in1k_vith14_ep300): AdamW, lr 0.001 for a batch of 2048 (128 x
     # 16 GPUs), so 1.25e-4 per 256, 40 warm-up epochs (from 0.0002 there, from 0 here), cosine to

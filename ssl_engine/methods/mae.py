@@ -31,6 +31,7 @@ from ..masking import mask_picture, random_patch_mask, visible_indices
 from ..models.vit import Block, patchify, sincos_position_embedding, unpatchify
 from ..params import hyper
 from .base import Method, StepOutput, register
+from ..recipes import QUICK_MASKED_LR, QUICK_VIT, SOLO_LEARN, Setting
 
 PICTURE_SEED = 0  # masks of `pictures` and `reconstruction_loss`: the same images keep the same masks
 
@@ -95,6 +96,27 @@ class MAE(Method):
     Params = MAEParams
     backbones = ("vit_tiny", "vit_small")
     augment_preset = "mae"
+    # solo-learn's CIFAR recipe: ViT-Small with 4 px patches, an 8-block decoder of width 512,
+    # AdamW at 2e-4 per 256 (betas 0.9, 0.95), weight decay 0.05, crop 0.08-1 and a flip
+    small_recipe = (
+        Setting("backbone.name", "vit_small", f"{SOLO_LEARN.format('mae')}: backbone vit_small"),
+        Setting("backbone.patch_size", 4, f"{SOLO_LEARN.format('mae')}: patch_size 4"),
+        Setting("optim.lr", 2e-4, f"{SOLO_LEARN.format('mae')}: optimizer.lr, per 256 images"),
+        Setting("optim.weight_decay", 0.05, f"{SOLO_LEARN.format('mae')}: weight_decay 0.05"),
+        Setting("optim.warmup_epochs", 10.0, "solo-learn's scheduler.warmup_epochs default (10)"),
+        Setting("train.batch_size", 256, f"{SOLO_LEARN.format('mae')}: batch_size 256"),
+        Setting("method.decoder_dim", 512, f"{SOLO_LEARN.format('mae')}: decoder_embed_dim 512"),
+        Setting("method.decoder_depth", 8, f"{SOLO_LEARN.format('mae')}: decoder_depth 8"),
+        Setting("method.decoder_heads", 16, f"{SOLO_LEARN.format('mae')}: decoder_num_heads 16"),
+        Setting("augment.crop_scale_min", 0.08, f"{SOLO_LEARN.format('augmentations/reconstruction')}: rrc.crop_min_scale"),
+    )
+    quick_recipe = (
+        *QUICK_VIT,
+        Setting("optim.lr", 1.5e-3, QUICK_MASKED_LR),
+        Setting("method.decoder_dim", 128, "quick: a light decoder, which at 8 blocks of 512 costs more than the encoder"),
+        Setting("method.decoder_depth", 2, "quick: a light decoder"),
+        Setting("method.decoder_heads", 4, "quick: a light decoder"),
+    )
     position_embedding = "sincos"  # the MAE code's encoder and decoder both fix them
     # The class token is a dummy here: nothing but the decoder's attention trains it (the paper:
     # MAE "works similarly well without it (with average pooling)"). After 5 CPU minutes on

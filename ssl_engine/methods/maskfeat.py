@@ -31,6 +31,7 @@ from ..masking import block_mask, mask_picture, random_patch_mask
 from ..models.vit import VisionTransformer
 from ..params import hyper
 from .base import Method, StepOutput, register
+from ..recipes import NO_SMALL_RECIPE, QUICK_MASKED_LR, QUICK_VIT, Setting
 
 PICTURE_SEED = 0  # masks of `pictures`: the same images keep the same masks
 
@@ -58,6 +59,13 @@ class MaskFeat(Method):
     # the paper's ViTs are evaluated on average-pooled patch tokens (the loss is per patch)
     vit_features = "mean_patch"
     augment_preset = "maskfeat"
+    small_recipe = (
+        Setting("backbone.patch_size", 4, NO_SMALL_RECIPE.format("MaskFeat") + "; 4 px patches, as solo-learn's ViTs on CIFAR (mae.yaml)"),
+    )
+    quick_recipe = (
+        *QUICK_VIT,
+        Setting("optim.lr", 1e-3, QUICK_MASKED_LR),
+    )
     matrix_names = ()
     # SlowFast's in1k_VIT_B_MaskFeat_PT: AdamW (momentum 0.9), BASE_LR 2e-4 for its batch of 256
     # (the paper's table: 2e-3 at batch 2048, 2.5e-4 per 256), weight decay 0.05, 30 warm-up

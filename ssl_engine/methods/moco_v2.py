@@ -20,6 +20,9 @@ from ..models.ema import copy_as_frozen, ema_update
 from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, register, step_generator
+from ..recipes import QUICK_COLOUR, Setting
+
+_DEMO = "the MoCo authors' CIFAR-10 demo, facebookresearch/moco colab/moco_cifar10_demo.ipynb"
 
 
 @dataclass
@@ -40,6 +43,25 @@ class MoCoV2(Method):
     paper = "Chen et al., arXiv 2003.04297, 2020"
     Params = MoCoV2Params
     augment_preset = "moco_v2"
+    # the authors' CIFAR-10 demo (facebookresearch/moco, colab/moco_cifar10_demo.ipynb, ResNet-18):
+    # SGD at 0.06 for batch 512 (0.03 per 256), weight decay 5e-4, a 4096-key queue, a key
+    # encoder at 0.99, temperature 0.1, BatchNorm shuffled in 8 splits, no warm-up; its views
+    # are torchvision's RandomResizedCrop(32) (scale 0.08-1), jitter (0.4, 0.4, 0.4, 0.1) p 0.8,
+    # greyscale 0.2 and a flip, no blur
+    small_recipe = (
+        Setting("train.batch_size", 512, f"{_DEMO}: bs 512"),
+        Setting("optim.lr", 0.03, f"{_DEMO}: lr 0.06 for batch 512"),
+        Setting("optim.weight_decay", 5e-4, f"{_DEMO}: wd 5e-4"),
+        Setting("method.queue_size", 4096, f"{_DEMO}: moco-k 4096"),
+        Setting("method.momentum", 0.99, f"{_DEMO}: moco-m 0.99"),
+        Setting("method.temperature", 0.1, f"{_DEMO}: moco-t 0.1"),
+        Setting("method.bn_splits", 8, f"{_DEMO}: bn-splits 8"),
+        Setting("augment.crop_scale_min", 0.08, f"{_DEMO}: RandomResizedCrop(32) at torchvision's scale 0.08-1"),
+        Setting("augment.blur_p", 0.0, f"{_DEMO}: no blur"),
+    )
+    quick_recipe = (
+        *QUICK_COLOUR,
+    )
     # SGD at 0.03 for a batch of 256, weight decay 1e-4, cosine schedule (MoCo v2); its
     # main_moco.py decays every parameter, biases and BatchNorm included
     optim_defaults = {"name": "sgd", "lr": 0.03, "weight_decay": 1e-4, "momentum": 0.9, "warmup_epochs": 0.0,

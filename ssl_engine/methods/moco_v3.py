@@ -34,6 +34,7 @@ from ..models.ema import copy_as_frozen, cosine_momentum, ema_update
 from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, register
+from ..recipes import QUICK_COLOUR, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
 
 
 def contrastive_loss(q: Tensor, keys: Tensor, temperature: float, first_positive: int = 0) -> Tensor:
@@ -68,6 +69,18 @@ class MoCoV3(Method):
     paper = "Chen, Xie, He, ICCV 2021"
     Params = MoCoV3Params
     augment_preset = "byol"  # the paper uses BYOL's augmentations
+    # solo-learn's CIFAR recipe (ResNet-18; the paper's CIFAR results are ViT transfers)
+    small_recipe = (
+        *solo_learn_lars("mocov3", 0.3, 1e-6, "CIFAR-10 93.10, CIFAR-100 68.83 linear"),
+        Setting("method.hidden_dim", 4096, f"{SOLO_LEARN.format('mocov3')}: proj_hidden_dim and pred_hidden_dim 4096"),
+        Setting("method.projection_dim", 256, f"{SOLO_LEARN.format('mocov3')}: proj_output_dim 256"),
+        Setting("method.temperature", 0.2, f"{SOLO_LEARN.format('mocov3')}: temperature 0.2"),
+        Setting("method.base_momentum", 0.99, f"{SOLO_LEARN.format('mocov3')}: momentum.base_tau 0.99"),
+        *SOLO_ASYMMETRIC,
+    )
+    quick_recipe = (
+        *QUICK_COLOUR,
+    )
     position_embedding = "sincos"
     # The ViT recipe (CONFIG.md): AdamW at 1.5e-4 x batch/256, weight decay 0.1 on every parameter
     # (main_moco.py), 40 warm-up epochs. The ResNet recipe is LARS at 0.6 (0.3 for long runs),

@@ -37,6 +37,7 @@ from ..distributed import all_reduce_mean, all_reduce_sum
 from ..models.ema import copy_as_frozen, ema_update
 from ..params import hyper
 from .base import Method, StepOutput, features_by_resolution, register
+from ..recipes import NO_SMALL_RECIPE, QUICK_COLOUR, QUICK_LOCAL_VIEWS, QUICK_MOMENTUM, QUICK_VIT, Setting
 
 
 @dataclass
@@ -77,6 +78,15 @@ class MSN(Method):
     Params = MSNParams
     backbones = ("vit_tiny", "vit_small")
     augment_preset = "dino"
+    small_recipe = (
+        Setting("backbone.patch_size", 4, NO_SMALL_RECIPE.format("MSN") + "; 4 px patches, as solo-learn's ViTs on CIFAR (mae.yaml)"),
+    )
+    quick_recipe = (
+        *QUICK_VIT,
+        *QUICK_COLOUR,
+        QUICK_LOCAL_VIEWS,
+        QUICK_MOMENTUM,
+    )
     # AdamW at 0.001 for a batch of 1024 (0.00025 per 256), weight decay 0.04, 15 warm-up epochs, cosine
     # to 1e-6, gradients clipped at 3, weight decay rising to 0.4 on a cosine (reference configuration
     # for ViT-S/16)

@@ -40,6 +40,9 @@ from ..distributed import all_reduce_sum
 from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, register
+from ..recipes import QUICK_COLOUR, Setting
+
+_CIFAR = "the SeLa authors' CIFAR-10 script, yukimasano/self-label scripts/cifar.sh and cifar.py"
 
 
 @dataclass
@@ -72,6 +75,24 @@ class SeLa(Method):
     # The paper's views are random crops, flips, colour jitter (0.4, 0.4, 0.4, 0.4) and greyscale
     # 0.2 (reference data.py, augs=3): MoCo v2's preset has that jitter strength and greyscale.
     augment_preset = "moco_v2"
+    small_recipe = (
+        Setting("train.batch_size", 128, f"{_CIFAR}: bs 128"),
+        Setting("optim.lr", 0.06, f"{_CIFAR}: lr 0.03 at batch 128"),
+        Setting("optim.weight_decay", 5e-4, f"{_CIFAR}: weight decay 5e-4 (cifar.py), on every parameter"),
+        Setting("method.num_heads", 10, f"{_CIFAR}: hc 10 heads"),
+        Setting("method.num_clusters", 128, f"{_CIFAR}: ncl 128 clusters"),
+        Setting("method.sinkhorn_lambda", 10.0, f"{_CIFAR}: cifar.py's lamb default 10"),
+        Setting("method.relabel_every_epochs", 1, f"{_CIFAR}: 400 label updates in 400 epochs"),
+        Setting("augment.crop_scale_min", 0.2, f"{_CIFAR}: RandomResizedCrop scale 0.2-1"),
+        Setting("augment.jitter_p", 1.0, f"{_CIFAR}: ColorJitter(0.4, 0.4, 0.4, 0.4) on every image"),
+        Setting("augment.hue", 0.4, f"{_CIFAR}: ColorJitter hue 0.4"),
+        Setting("augment.blur_p", 0.0, f"{_CIFAR}: no blur"),
+    )
+    quick_recipe = (
+        *QUICK_COLOUR,
+        Setting("train.batch_size", 64, "quick: smaller batches, 4x the steps fitting each round of pseudo-labels"),
+        Setting("optim.lr", 0.2, "quick: the paper's step size (0.05) at a quarter of its batch"),
+    )
     # SGD at 0.05 for a batch of 256, momentum 0.9, weight decay 1e-5 on every parameter
     # (reference main.py: its --lr help says 0.05, the flag's default is 0.08; its step decay
     # becomes our cosine). Its cifar.py: 0.05 for a batch of 64, weight decay 5e-4.

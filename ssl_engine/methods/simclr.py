@@ -23,6 +23,9 @@ from ..distributed import gather_with_grad
 from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, register
+from ..recipes import QUICK_COLOUR, Setting
+
+_CIFAR = "the SimCLR authors' CIFAR-10 command, google-research/simclr README"
 
 
 @dataclass
@@ -40,6 +43,23 @@ class SimCLR(Method):
     paper = "Chen et al., ICML 2020"
     Params = SimCLRParams
     augment_preset = "simclr"
+    # the authors' CIFAR-10 command (google-research/simclr README, ResNet-18, the setting of the
+    # paper's appendix B.9): batch 512, LARS at 1.0 per 256, weight decay 1e-4, temperature 0.5,
+    # colour jitter of strength 0.5 and no blur; the projector's hidden width is the backbone's
+    # (512 for ResNet-18)
+    small_recipe = (
+        Setting("train.batch_size", 512, f"{_CIFAR}: --train_batch_size=512"),
+        Setting("optim.lr", 1.0, f"{_CIFAR}: --learning_rate=1.0 (linear scaling, per 256)"),
+        Setting("optim.weight_decay", 1e-4, f"{_CIFAR}: --weight_decay=1e-4"),
+        Setting("method.temperature", 0.5, f"{_CIFAR}: --temperature=0.5 (appendix B.9's best)"),
+        Setting("method.hidden_dim", 512, f"{_CIFAR}: the projector's hidden width is ResNet-18's 512"),
+        *(Setting(f"augment.{name}", value, f"{_CIFAR}: --color_jitter_strength=0.5")
+          for name, value in (("brightness", 0.4), ("contrast", 0.4), ("saturation", 0.4), ("hue", 0.1))),
+        Setting("augment.blur_p", 0.0, f"{_CIFAR}: --use_blur=False"),
+    )
+    quick_recipe = (
+        *QUICK_COLOUR,
+    )
     # LARS at 0.3 x batch/256, weight decay 1e-6, 10 warm-up epochs (paper, appendix B.1), a cosine
     # to 0; no weight decay or adaptation on biases and BatchNorm (the code's LARS exclude list)
     optim_defaults = {"name": "lars", "lr": 0.3, "weight_decay": 1e-6, "momentum": 0.9, "warmup_epochs": 10.0,

@@ -15,6 +15,9 @@ from .. import losses
 from ..models.heads import prediction_mlp, projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, register
+from ..recipes import QUICK_COLOUR, Setting
+
+_PAPER = "SimSiam, appendix D (CIFAR experiments)"
 
 
 @dataclass
@@ -33,6 +36,19 @@ class SimSiam(Method):
     paper = "Chen & He, CVPR 2021"
     Params = SimSiamParams
     augment_preset = "simsiam"
+    # the paper's CIFAR-10 experiments (Chen & He 2021, appendix D; ResNet-18 variant): SGD at
+    # 0.03 per 256 with batch 512, weight decay 5e-4, 800 epochs, a 2-layer projector, the
+    # ImageNet views without blur
+    small_recipe = (
+        Setting("train.batch_size", 512, f"{_PAPER}: batch 512"),
+        Setting("optim.lr", 0.03, f"{_PAPER}: base lr 0.03 x batch/256"),
+        Setting("optim.weight_decay", 5e-4, f"{_PAPER}: weight decay 5e-4"),
+        Setting("method.projector_layers", 2, f"{_PAPER}: the projection MLP has 2 layers"),
+        Setting("augment.blur_p", 0.0, f"{_PAPER}: the ImageNet augmentations without blur"),
+    )
+    quick_recipe = (
+        *QUICK_COLOUR,
+    )
     # SGD at 0.05 x batch/256, weight decay 1e-4, momentum 0.9, cosine, no warm-up (paper); its
     # main_simsiam.py decays every parameter, biases and BatchNorm included
     optim_defaults = {"name": "sgd", "lr": 0.05, "weight_decay": 1e-4, "momentum": 0.9, "warmup_epochs": 0.0,

@@ -17,6 +17,7 @@ from ..distributed import gather_with_grad
 from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import MATRIX_DIMS, Method, StepOutput, register
+from ..recipes import QUICK_COLOUR, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
 
 
 @dataclass
@@ -36,6 +37,18 @@ class VICReg(Method):
     paper = "Bardes et al., ICLR 2022"
     Params = VICRegParams
     augment_preset = "vicreg"
+    # solo-learn's CIFAR recipe: a 2048-wide expander, the paper's coefficients, its own views
+    # (crop 0.2-1, BYOL's jitter, solarisation 0.1 on both views, no blur)
+    small_recipe = (
+        *solo_learn_lars("vicreg", 0.3, 1e-4, "CIFAR-10 92.07, CIFAR-100 68.54 linear"),
+        Setting("method.expander_dim", 2048, f"{SOLO_LEARN.format('vicreg')}: proj_hidden_dim and proj_output_dim 2048"),
+        Setting("augment.crop_scale_min", 0.2, f"{SOLO_LEARN.format('vicreg')}: rrc.crop_min_scale 0.2"),
+        Setting("augment.blur_p", 0.0, f"{SOLO_LEARN.format('vicreg')}: gaussian_blur.prob 0"),
+        Setting("augment.solarize_p", 0.1, f"{SOLO_LEARN.format('vicreg')}: solarization.prob 0.1, both crops"),
+    )
+    quick_recipe = (
+        *QUICK_COLOUR,
+    )
     matrix_names = ("covariance", "cross-correlation", "similarity")
     # LARS at 0.2 x batch/256, weight decay 1e-6, 10 warm-up epochs, then a cosine to 0.001 of the
     # peak (main_vicreg.py's adjust_learning_rate: end_lr = base_lr * 0.001); no weight decay or

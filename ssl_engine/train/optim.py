@@ -20,13 +20,15 @@ CLIP_EPS = 1e-6
 class LARS(torch.optim.Optimizer):
     """Layer-wise Adaptive Rate Scaling (You et al., 2017), as used by SimCLR, BYOL, Barlow Twins
     and VICReg: SGD with momentum whose update for each weight tensor is scaled by the trust
-    ratio eta * ||w|| / ||grad + wd * w||. Groups with `lars_exclude` (biases, norm layers,
+    ratio eta * ||w|| / ||grad + wd * w||, optionally clipped so that the adapted rate never
+    exceeds the scheduled one (`clip`, LARC's clip mode). Groups with `lars_exclude` (biases, norm layers,
     where the recipe's decay_exclusions is bias_and_norm) get plain SGD with momentum and no
     weight decay; SwAV's LARC adapts and decays every parameter (decay_exclusions none)."""
 
-    def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.001):
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.001,
+                 clip: bool = False):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta,
-                                      lars_exclude=False))
+                                      lars_exclude=False, clip=clip))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -41,6 +43,10 @@ class LARS(torch.optim.Optimizer):
                     param_norm, update_norm = torch.norm(p), torch.norm(update)
                     trust = torch.where((param_norm > 0) & (update_norm > 0),
                                         group["eta"] * param_norm / update_norm, torch.ones_like(param_norm))
+                    if group["clip"]:
+                        # LARC's clipping (solo-learn's clip_lr): the adapted rate eta * ||w|| / ||update||
+                        # never exceeds the scheduled rate; at a rate of 0 the step is 0 either way
+                        trust = torch.clamp(trust / max(group["lr"], 1e-12), max=1.0)
                     update = update.mul(trust)
                 state = self.state[p]
                 if "momentum_buffer" not in state:
@@ -124,7 +130,8 @@ def build_optimizer(method: nn.Module, groups: list[dict], config: OptimConfig, 
         optimizer = torch.optim.AdamW(groups, lr=lr, betas=(config.momentum, config.beta2),
                                       weight_decay=config.weight_decay)
     else:
-        optimizer = LARS(groups, lr=lr, weight_decay=config.weight_decay, momentum=config.momentum, eta=config.lars_eta)
+        optimizer = LARS(groups, lr=lr, weight_decay=config.weight_decay, momentum=config.momentum, eta=config.lars_eta,
+                         clip=config.lars_clip)
     set_learning_rate(optimizer, lr, lr)  # each group's scale applied from the first step
     return optimizer
 

@@ -13,6 +13,7 @@ import os
 import time
 import traceback
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,17 @@ BUDGET_PROBE_STEPS = 10  # steps timed (after the first) to size a run that trai
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
+
+
+@dataclass
+class StepTimes:
+    """What `Trainer.time_steps` measured, in seconds."""
+
+    setup_seconds: float        # building the method, its optimiser and the data's statistics
+    epoch_work_seconds: float   # the method's before_epoch(0)
+    first_step_seconds: float   # the first step, which pays for allocation
+    step_seconds: list[float]   # each timed step after it
+    device: torch.device
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -170,6 +182,22 @@ class Trainer:
         return f"training failed: {type(error).__name__}: {error}"
 
     def _setup(self):
+        self._build()
+        self.start_step = 0
+        if self.resume is not None:
+            self._load_resume()
+        if dist_utils.is_main_process():
+            if self.run_dir is None:
+                self.run_dir = new_run_dir(self.config)
+            self.folder = RunFolder(self.run_dir)
+            self.folder.save_config(self.config)
+            for path, reason in self.data.skipped:
+                self.folder.log(f"skipped unreadable file {path}: {reason}")
+        self._choose_eval_subsets()
+
+    def _build(self):
+        """What every step needs: the device, the data on it, the method, its optimiser and
+        schedules (no run folder, no resume)."""
         cfg = self.config
         self.rank, self.world = dist_utils.setup_from_environment()
         self.device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", 0)))
@@ -215,18 +243,6 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(self.method, device_ids=ids)
         self.optimizer = build_optimizer(self.method, self.method.parameter_groups(), cfg.optim, self.peak_lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-
-        self.start_step = 0
-        if self.resume is not None:
-            self._load_resume()
-        if dist_utils.is_main_process():
-            if self.run_dir is None:
-                self.run_dir = new_run_dir(cfg)
-            self.folder = RunFolder(self.run_dir)
-            self.folder.save_config(cfg)
-            for path, reason in self.data.skipped:
-                self.folder.log(f"skipped unreadable file {path}: {reason}")
-        self._choose_eval_subsets()
 
     def _set_length(self, total_steps: int) -> None:
         """The run's length in steps, and with it the warm-up's (at most a tenth of the run) and
@@ -387,8 +403,6 @@ class Trainer:
         epoch_losses: list[torch.Tensor] = []
         stopped = False
         probe = None  # (step, training seconds) after the first step, for a time budget's speed
-        autocast = (torch.autocast(device_type="cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
-                    else nullcontext())
         self.method.train()
         tick = self.clock()
         while step < self.total_steps:
@@ -402,28 +416,9 @@ class Trainer:
             if self.budget_seconds and self._over_budget(train_seconds + self.clock() - tick):
                 break  # the budget ends the run as its last epoch would: evaluated, not stopped
             epoch, position = divmod(step, self.steps_per_epoch)
-            lr = self._learning_rate(step)
-            set_learning_rate(self.optimizer, lr, self.peak_lr)
-            if cfg.optim.weight_decay_schedule == "cosine":
-                # the same half-cosine ramp as the EMA momentum (DINO's cosine_scheduler)
-                set_weight_decay(self.optimizer, cosine_momentum(step, self.total_steps, cfg.optim.weight_decay,
-                                                                 cfg.optim.weight_decay_end))
-
             if position == 0 or step == self.start_step:
                 self.method.before_epoch(epoch, self._dataset_features)
-            indices = self._batch_indices(step)
-            batch = self.images[indices.to(self.images.device)].to(self.device, non_blocking=True)
-            views = [normalize(v, *self._mean_std) for v in self._views(batch, step)]
-            with autocast:
-                output = self.model(views, step, indices.to(self.device))
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(output.loss).backward()
-            if cfg.optim.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                clip_gradients(self.method.parameters(), cfg.optim.grad_clip, cfg.optim.grad_clip_mode)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.method.after_optimizer_step(step)
+            output, lr = self._train_step(step)
             step += 1
             images_seen += cfg.train.batch_size
             if self.budget_seconds and not self._length_measured:
@@ -489,6 +484,70 @@ class Trainer:
             self.folder.log(f"finished at step {step}: {summary}")
         self._emit(Finished(run_dir=str(self.run_dir) if self.run_dir else "", summary=summary, stopped_early=stopped))
         return summary
+
+    def _train_step(self, step: int):
+        """One optimiser step on batch `step` (the method's epoch work is done): its learning
+        rate and weight decay, the views, the method's loss, the update. Returns the method's
+        output and the learning rate."""
+        cfg = self.config
+        lr = self._learning_rate(step)
+        set_learning_rate(self.optimizer, lr, self.peak_lr)
+        if cfg.optim.weight_decay_schedule == "cosine":
+            # the same half-cosine ramp as the EMA momentum (DINO's cosine_scheduler)
+            set_weight_decay(self.optimizer, cosine_momentum(step, self.total_steps, cfg.optim.weight_decay,
+                                                             cfg.optim.weight_decay_end))
+        indices = self._batch_indices(step)
+        batch = self.images[indices.to(self.images.device)].to(self.device, non_blocking=True)
+        views = [normalize(v, *self._mean_std) for v in self._views(batch, step)]
+        autocast = (torch.autocast(device_type="cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
+                    else nullcontext())
+        with autocast:
+            output = self.model(views, step, indices.to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(output.loss).backward()
+        if cfg.optim.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            clip_gradients(self.method.parameters(), cfg.optim.grad_clip, cfg.optim.grad_clip_mode)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.method.after_optimizer_step(step)
+        return output, lr
+
+    def time_steps(self, steps: int, max_seconds: float) -> StepTimes:
+        """Time this experiment's work without running it: build what a run builds (no run
+        folder, no checkpoint, no event, no resume), do the method's first-epoch work
+        (`before_epoch(0)`: DeepCluster clusters, BEiT fits its tokenizer), one first step
+        (it pays for allocation and kernel choice, so it is timed apart), then up to `steps`
+        timed steps, fewer (but one) once `max_seconds` have gone, none once `control.stop()`
+        was called.
+        The trainer is spent afterwards: build another to train."""
+        clock = time.perf_counter
+        started = clock()
+        self._build()
+        self.method.train()
+        setup = clock() - started
+
+        def synchronised_seconds(since: float) -> float:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            elif self.device.type == "mps":
+                torch.mps.synchronize()
+            return clock() - since
+
+        tick = clock()
+        self.method.before_epoch(0, self._dataset_features)
+        epoch_work = synchronised_seconds(tick)
+        tick = clock()
+        self._train_step(0)
+        first = synchronised_seconds(tick)
+        timed: list[float] = []
+        # at least one step after the first, which pays for allocation and says little of the rest
+        while len(timed) < steps and (not timed or sum(timed) + first < max_seconds) and not self.control.stop_requested:
+            tick = clock()
+            self._train_step(len(timed) + 1)
+            timed.append(synchronised_seconds(tick))
+        return StepTimes(setup_seconds=setup, epoch_work_seconds=epoch_work, first_step_seconds=first,
+                         step_seconds=timed, device=self.device)
 
     def _end_epoch(self, epoch: int, step: int, losses: list[torch.Tensor], seconds: float) -> None:
         mean_loss = float(torch.stack(losses).mean())

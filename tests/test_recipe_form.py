@@ -1,0 +1,76 @@
+"""The set-up's recipe choice, driven as a user drives it: the window opens on a quick run,
+switching recipe brings its values into the forms with their sources, and switching method
+keeps the recipe and gives the method its own backbone."""
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
+
+from app.experiment_model import FIRST_EXPERIMENT, ExperimentModel  # noqa: E402
+from app.widgets.setup_panel import SetupPanel  # noqa: E402
+from ssl_engine.config import ExperimentConfig  # noqa: E402
+from ssl_engine.methods import METHODS  # noqa: E402
+from ssl_engine.recipes import recipe_sources  # noqa: E402
+
+
+def panel(qtbot, config=None) -> SetupPanel:
+    widget = SetupPanel(ExperimentModel(config))
+    qtbot.addWidget(widget)
+    widget.show()
+    return widget
+
+
+def pick(combo, data) -> None:
+    combo.setCurrentIndex(combo.findData(data))
+    combo.activated.emit(combo.currentIndex())
+
+
+def test_the_first_experiment_is_a_quick_run_and_says_so(qtbot):
+    setup = panel(qtbot)
+    assert (setup.model.value(("method", "name")), setup.model.recipe) == FIRST_EXPERIMENT
+    assert setup.recipe.currentData() == "quick"
+    assert "minutes" in setup.recipe_note.text()
+    minutes = setup.train_form.editors["minutes"]
+    assert float(minutes.text()) > 0
+    assert "quick recipe: 2.0" in minutes.toolTip()
+
+
+def test_picking_a_recipe_brings_its_values_and_their_sources(qtbot):
+    setup = panel(qtbot)
+    pick(setup.recipe, "small")
+    model = setup.model
+    assert model.config.method.recipe == "small"
+    assert model.config == ExperimentConfig.for_method("simclr", 32, "small")
+    assert float(setup.train_form.editors["minutes"].text()) == 0.0  # the quick budget is gone
+    sources = recipe_sources(METHODS["simclr"], "small")
+    optim_keys = [key.split(".")[1] for key in sources if key.startswith("optim.")]
+    assert optim_keys, "SimCLR's small recipe sets its optimiser"
+    for name in optim_keys:
+        assert sources[f"optim.{name}"].source in setup.optim_form.editors[name].toolTip()
+    pick(setup.recipe, "imagenet")
+    assert "small recipe is the usual one for 32 px" in setup.recipe_note.text()
+
+
+def test_switching_method_keeps_the_recipe_and_the_methods_own_backbone(qtbot):
+    setup = panel(qtbot)
+    setup.method.setCurrentIndex(setup.method.findData("mae"))
+    assert setup.model.config.backbone.name == "vit_tiny"
+    assert setup.model.recipe == "quick"
+    setup.method.setCurrentIndex(setup.method.findData("vicreg"))
+    config = setup.model.config
+    assert config.backbone.name == "small_cnn"  # MAE's ViT was MAE's choice, not the user's
+    assert config == ExperimentConfig.for_method("vicreg", 32, "quick")
+    assert setup.backbone_form.editors["name"].currentData() == "small_cnn"
+
+
+def test_a_users_edit_elsewhere_survives_a_recipe_switch(qtbot):
+    setup = panel(qtbot)
+    seed = setup.train_form.editors["seed"]
+    seed.selectAll()
+    qtbot.keyClicks(seed, "5")
+    pick(setup.recipe, "small")
+    assert setup.model.config.train.seed == 5
+    assert seed.text() == "5"
