@@ -14,13 +14,14 @@ from pathlib import Path
 
 from PySide6.QtCore import QTimer, Slot
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QScrollArea, QSplitter, QTabWidget, QToolBar
+from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QScrollArea, QSplitter, QTabWidget, QToolBar
 
 from ssl_engine.config import ExperimentConfig
 from ssl_engine.errors import ConfigError
 from ssl_engine.train.trainer import load_data_for
 
 from .background import BackgroundCall
+from .run_estimate import RunEstimate
 from .experiment_model import ExperimentModel
 from .settings import AppSettings
 from .window_geometry import remember_geometry
@@ -47,7 +48,7 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.settings = settings or AppSettings()
         self.setWindowTitle("SSL Explorer")
-        self.model = ExperimentModel(self.settings.experiment() or ExperimentConfig.for_method("simclr"))
+        self.model = ExperimentModel(self.settings.experiment())  # None: the first experiment
         self.data = None                  # the loaded DataSplits for `self.data_key`
         self.data_key: tuple | None = None
         self.data_error: str | None = None
@@ -55,6 +56,7 @@ class MainWindow(QMainWindow):
         self.worker: TrainingThread | None = None
         self.last_run_dir: str | None = None
         self.close_when_stopped = False
+        self.run_config: ExperimentConfig | None = None  # what the current or last run trains
 
         self.setup = SetupPanel(self.model, last_folder=self.settings.text("last_folder"))
         self.setup.folder_chosen.connect(self._remember_folder)
@@ -78,7 +80,9 @@ class MainWindow(QMainWindow):
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([360, 900])
         self.setCentralWidget(splitter)
+        self.estimate = RunEstimate(self)
         self._build_toolbar()
+        self.estimate.changed.connect(self._show_estimate)
 
         self.drain_timer = QTimer(self)
         self.drain_timer.setInterval(DRAIN_INTERVAL_MS)
@@ -118,6 +122,11 @@ class MainWindow(QMainWindow):
         self.save_model_action = action("Save model…", self.save_model, "copy the finished run's checkpoint to a file")
         for name in ("start", "pause", "stop", "save_model"):
             bar.widgetForAction(getattr(self, f"{name}_action")).setObjectName(f"{name}_button")
+        bar.addSeparator()
+        self.estimate_label = QLabel()
+        self.estimate_label.setObjectName("run_estimate")
+        self.estimate_label.setContentsMargins(8, 0, 8, 0)
+        bar.addWidget(self.estimate_label)
         self._update_actions()
 
     # -- the experiment and its data --------------------------------------------------
@@ -131,6 +140,7 @@ class MainWindow(QMainWindow):
         if isinstance(runs_dir, str) and runs_dir:
             self.evaluate.set_runs_dir(runs_dir)
         self._update_actions()
+        self._update_estimate()
 
     @Slot()
     def load_data(self) -> None:
@@ -143,6 +153,7 @@ class MainWindow(QMainWindow):
         key = data_key(table, table["train"].get("seed"))
         if key == self.data_key:
             self._update_actions()
+            self._update_estimate()
             return
         try:
             config = ExperimentConfig.from_dict({"data": table["data"], "train": {"seed": table["train"]["seed"]}})
@@ -172,6 +183,21 @@ class MainWindow(QMainWindow):
             test = f", {len(self.data.test):,} test" if self.data.test is not None else ""
             self.statusBar().showMessage(f"{self.data.name}: {len(self.data.train):,} training images{test}{skipped}")
         self._update_actions()
+        self._update_estimate()
+
+    def _update_estimate(self) -> None:
+        """The expected duration follows the set-up and its data (none while either is not ready)."""
+        if self.worker is not None:
+            return
+        ready = self.model.config is not None and self.data is not None and self.loader is None \
+            and not self.data_timer.isActive() and data_key(self.model.table, self.model.table["train"].get("seed")) \
+            == self.data_key
+        self.estimate.update(self.model.config if ready else None, self.data if ready else None)
+
+    @Slot()
+    def _show_estimate(self) -> None:
+        self.estimate_label.setText(self.estimate.text)
+        self.estimate_label.setToolTip(self.estimate.tooltip)
 
     def _remember_folder(self, folder: str) -> None:
         self.settings.set_text("last_folder", folder)
@@ -253,6 +279,8 @@ class MainWindow(QMainWindow):
         if self.start_blocked_by() is not None:
             return
         self.training.reset()
+        self.estimate.pause()
+        self.run_config = self.model.config
         self.worker = TrainingThread(self.model.config, self.data, parent=self)
         self.worker.finished.connect(self._worker_finished)
         self.worker.start()
@@ -300,6 +328,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"{verb} after {summary.get('epochs', 0):.2f} epochs{result}; "
                                          f"run folder {delivery.finished.run_dir}")
             self.evaluate.run_finished(delivery.finished.run_dir)
+            self.estimate.run_finished(self.run_config, summary, self.data)
 
     def _show_failure(self, message: str, run_dir: str | None) -> None:
         where = f"\n\nThe run's log is in {run_dir}/run.log." if run_dir else ""
@@ -316,6 +345,8 @@ class MainWindow(QMainWindow):
         self.drain_timer.stop()
         worker.deleteLater()
         self._update_actions()
+        self.estimate.resume()
+        self._update_estimate()
         if self.close_when_stopped:
             self.close()
 
@@ -331,6 +362,7 @@ class MainWindow(QMainWindow):
         if self.loader is not None:
             self.loader.wait()
         self.evaluate.shutdown()
+        self.estimate.shutdown()
         self.settings.set_experiment(self.model.table)
         remember_geometry(self, self.settings)
         super().closeEvent(event)

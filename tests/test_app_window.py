@@ -81,8 +81,11 @@ def test_switching_method_rebuilds_its_form_with_paper_defaults(qtbot, tmp_path)
     assert "valid: >= 0" in tip and "default: 25" in tip
     config = window.model.config
     assert config.method.name == "vicreg"
-    # VICReg trains on BYOL's asymmetric views, and the preview offers each view on its own
-    assert (config.augment.views[0].solarize_p, config.augment.views[1].solarize_p) == (0.0, 0.2)
+    # the window opens on the quick recipe, whose VICReg views are solo-learn's CIFAR ones
+    # (solarisation 0.1 on both), and the preview offers each view on its own
+    assert window.model.recipe == "quick"
+    assert config.augment.views == ExperimentConfig.for_method("vicreg", 32, "quick").augment.views
+    assert [view.solarize_p for view in config.augment.views] == pytest.approx([0.1, 0.1])
     assert window.preview.view_choice.count() == 3
     assert window.setup.method_summary.text()
 
@@ -238,6 +241,9 @@ def test_experiments_save_and_open_as_the_command_line_reads_them(qtbot, tmp_pat
 
 def test_a_larger_image_size_brings_the_papers_blur_back(qtbot, tmp_path):
     window = open_window(qtbot, tmp_path)
+    recipe = window.setup.recipe
+    recipe.setCurrentIndex(recipe.findData("imagenet"))
+    recipe.activated.emit(recipe.currentIndex())
     size = window.setup.data_form.editors["image_size"]
     assert window.model.config.augment.views[0].blur_p == 0.0  # off at 32 px, as in the CIFAR recipes
     size.selectAll()
