@@ -14,7 +14,7 @@ from ..distributed import gather_with_grad
 from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, register
-from ..recipes import QUICK_COLOUR, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
+from ..recipes import QUICK_COLOUR, QUICK_LARS, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
 
 
 @dataclass
@@ -41,6 +41,7 @@ class BarlowTwins(Method):
         *SOLO_ASYMMETRIC,
     )
     quick_recipe = (
+        *QUICK_LARS,
         *QUICK_COLOUR,
         Setting("train.batch_size", 128, "quick: more, smaller steps in a short run"),
         Setting("method.projection_dim", 1024, "quick: a narrower projector leaves the time to the backbone"),

@@ -17,7 +17,7 @@ from ..models.ema import copy_as_frozen, cosine_momentum, ema_update
 from ..models.heads import prediction_mlp, projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, register
-from ..recipes import QUICK_COLOUR, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
+from ..recipes import QUICK_COLOUR, QUICK_LARS, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
 
 
 @dataclass
@@ -44,6 +44,7 @@ class BYOL(Method):
         *SOLO_ASYMMETRIC,
     )
     quick_recipe = (
+        *QUICK_LARS,
         *QUICK_COLOUR,
         Setting("train.batch_size", 64, "quick: without negatives BYOL gains from more, smaller steps in a short run"),
     )

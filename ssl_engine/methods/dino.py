@@ -39,7 +39,7 @@ from ..distributed import all_reduce_mean, gather_no_grad
 from ..models.ema import copy_as_frozen, cosine_momentum, ema_update
 from ..params import hyper
 from .base import Method, StepOutput, features_by_resolution, register
-from ..recipes import QUICK_COLOUR, QUICK_MOMENTUM, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
+from ..recipes import QUICK_COLOUR, QUICK_LARS, QUICK_MOMENTUM, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
 
 
 class DINOHead(nn.Module):
@@ -116,6 +116,7 @@ class DINO(Method):
         *SOLO_ASYMMETRIC,
     )
     quick_recipe = (
+        *QUICK_LARS,
         *QUICK_COLOUR,
         QUICK_MOMENTUM,
         Setting("train.batch_size", 128, "quick: more, smaller steps in a short run"),

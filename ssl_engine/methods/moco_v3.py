@@ -34,7 +34,7 @@ from ..models.ema import copy_as_frozen, cosine_momentum, ema_update
 from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, register
-from ..recipes import QUICK_COLOUR, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
+from ..recipes import QUICK_COLOUR, QUICK_LARS, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
 
 
 def contrastive_loss(q: Tensor, keys: Tensor, temperature: float, first_positive: int = 0) -> Tensor:
@@ -79,6 +79,7 @@ class MoCoV3(Method):
         *SOLO_ASYMMETRIC,
     )
     quick_recipe = (
+        *QUICK_LARS,
         *QUICK_COLOUR,
     )
     position_embedding = "sincos"

@@ -30,7 +30,7 @@ from ..distributed import all_reduce_sum, gather_no_grad, rank, world_size
 from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, features_by_resolution, register
-from ..recipes import QUICK_COLOUR, SOLO_LEARN, Setting, solo_learn_lars
+from ..recipes import QUICK_COLOUR, QUICK_LARS, SOLO_LEARN, Setting, solo_learn_lars
 
 GLOBAL_VIEWS = 2  # the views that get codes: the reference's crops_for_assign [0, 1]
 
@@ -92,6 +92,7 @@ class SwAV(Method):
         Setting("augment.crop_scale_min", 0.08, f"{SOLO_LEARN.format('augmentations/symmetric')}: rrc.crop_min_scale"),
     )
     quick_recipe = (
+        *QUICK_LARS,
         *QUICK_COLOUR,
         Setting("train.batch_size", 128, "quick: more, smaller steps in a short run"),
         Setting("method.freeze_prototypes_iters", 62, "quick: the paper freezes the prototypes for one epoch (313 steps at batch 4096); 62 steps are about one epoch of the bundled shapes at batch 128, where 390 would be most of the run"),

@@ -17,7 +17,7 @@ from ..distributed import gather_with_grad
 from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import MATRIX_DIMS, Method, StepOutput, register
-from ..recipes import QUICK_COLOUR, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
+from ..recipes import QUICK_COLOUR, QUICK_LARS, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
 
 
 @dataclass
@@ -47,6 +47,7 @@ class VICReg(Method):
         Setting("augment.solarize_p", 0.1, f"{SOLO_LEARN.format('vicreg')}: solarization.prob 0.1, both crops"),
     )
     quick_recipe = (
+        *QUICK_LARS,
         *QUICK_COLOUR,
     )
     matrix_names = ("covariance", "cross-correlation", "similarity")
