@@ -143,7 +143,7 @@ class RunEstimate(QObject):
         except ConfigError as error:
             self._show("", "; ".join(error.problems))
             return
-        self._show(f"expected: {estimate.words()}", f"{estimate.line()}; of which training "
+        self._show(f"expected: {estimate.words()}", f"{estimate.details()}; of which training "
                    f"{estimate.train_seconds:.0f} s and evaluations {estimate.evaluation_seconds:.0f} s")
 
     def _show(self, text: str, tooltip: str) -> None:

@@ -38,9 +38,10 @@ SMALL_HEADS = {
 }
 
 
-def tiny_config(tmp_path, method="simclr", *extra, epochs=1, count=400, batch=64):
-    """A run of a few steps on a small generated shapes set, written under tmp_path."""
-    return ExperimentConfig.for_method(method).with_overrides([
+def tiny_config(tmp_path, method="simclr", *extra, epochs=1, count=400, batch=64, recipe="imagenet"):
+    """A run of a few steps on a small generated shapes set, written under tmp_path, in the
+    method's paper recipe unless `recipe` says otherwise."""
+    return ExperimentConfig.for_method(method, 32, recipe).with_overrides([
         "data.source=shapes", f"data.shapes_count={count}", "data.image_size=32",
         "backbone.name=small_cnn", f"train.epochs={epochs}", f"train.batch_size={batch}",
         "train.device=cpu", f"train.runs_dir={tmp_path / 'runs'}", "train.log_every_steps=1",

@@ -43,9 +43,14 @@ def test_partial_file_starts_from_the_methods_paper_recipe(tmp_path):
     path.write_text('[method]\nname = "barlow_twins"\n[method.params]\nlambd = 0.01\n[train]\nepochs = 3\n')
     config = ExperimentConfig.load(path)
     assert config.method.params.lambd == 0.01
-    assert config.method.params.projection_dim == 8192  # the paper's default stays
+    # no recipe named: 32 px images take the small one (solo-learn's 2048-wide projector)
+    assert config.method.recipe == "small" and config.method.params.projection_dim == 2048
     assert config.optim.name == "lars"
     assert config.train.epochs == 3
+    path.write_text('[method]\nname = "barlow_twins"\nrecipe = "imagenet"\n[method.params]\nlambd = 0.01\n')
+    config = ExperimentConfig.load(path)
+    assert config.method.params.lambd == 0.01
+    assert config.method.params.projection_dim == 8192  # the paper's default stays
     assert config.augment.views == preset_views("barlow_twins", 32)
 
 
@@ -59,7 +64,7 @@ def test_methods_carry_their_papers_recipes():
 
 
 def test_methods_clip_and_decay_as_their_code_does():
-    optim = {name: ExperimentConfig.for_method(name).optim for name in METHODS}
+    optim = {name: ExperimentConfig.for_method(name, 32, "imagenet").optim for name in METHODS}
     # DINO's and iBOT's clip_gradients clips each parameter; MSN, BEiT, SimMIM and MaskFeat the global norm
     assert {n for n, o in optim.items() if o.grad_clip_mode == "per_parameter"} == {"dino", "ibot"}
     assert {n for n, o in optim.items() if o.grad_clip > 0} == {"dino", "ibot", "msn", "beit", "simmim", "maskfeat"}

@@ -179,7 +179,7 @@ def test_the_preset_is_one_cropped_and_flipped_view_and_the_recipe_is_the_papers
     view = views[0]
     assert (view.crop_scale_min, view.crop_scale_max, view.flip_p) == (0.2, 1.0, 0.5)
     assert view.jitter_p == view.grayscale_p == view.blur_p == view.solarize_p == 0
-    config = ExperimentConfig.for_method("mae")
+    config = ExperimentConfig.for_method("mae", 32, "imagenet")
     assert (config.optim.name, config.optim.lr, config.optim.weight_decay, config.optim.warmup_epochs) == \
         ("adamw", 1.5e-4, 0.05, 40.0)
     assert (config.method.params.mask_ratio, config.method.params.norm_pix_loss) == (0.75, True)
