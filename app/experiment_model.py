@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from ssl_engine.config import ExperimentConfig, switched_table
+from ssl_engine.config import ExperimentConfig, switched_table, table_image_size
 from ssl_engine.errors import ConfigError
 from ssl_engine.params import to_dict
 from ssl_engine.recipes import RECIPES, recipe_for
@@ -123,8 +123,7 @@ class ExperimentModel(QObject):
         self.changed.emit()
 
     def _image_size(self) -> int:
-        size = self._table.get("data", {}).get("image_size", 32)
-        return size if isinstance(size, int) and 8 <= size <= 512 else 32
+        return table_image_size(self._table)
 
     def _recipe_views(self, size: int) -> list[dict]:
         method = self._table["method"]

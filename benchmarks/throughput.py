@@ -29,14 +29,9 @@ from ssl_engine.cli import add_experiment_arguments, experiment_config  # noqa: 
 from ssl_engine.errors import UserError  # noqa: E402
 from ssl_engine.train import Trainer  # noqa: E402
 from ssl_engine.train.trainer import (build_backbone_for, load_data_for, resolve_device,  # noqa: E402
-                                     resolve_precision)
+                                     resolve_precision, synchronise)
 from ssl_engine.augment.views import ViewAugmenter  # noqa: E402
 from ssl_engine.methods.base import features_by_resolution  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def backbone_alone(config, device, steps: int, warmup: int = 3) -> float:
@@ -52,13 +47,13 @@ def backbone_alone(config, device, steps: int, warmup: int = 3) -> float:
     autocast = torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext()
     for i in range(warmup + steps):
         if i == warmup:
-            _sync(device)
+            synchronise(device)
             start = time.perf_counter()
         backbone.zero_grad(set_to_none=True)
         with autocast:
             loss = sum(features.float().square().mean() for features in features_by_resolution(backbone, inputs))
         loss.backward()
-    _sync(device)
+    synchronise(device)
     return steps * batch / (time.perf_counter() - start)
 
 
@@ -66,11 +61,11 @@ def augmentation_alone(config, images, device, steps: int) -> float:
     augmenter = ViewAugmenter(config.augment.views, config.data.image_size)
     batch = images[:config.train.batch_size].to(device)
     augmenter(batch, torch.Generator().manual_seed(0))
-    _sync(device)
+    synchronise(device)
     start = time.perf_counter()
     for step in range(steps):
         augmenter(batch, torch.Generator().manual_seed(step))
-    _sync(device)
+    synchronise(device)
     return steps * len(batch) / (time.perf_counter() - start)
 
 

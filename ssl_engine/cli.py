@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .recipes import RECIPES
 
 EXIT_USER_ERROR = 2
 
@@ -27,7 +28,7 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that pick an experiment (also used by benchmarks/throughput.py)."""
     parser.add_argument("--config", help="TOML experiment file (as written to a run's config.toml)")
     parser.add_argument("--method", help="method name (see `methods`); its recipe is the starting point")
-    parser.add_argument("--recipe", choices=("small", "imagenet", "quick"),
+    parser.add_argument("--recipe", choices=tuple(RECIPES),
                         help="the method's settings: small (published CIFAR recipes), imagenet (the paper's), quick "
                              "(learns in minutes on a CPU); default: small for images of 64 px and less, else imagenet")
     parser.add_argument("--dataset", help="digits, shapes, cifar10, cifar100, stl10 or folder:PATH")
@@ -108,11 +109,11 @@ def experiment_config(args):
         # the recipe follows the image size a --set gives (the last one, as the overrides apply)
         sizes = [a.partition("=")[2].strip() for a in args.set if a.partition("=")[0].strip() == "data.image_size"]
         size = int(sizes[-1]) if sizes and sizes[-1].isdigit() else 32
-        config = ExperimentConfig.for_method(args.method or "simclr", size, getattr(args, "recipe", None))
+        config = ExperimentConfig.for_method(args.method or "simclr", size, args.recipe)
     assignments = []
     if args.method and (args.config or getattr(args, "resume", None)):
         assignments.append(f"method.name={args.method}")
-    if getattr(args, "recipe", None) and (args.config or getattr(args, "resume", None)):
+    if args.recipe and (args.config or getattr(args, "resume", None)):
         assignments.append(f"method.recipe={args.recipe}")
     flags = {"data.source": args.dataset, "backbone.name": args.backbone, "train.epochs": args.epochs,
              "train.minutes": getattr(args, "minutes", None),
@@ -457,13 +458,15 @@ def run_methods(args) -> int:
 
 def _print_recipes(method) -> None:
     """The method's three recipes: what small and quick change on the ImageNet one, and why."""
-    from .recipes import QUICK_COMMON, RECIPES
+    from .recipes import BASE_RECIPE, own_settings
 
     print("      recipes:")
     print(f"        imagenet: {RECIPES['imagenet']} (the values above)")
-    for recipe, settings in (("small", method.small_recipe), ("quick", QUICK_COMMON + tuple(method.quick_recipe))):
-        on = "small, and" if recipe == "quick" else "on the imagenet recipe"
-        print(f"        {recipe}: {RECIPES[recipe]}; {on}:" if settings else f"        {recipe}: as imagenet")
+    for recipe in ("small", "quick"):
+        settings = own_settings(method, recipe)
+        base = BASE_RECIPE[recipe]
+        print(f"        {recipe}: {RECIPES[recipe]}; on the {base} recipe:" if settings
+              else f"        {recipe}: as {base}")
         for setting in settings:
             print(f"          {setting.key} = {setting.value}  ({setting.source})")
 

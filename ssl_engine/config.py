@@ -23,7 +23,7 @@ from .augment.presets import preset_views
 from .augment.views import ViewConfig, check_view
 from .errors import ConfigError
 from .params import hyper
-from .recipes import RECIPES, apply_settings, recipe_for, recipe_keys, recipe_settings
+from .recipes import RECIPES, apply_settings, recipe_for, recipe_keys, recipe_problem, recipe_settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -296,9 +296,8 @@ class ExperimentConfig:
         return ExperimentConfig.from_dict(switched_table(self.to_dict(), name, self.method.recipe))
 
     def switch_recipe(self, recipe: str) -> "ExperimentConfig":
-        """This config with the method's recipe `recipe` (`switched_table`)."""
-        if recipe not in RECIPES:
-            raise ConfigError([f"method.recipe must be one of {', '.join(RECIPES)}, got {recipe!r}"])
+        """This config with the method's recipe `recipe` (`switched_table`; a bad name is a
+        ConfigError)."""
         return ExperimentConfig.from_dict(switched_table(self.to_dict(), self.method.name, recipe))
 
     def recipe_views(self, image_size: int) -> list[ViewConfig]:
@@ -360,13 +359,12 @@ def switched_table(table: dict, name: str, recipe: str) -> dict:
     training and backbone settings stay, unless the method cannot use the backbone (MSN needs a
     ViT) or the backbone was the old method's forced choice. The table may hold invalid values
     (the app's form keeps what was typed)."""
-    from .methods import get_method
+    from .methods import METHODS, get_method
 
-    size = table.get("data", {}).get("image_size", 32)
-    size = size if isinstance(size, int) and 8 <= size <= 512 else 32
+    size = table_image_size(table)
     old_method = table.get("method", {})
     touched = recipe_keys(get_method(name), recipe)
-    if old_method.get("name") in _method_names() and old_method.get("recipe") in RECIPES:
+    if old_method.get("name") in METHODS and old_method.get("recipe") in RECIPES:
         touched |= recipe_keys(get_method(old_method["name"]), old_method["recipe"])
     new = ExperimentConfig.for_method(name, size, recipe).to_dict()
     out = {section: (dict(values) if isinstance(values, dict) else values) for section, values in table.items()}
@@ -378,7 +376,7 @@ def switched_table(table: dict, name: str, recipe: str) -> dict:
     if "backbone.name" not in touched:
         backbone = out.setdefault("backbone", {})
         current = str(backbone.get("name", new["backbone"]["name"]))
-        if old_method.get("name") in _method_names() and \
+        if old_method.get("name") in METHODS and \
                 get_method(old_method["name"]).backbones is not None and \
                 current == usable_backbone(old_method["name"], BackboneConfig().name):
             # the old method's forced choice (MAE's vit_tiny), not the user's: the new method's own
@@ -387,10 +385,11 @@ def switched_table(table: dict, name: str, recipe: str) -> dict:
     return out
 
 
-def _method_names() -> set[str]:
-    from .methods import METHODS
-
-    return set(METHODS)
+def table_image_size(table: dict) -> int:
+    """The image size of a config table that may hold a value being typed: 32 unless it is a
+    usable size (8 to 512 px)."""
+    size = table.get("data", {}).get("image_size", 32)
+    return size if isinstance(size, int) and 8 <= size <= 512 else 32
 
 
 def vit_features_for(config: "ExperimentConfig") -> str:
@@ -462,8 +461,8 @@ def _method_from_dict(table: dict, base: MethodConfig) -> MethodConfig:
         raise ConfigError([f"method must be a table, got {table!r}"])
     problems = [f"method.{key} is not a known setting (known: name, recipe, params)"
                 for key in table if key not in ("name", "recipe", "params")]
-    if "recipe" in table and table["recipe"] not in RECIPES:
-        problems.append(f"method.recipe must be one of {', '.join(RECIPES)}, got {table['recipe']!r}")
+    if "recipe" in table and recipe_problem(table["recipe"]):
+        problems.append(recipe_problem(table["recipe"]))
     params_class = get_method(base.name).Params
     params = base.params
     if "params" in table:

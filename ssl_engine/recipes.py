@@ -133,15 +133,30 @@ def recipe_for(image_size: int) -> str:
     return "small" if image_size <= SMALL_IMAGES else "imagenet"
 
 
+# each recipe sits on another: (the recipe it starts from, or None for the method's own defaults)
+BASE_RECIPE = {"imagenet": None, "small": "imagenet", "quick": "small"}
+
+
+def recipe_problem(recipe) -> str | None:
+    """The line a bad recipe name gets, None for a good one."""
+    return None if recipe in RECIPES else f"method.recipe must be one of {', '.join(RECIPES)}, got {recipe!r}"
+
+
+def own_settings(method, recipe: str) -> tuple[Setting, ...]:
+    """What recipe `recipe` changes on the one it starts from (`BASE_RECIPE`)."""
+    if recipe == "small":
+        return tuple(method.small_recipe)
+    return QUICK_COMMON + tuple(method.quick_recipe) if recipe == "quick" else ()
+
+
 def recipe_settings(method, recipe: str) -> tuple[Setting, ...]:
     """The settings recipe `recipe` puts on method class `method`'s ImageNet recipe, in order
     (a later setting of the same key wins)."""
-    if recipe not in RECIPES:
-        raise ConfigError([f"method.recipe must be one of {', '.join(RECIPES)}, got {recipe!r}"])
-    if recipe == "imagenet":
-        return ()
-    small = tuple(method.small_recipe)
-    return small if recipe == "small" else small + QUICK_COMMON + tuple(method.quick_recipe)
+    problem = recipe_problem(recipe)
+    if problem:
+        raise ConfigError([problem])
+    base = BASE_RECIPE[recipe]
+    return (recipe_settings(method, base) if base else ()) + own_settings(method, recipe)
 
 
 def recipe_sources(method, recipe: str) -> dict[str, Setting]:
@@ -186,6 +201,16 @@ def apply_settings(table: dict, settings: tuple[Setting, ...], image_size: int) 
             raise ValueError(f"recipe key {setting.key} is not a view key")
         for i in chosen:
             views[i][parts[-1]] = setting.value
+
+
+def view_scope(key: str) -> str:
+    """Which views a view key reaches, in words: 'every view', 'local views', 'view 2'."""
+    parts = key.split(".")
+    if len(parts) == 3 and parts[1] in ("global", "local"):
+        return f"{parts[1]} views"
+    if len(parts) == 4 and parts[1] == "views":
+        return f"view {int(parts[2]) + 1}"
+    return "every view"
 
 
 def recipe_keys(method, recipe: str) -> set[str]:

@@ -44,7 +44,7 @@ def test_picking_a_recipe_brings_its_values_and_their_sources(qtbot):
     model = setup.model
     assert model.config.method.recipe == "small"
     assert model.config == ExperimentConfig.for_method("simclr", 32, "small")
-    assert float(setup.train_form.editors["minutes"].text()) == 0.0  # the quick budget is gone
+    assert float(setup.train_form.editors["minutes"].text()) == pytest.approx(0.0)  # the quick budget is gone
     sources = recipe_sources(METHODS["simclr"], "small")
     optim_keys = [key.split(".")[1] for key in sources if key.startswith("optim.")]
     assert optim_keys, "SimCLR's small recipe sets its optimiser"

@@ -22,7 +22,7 @@ from ssl_engine.config import ExperimentConfig
 from ssl_engine.data.image_set import ImageSet
 from ssl_engine.errors import ConfigError
 from ssl_engine.methods import METHODS
-from ssl_engine.recipes import recipe_settings
+from ssl_engine.recipes import recipe_settings, view_scope
 from ssl_engine.train.trainer import to_display
 
 from ..experiment_model import ExperimentModel
@@ -168,11 +168,8 @@ class PreviewPanel(QWidget):
         for name, (tip, label) in self._tips.items():
             lines = []
             for setting in settings:
-                parts = setting.key.split(".")
-                if parts[-1] == name:
-                    where = {2: "every view", 3: f"{parts[1]} views"}.get(len(parts), f"view {int(parts[2]) + 1}"
-                                                                           if parts[1:2] == ["views"] else "")
-                    lines.append(f"{recipe} recipe, {where}: {setting.value} ({setting.source})")
+                if setting.key.split(".")[-1] == name:
+                    lines.append(f"{recipe} recipe, {view_scope(setting.key)}: {setting.value} ({setting.source})")
             text = "\n".join([tip, *lines])
             self.sliders[name].setToolTip(text)
             label.setToolTip(text)

@@ -34,7 +34,7 @@ from ..eval.knn import knn_scores
 from .checkpoint import first_line
 from .control import TrainingControl
 from .events import EventRates
-from .trainer import LIVE_KNN_MEMORY, Trainer
+from .trainer import LIVE_KNN_MEMORY, Trainer, synchronise
 
 MEASURED_STEPS = 5          # timed steps after the first
 MEASURE_SECONDS = 2.0       # ...or fewer, once the steps (the first included) took this long
@@ -185,13 +185,6 @@ def _epoch_work_every(method) -> int:
     return 0
 
 
-def _synchronise(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def _inference(trainer: Trainer) -> tuple[float, int]:
     """(images a second, feature size) of the backbone embedding training images, as the
     evaluations do, after a small first batch."""
@@ -203,7 +196,7 @@ def _inference(trainer: Trainer) -> tuple[float, int]:
         batch = images[done:done + chunk]
         tick = time.perf_counter()
         embed(backbone, batch, **options)
-        _synchronise(trainer.device)
+        synchronise(trainer.device)
         seconds += time.perf_counter() - tick
         done += len(batch)
     return done / max(seconds, 1e-9), features.shape[1]
@@ -217,7 +210,7 @@ def _knn_seconds_per_pair(dim: int, k: int, device: torch.device) -> float:
     knn_scores(memory, labels, queries[:8], k=k)
     tick = time.perf_counter()
     knn_scores(memory, labels, queries, k=k)
-    _synchronise(device)
+    synchronise(device)
     return (time.perf_counter() - tick) / (KNN_QUERIES * KNN_MEMORY)
 
 
@@ -240,7 +233,7 @@ def _probe_seconds_per_row(data: DataSplits, dim: int, device: torch.device) -> 
             tick = time.perf_counter()
             loss = F.cross_entropy(features @ weight + bias, targets) + 1e-3 * weight.pow(2).sum()
             loss.backward()
-            _synchronise(device)
+            synchronise(device)
             times.append(time.perf_counter() - tick)
     return PROBE_EVALUATIONS * min(times[1:]) / rows
 

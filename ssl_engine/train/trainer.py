@@ -63,6 +63,15 @@ class StepTimes:
     device: torch.device
 
 
+def synchronise(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU's kernels run asynchronously), so a clock read
+    next counts it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """`auto` picks CUDA, then MPS, then the CPU; an unavailable device is a clear error."""
     if name == "auto":
@@ -243,6 +252,8 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(self.method, device_ids=ids)
         self.optimizer = build_optimizer(self.method, self.method.parameter_groups(), cfg.optim, self.peak_lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self._autocast = (torch.autocast(device_type="cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
+                          else nullcontext())
 
     def _set_length(self, total_steps: int) -> None:
         """The run's length in steps, and with it the warm-up's (at most a tenth of the run) and
@@ -499,9 +510,7 @@ class Trainer:
         indices = self._batch_indices(step)
         batch = self.images[indices.to(self.images.device)].to(self.device, non_blocking=True)
         views = [normalize(v, *self._mean_std) for v in self._views(batch, step)]
-        autocast = (torch.autocast(device_type="cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
-                    else nullcontext())
-        with autocast:
+        with self._autocast:
             output = self.model(views, step, indices.to(self.device))
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(output.loss).backward()
@@ -528,10 +537,7 @@ class Trainer:
         setup = clock() - started
 
         def synchronised_seconds(since: float) -> float:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            elif self.device.type == "mps":
-                torch.mps.synchronize()
+            synchronise(self.device)
             return clock() - since
 
         tick = clock()
