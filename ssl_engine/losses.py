@@ -77,11 +77,19 @@ def _in_float32(loss_function: _LossFunction) -> _LossFunction:
     return wrapper  # type: ignore[return-value]
 
 
-def _off_diagonal(matrix: Tensor) -> Tensor:
-    """The off-diagonal entries of a square matrix, flattened to one dimension."""
-    size = matrix.shape[0]
-    off_diagonal_mask = ~torch.eye(size, dtype=torch.bool, device=matrix.device)
-    return matrix[off_diagonal_mask]
+def _off_diagonal_square_sum(a: Tensor, b: Tensor) -> Tensor:
+    """sum_{i != j} (a^T b)_ij^2 for (N, D) a and b, without the (D, D) product when N < D.
+
+    ||a^T b||_F^2 = trace(a a^T b b^T) = sum((a a^T) * (b b^T)), so with fewer rows than
+    dimensions (a batch of 256 against an 8192-wide projector) the two (N, N) Gram matrices
+    give the whole sum at N/D of the cost; the diagonal, (a^T b)_ii = sum_n a_ni b_ni, is then
+    taken off. The subtraction loses about float32's epsilon times the diagonal's sum."""
+    diagonal = (a * b).sum(dim=0)
+    if a.shape[0] < a.shape[1]:
+        total = ((a @ a.T) * (b @ b.T)).sum()
+    else:
+        total = (a.T @ b).pow(2).sum()
+    return total - diagonal.pow(2).sum()
 
 
 def _require_same_shape(first: Tensor, second: Tensor) -> None:
@@ -182,18 +190,22 @@ def cross_correlation(z1: Tensor, z2: Tensor) -> Tensor:
 
 
 @_in_float32
-def barlow_twins_terms(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The two unweighted terms of the Barlow Twins loss and the matrix they come from.
-
-    Returns (on_diagonal, off_diagonal, C) with C = `cross_correlation(z1, z2)` and
+def barlow_twins_terms(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
+    """The two unweighted terms of the Barlow Twins loss, (on_diagonal, off_diagonal), with
+    C = `cross_correlation(z1, z2)`:
 
         on_diagonal  = sum_i (1 - C_ii)^2          (invariance)
         off_diagonal = sum_{i != j} C_ij^2          (redundancy reduction)
+
+    C itself is not formed when the batch is smaller than the dimension
+    (`_off_diagonal_square_sum`).
     """
-    correlation = cross_correlation(z1, z2)
-    on_diagonal = (1 - torch.diagonal(correlation)).pow(2).sum()
-    off_diagonal = _off_diagonal(correlation).pow(2).sum()
-    return on_diagonal, off_diagonal, correlation
+    _require_same_shape(z1, z2)
+    batch_size = z1.shape[0]
+    a, b = _standardize_per_dimension(z1), _standardize_per_dimension(z2)
+    on_diagonal = (1 - (a * b).sum(dim=0) / batch_size).pow(2).sum()
+    off_diagonal = _off_diagonal_square_sum(a, b) / batch_size ** 2
+    return on_diagonal, off_diagonal
 
 
 def barlow_twins(z1: Tensor, z2: Tensor, lambd: float) -> Tensor:
@@ -207,17 +219,22 @@ def barlow_twins(z1: Tensor, z2: Tensor, lambd: float) -> Tensor:
     with C the cross-correlation matrix of `cross_correlation` (per-dimension standardised
     embeddings, C = z1n^T z2n / N). The paper uses lambd = 5e-3 for 8192 dimensions.
     """
-    on_diagonal, off_diagonal, _ = barlow_twins_terms(z1, z2)
+    on_diagonal, off_diagonal = barlow_twins_terms(z1, z2)
     return on_diagonal + lambd * off_diagonal
 
 
 @_in_float32
 def covariance_matrix(z: Tensor) -> Tensor:
     """The (D, D) sample covariance of the rows of z: (z - mean)^T (z - mean) / (N - 1)."""
+    centered = _centered(z)
+    return centered.T @ centered / (z.shape[0] - 1)
+
+
+def _centered(z: Tensor) -> Tensor:
+    """z - its mean over the batch, for a covariance (which needs N >= 2)."""
     if z.dim() != 2 or z.shape[0] < 2:
         raise ValueError(f"a covariance needs an (N, D) tensor with N >= 2, got {tuple(z.shape)}")
-    centered = z - z.mean(dim=0)
-    return centered.T @ centered / (z.shape[0] - 1)
+    return z - z.mean(dim=0)
 
 
 @_in_float32
@@ -242,7 +259,8 @@ def vicreg_terms(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return F.relu(1 - standard_deviation).mean()
 
     def covariance_penalty(z: Tensor) -> Tensor:
-        return _off_diagonal(covariance_matrix(z)).pow(2).sum() / dimension
+        centered = _centered(z)  # the off-diagonal of `covariance_matrix(z)`, without forming it
+        return _off_diagonal_square_sum(centered, centered) / (z.shape[0] - 1) ** 2 / dimension
 
     variance = (variance_hinge(z1) + variance_hinge(z2)) / 2
     covariance = covariance_penalty(z1) + covariance_penalty(z2)

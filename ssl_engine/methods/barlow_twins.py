@@ -61,7 +61,7 @@ class BarlowTwins(Method):
 
     def forward(self, views, step, indices=None):
         z1, z2 = (self.projector(self.backbone(v)) for v in views[:2])
-        on_diagonal, off_diagonal, _ = losses.barlow_twins_terms(gather_with_grad(z1), gather_with_grad(z2))
+        on_diagonal, off_diagonal = losses.barlow_twins_terms(gather_with_grad(z1), gather_with_grad(z2))
         loss = on_diagonal + self.params.lambd * off_diagonal
         return StepOutput(loss, {"on-diagonal": on_diagonal, "off-diagonal": off_diagonal},
                           (z1.detach(), z2.detach()))
