@@ -13,7 +13,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from ssl_engine.config import ExperimentConfig, switched_table, table_image_size
+from ssl_engine.config import (ExperimentConfig, names_key, switched_table, table_image_size, table_key,
+                               table_problems)
 from ssl_engine.errors import ConfigError
 from ssl_engine.params import to_dict
 from ssl_engine.recipes import RECIPES, recipe_for
@@ -21,17 +22,6 @@ from ssl_engine.recipes import RECIPES, recipe_for
 # what the window opens on the first time: SimCLR's quick recipe on the bundled shapes, a run
 # that ends within minutes on a CPU
 FIRST_EXPERIMENT = ("simclr", "quick")
-
-
-def path_key(path: tuple) -> str:
-    """The name the engine's messages use for a table path: ('augment', 'views', 0, 'hue') ->
-    'augment.views[0].hue', ('method', 'params', 'temperature') -> 'method.temperature'."""
-    if path[:2] == ("method", "params"):
-        path = ("method",) + tuple(path[2:])
-    key = ""
-    for part in path:
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-    return key
 
 
 class ExperimentModel(QObject):
@@ -62,11 +52,8 @@ class ExperimentModel(QObject):
 
     def problem_for(self, path: tuple) -> str | None:
         """The first problem the engine reports for this field, or None."""
-        key = path_key(path)
-        for problem in self.problems:
-            if problem.startswith(key + " ") or problem.startswith(key + ":"):
-                return problem
-        return None
+        key = table_key(path)
+        return next((problem for problem in self.problems if names_key(problem, key)), None)
 
     # -- editing ----------------------------------------------------------------------
     def set_value(self, path: tuple, value) -> None:
@@ -83,12 +70,12 @@ class ExperimentModel(QObject):
         self._revalidate()
         self.changed.emit()
 
-    def set_view_value(self, view: int | None, key: str, value) -> None:
-        """Set `key` on one view, or on every view when `view` is None."""
-        views = self._table["augment"]["views"]
+    def set_view_value(self, views: list[int] | None, key: str, value) -> None:
+        """Set `key` on the views numbered in `views`, or on every view when it is None."""
+        table_views = self._table["augment"]["views"]
         self._views_are_recipes = False
-        for i in range(len(views)) if view is None else [view]:
-            views[i][key] = value
+        for i in range(len(table_views)) if views is None else views:
+            table_views[i][key] = value
         self._revalidate()
         self.changed.emit()
 
@@ -105,11 +92,11 @@ class ExperimentModel(QObject):
     @property
     def recipe(self) -> str:
         recipe = self._table["method"].get("recipe")
-        return recipe if recipe in RECIPES else recipe_for(self._image_size())
+        return recipe if recipe in RECIPES else recipe_for(self.image_size())
 
     def recipe_hint(self) -> str:
         """A line for the user when the recipe is not the image size's usual one, else ''."""
-        size, recipe = self._image_size(), self.recipe
+        size, recipe = self.image_size(), self.recipe
         usual = recipe_for(size)
         if recipe == "quick" or recipe == usual:
             return ""
@@ -122,7 +109,8 @@ class ExperimentModel(QObject):
         self.reset.emit()
         self.changed.emit()
 
-    def _image_size(self) -> int:
+    def image_size(self) -> int:
+        """The data's image size, 32 while the field holds no usable size."""
         return table_image_size(self._table)
 
     def _recipe_views(self, size: int) -> list[dict]:
@@ -149,9 +137,5 @@ class ExperimentModel(QObject):
         self.config.save(path)
 
     def _revalidate(self) -> None:
-        try:
-            config = ExperimentConfig.from_dict(self._table)
-            self.problems = config.problems()
-        except ConfigError as error:
-            config, self.problems = None, list(error.problems)
-        self.config = None if self.problems else config
+        self.problems = table_problems(self._table)  # all of them at once, not in rounds
+        self.config = None if self.problems else ExperimentConfig.from_dict(self._table)

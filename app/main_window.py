@@ -14,7 +14,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QTimer, Slot
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QScrollArea, QSplitter, QTabWidget, QToolBar
+from PySide6.QtWidgets import (QApplication, QFileDialog, QLabel, QMainWindow, QMessageBox, QScrollArea, QSplitter,
+                               QTabWidget, QToolBar)
 
 from ssl_engine.config import ExperimentConfig
 from ssl_engine.errors import ConfigError
@@ -24,9 +25,12 @@ from .background import BackgroundCall
 from .run_estimate import RunEstimate
 from .experiment_model import ExperimentModel
 from .settings import AppSettings
+from .wheel_guard import install_wheel_guard
 from .window_geometry import remember_geometry
 from .widgets.evaluate_panel import EvaluatePanel
+from .widgets.param_form import field_label, in_words
 from .widgets.preview_panel import PreviewPanel
+from .widgets.problem_summary import Problem, ProblemSummary
 from .widgets.setup_panel import SetupPanel
 from .widgets.training_panel import TrainingPanel
 from .worker import TrainingThread
@@ -46,6 +50,7 @@ def data_key(config_table: dict, seed) -> tuple:
 class MainWindow(QMainWindow):
     def __init__(self, settings: AppSettings | None = None, parent=None):
         super().__init__(parent)
+        install_wheel_guard(QApplication.instance())  # before any editor is shown
         self.settings = settings or AppSettings()
         self.setWindowTitle("SSL Explorer")
         self.model = ExperimentModel(self.settings.experiment())  # None: the first experiment
@@ -60,7 +65,7 @@ class MainWindow(QMainWindow):
 
         self.setup = SetupPanel(self.model, last_folder=self.settings.text("last_folder"))
         self.setup.folder_chosen.connect(self._remember_folder)
-        scroll = QScrollArea()
+        scroll = self.setup_scroll = QScrollArea()
         scroll.setWidget(self.setup)
         scroll.setWidgetResizable(True)
         scroll.setMinimumWidth(330)
@@ -126,7 +131,9 @@ class MainWindow(QMainWindow):
         self.estimate_label = QLabel()
         self.estimate_label.setObjectName("run_estimate")
         self.estimate_label.setContentsMargins(8, 0, 8, 0)
-        bar.addWidget(self.estimate_label)
+        self.estimate_item = bar.addWidget(self.estimate_label)
+        self.problem_summary = ProblemSummary()
+        self.problem_item = bar.addWidget(self.problem_summary)  # a toolbar shows its widgets through these
         self._update_actions()
 
     # -- the experiment and its data --------------------------------------------------
@@ -228,6 +235,25 @@ class MainWindow(QMainWindow):
         self.save_model_action.setEnabled(not running and self.last_run_dir is not None)
         self.open_action.setEnabled(not running)
         self.setup.setEnabled(not running)
+        self.problem_summary.show_problems([self._problem(problem) for problem in self.model.problems])
+        self.problem_item.setVisible(bool(self.model.problems))
+        self.estimate_item.setVisible(not self.model.problems)
+
+    def _problem(self, problem: str) -> Problem:
+        """One of the model's problems, named as the form names its field, with the way there."""
+        key = problem.split(" ", 1)[0].rstrip(":")
+        field = self.setup.field_for(problem)
+        if field is not None:
+            editor, label = field
+            return Problem(label, in_words(problem, key, label), lambda: self._go_to(editor))
+        section, _, last = key.rpartition(".")
+        if key.startswith("augment."):  # a view's setting: the Augmentations tab holds it
+            return Problem(field_label(last), problem, lambda: self.tabs.setCurrentWidget(self.preview))
+        return Problem(field_label(last, section), problem)
+
+    def _go_to(self, editor) -> None:
+        self.setup_scroll.ensureWidgetVisible(editor, 20, 40)
+        editor.setFocus()
 
     # -- files ------------------------------------------------------------------------
     def open_experiment(self, path: str | None = None) -> None:
@@ -322,8 +348,10 @@ class MainWindow(QMainWindow):
             self._show_failure(delivery.failed.message, delivery.failed.run_dir)
         if delivery.finished is not None:
             summary = delivery.finished.summary
-            knn = summary.get("knn_top1")
-            result = f", kNN top-1 {knn:.1%} (random init {summary.get('knn_top1_init') or 0:.1%})" if knn else ""
+            knn, floor = summary.get("knn_top1"), summary.get("knn_top1_init")
+            result = f", kNN top-1 {knn:.1%}" if knn is not None else ""
+            if knn is not None and floor is not None:
+                result += f" (random init {floor:.1%}{'; below it' if knn < floor else ''})"
             verb = "stopped" if delivery.finished.stopped_early else "finished"
             self.statusBar().showMessage(f"{verb} after {summary.get('epochs', 0):.2f} epochs{result}; "
                                          f"run folder {delivery.finished.run_dir}")
@@ -343,6 +371,7 @@ class MainWindow(QMainWindow):
         self.drain()  # what arrived after the last tick
         worker, self.worker = self.worker, None
         self.drain_timer.stop()
+        self.training.progress.stopped()
         worker.deleteLater()
         self._update_actions()
         self.estimate.resume()

@@ -21,7 +21,8 @@ from ssl_engine.errors import UserError
 from ssl_engine.train import Trainer
 from ssl_engine.train.control import TrainingControl
 from ssl_engine.train.events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, EventRates,
-                                     Failed, Finished, MatrixSnapshot, MethodPictures, RunStarted, StepMetrics)
+                                     Failed, Finished, MatrixSnapshot, MethodPictures, RandomInitKnn, RunStarted,
+                                     StepMetrics)
 
 from .compute_threads import use_all_cores_in_this_thread
 
@@ -36,6 +37,7 @@ class Delivery:
     """Everything that arrived since the last drain, in the order the UI should apply it."""
 
     started: RunStarted | None = None
+    floor: RandomInitKnn | None = None
     metrics: list[StepMetrics] = field(default_factory=list)
     epochs: list[EpochEnd] = field(default_factory=list)
     views: AugmentedViews | None = None
@@ -52,7 +54,7 @@ class Delivery:
 
 # Events the UI needs every one of, and events where only the newest matters.
 _QUEUED = {StepMetrics: "metrics", EpochEnd: "epochs", CheckpointSaved: "checkpoints"}
-_LATEST = {RunStarted: "started", AugmentedViews: "views", MatrixSnapshot: "matrix", MethodPictures: "pictures",
+_LATEST = {RunStarted: "started", RandomInitKnn: "floor", AugmentedViews: "views", MatrixSnapshot: "matrix", MethodPictures: "pictures",
            EmbeddingSnapshot: "embedding",
            Finished: "finished", Failed: "failed"}
 

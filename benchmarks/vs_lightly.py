@@ -202,7 +202,7 @@ def our_config(method: str, args, runs_dir: str, train_folder: Path, extra=()) -
         f"backbone.name={args.backbone}", f"train.batch_size={args.batch_size}", f"train.epochs={args.epochs}",
         "train.minutes=0", f"train.device={args.device}", f"train.runs_dir={runs_dir}", "train.linear_probe=false",
         f"train.seed={args.seed}", "train.log_every_steps=100000", "train.checkpoint_every_epochs=100000",
-        "train.precision=fp32", *extra])
+        "train.precision=fp32", *args.set, *extra])
     if method in MULTI_CROP:  # the global views and the first --local-views local ones
         table = config.to_dict()
         apply_settings(table, (Setting("augment.local_views", args.local_views, "--local-views"),), args.image_size)
@@ -536,6 +536,8 @@ def parse_args(argv=None):
     parser.add_argument("--local-views", type=int, default=0,
                         help="16 px local crops of DINO and SwAV, on both sides (lightly's CIFAR-10 recipe: 0)")
     parser.add_argument("--num-workers", default="auto", help="lightly's DataLoader workers: auto (measure 0 and 2), 0, 2...")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of our side on top of its recipe (repeatable), e.g. method.hidden_dim=1024")
     parser.add_argument("--no-equal-time", action="store_true", help="skip our equal wall-clock runs")
     parser.add_argument("--show-recipes", action="store_true", help="print lightly's recipe per method and exit")
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@ the run. Bad values are reported all at once, one line per field.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import sys
 from dataclasses import dataclass, field
@@ -350,6 +351,58 @@ class ExperimentConfig:
         if problems:
             raise ConfigError(problems)
         return self
+
+
+def table_key(path: tuple) -> str:
+    """The name messages give a table path: ('augment', 'views', 0, 'hue') ->
+    'augment.views[0].hue', ('method', 'params', 'temperature') -> 'method.temperature'."""
+    if path[:2] == ("method", "params"):
+        path = ("method",) + tuple(path[2:])
+    key = ""
+    for part in path:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key
+
+
+def names_key(problem: str, key: str) -> bool:
+    """Whether message `problem` is about the setting called `key` (it starts with the key)."""
+    return problem.startswith(key + " ") or problem.startswith(key + ":")
+
+
+def table_problems(table: dict) -> list[str]:
+    """Every problem of a config table at once, one line each (empty when it is valid).
+
+    A value of the wrong type ("abc" for a learning rate) stops reading, so the range checks of
+    the other fields would wait for the next round: here the fields with such problems are set
+    aside (the recipe's value stands in) and the rest is read and checked, until nothing more
+    is found."""
+    problems: list[str] = []
+    table = copy.deepcopy(table)
+    for _ in range(8):  # each round sets aside at least one field; a table has few bad ones
+        try:
+            return problems + [p for p in ExperimentConfig.from_dict(table).problems() if p not in problems]
+        except ConfigError as error:
+            found = [p for p in error.problems if p not in problems]
+        if not found or not _set_aside(table, found):
+            return problems + found
+        problems += found
+    return problems
+
+
+def _set_aside(node, problems: list[str], path: tuple = ()) -> bool:
+    """Remove from table `node` (in place) every value a message of `problems` names, except
+    the method's name and recipe, which decide the rest; False when none was named (a problem
+    with the table's shape rather than with a value)."""
+    removed = False
+    for key in list(node.keys() if isinstance(node, dict) else range(len(node))):
+        value, here = node[key], path + (key,)
+        if isinstance(value, (dict, list)):
+            removed = _set_aside(value, problems, here) or removed
+        elif isinstance(node, dict) and key not in ("name", "recipe") and \
+                any(names_key(problem, table_key(here)) for problem in problems):
+            del node[key]
+            removed = True
+    return removed
 
 
 def switched_table(table: dict, name: str, recipe: str) -> dict:

@@ -185,7 +185,7 @@ def apply_settings(table: dict, settings: tuple[Setting, ...], image_size: int) 
             node[parts[-1]] = setting.value
             continue
         views = table["augment"]["views"]
-        is_global = [view.get("output_size", 0) in (0, image_size) for view in views]
+        is_global = global_views(views, image_size)
         if parts[1:] == ["local_views"]:
             local = [i for i, g in enumerate(is_global) if not g]
             dropped = set(local[int(setting.value):])
@@ -201,6 +201,12 @@ def apply_settings(table: dict, settings: tuple[Setting, ...], image_size: int) 
             raise ValueError(f"recipe key {setting.key} is not a view key")
         for i in chosen:
             views[i][parts[-1]] = setting.value
+
+
+def global_views(views: list[dict], image_size: int) -> list[bool]:
+    """Which views of a config table are global (multi-crop's others are local): those at the
+    image's own size (output_size 0 or `image_size`)."""
+    return [view.get("output_size", 0) in (0, image_size) for view in views]
 
 
 def view_scope(key: str) -> str:

@@ -202,7 +202,7 @@ def test_tsne_result_of_a_cleared_run_is_dropped(qtbot):
     view.clear()
     view.findChild(QThreadPool).waitForDone()
     qtbot.wait(50)  # delivers the queued result
-    assert not view.plot_item.items and view.status.text() == "no embeddings yet"
+    assert not view.plot_item.items and view.status.text().startswith("the map of the evaluation images appears")
 
 
 def test_a_masked_vit_run_shows_its_masks_reconstructions_and_attention(qtbot, tmp_path):

@@ -112,6 +112,7 @@ class ImageGrid(QWidget):
 
     def clear(self, placeholder: str = "") -> None:
         self.shown = []
+        self.caption.clear()  # the last run's "its 2 views" would describe nothing
         self.picture._pixmap = None
         self.picture.clear()
         self.picture.setText(placeholder)

@@ -1,5 +1,6 @@
 """Live training curves: the total loss in bold, each loss term in its own colour, the learning rate
-on a right-hand axis of its own, and epoch-level metrics (kNN top-1) as points on a second right axis.
+on a right-hand axis of its own, and epoch-level metrics (kNN top-1) as points on a second right axis,
+fixed at 0-100%, with the random-init floor as a dashed line. Legend entries are words, in columns.
 
 Per-step series arrive through `add_points`; epoch-level ones through `add_epoch_metric`. Smoothing
 is TensorBoard's (an exponential moving average with bias correction) and applies to the loss axis
@@ -23,6 +24,15 @@ LEARNING_RATE = "lr"
 MAX_SMOOTHING = 0.99  # a weight of 1 would freeze the average at its first value
 TERM_COLOURS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#17becf", "#e377c2", "#bcbd22", "#8c564b")
 LEARNING_RATE_COLOUR = "#7f7f7f"
+FLOOR_COLOUR = "#d9534f"
+# what the legend and the readout call a series (the others: their name in words)
+NAMES = {TOTAL_LOSS: "loss", LEARNING_RATE: "learning rate", "knn_top1": "kNN top-1"}
+LEGEND_COLUMNS = 3  # entries side by side: six terms take two rows, not six
+
+
+def display_name(name: str) -> str:
+    """'knn_top1' -> 'kNN top-1', 'koleo' -> 'koleo', 'cross_entropy' -> 'cross entropy'."""
+    return NAMES.get(name, name.replace("_", " "))
 
 
 def _continue_ema(values: np.ndarray, weight: float, last: float, count: int) -> tuple[np.ndarray, float, int]:
@@ -103,10 +113,15 @@ class LossPlot(QWidget):
         self.plot_item.setLabel("bottom", "step")
         self.plot_item.setLabel("left", "loss")
         self.plot_item.showGrid(x=True, y=True, alpha=0.2)
-        self._legend = self.plot_item.addLegend(brush=legend_brush(), offset=(-10, 10))
+        # a legend the user can drag away (pyqtgraph's legends move with the mouse), in columns
+        self._legend = self.plot_item.addLegend(brush=legend_brush(), offset=(-10, 10), colCount=LEGEND_COLUMNS)
         self._right_axes: dict[pg.ViewBox, pg.AxisItem] = {}
         self.learning_rate_view = self._add_right_view("learning rate", column=3)
-        self.epoch_metric_view = self._add_right_view("epoch metric", column=4)
+        # accuracies on a fixed 0-100% axis: an autoscaled one makes 11.2 -> 9.7 -> 11.0 a cliff
+        self.epoch_metric_view = self._add_right_view("kNN top-1 (%)", column=4)
+        self._right_axes[self.epoch_metric_view].setScale(100)
+        self._fix_accuracy_range()
+        self._floor_line: pg.InfiniteLine | None = None
         self.plot_item.vb.sigResized.connect(self._align_right_views)
         self._cursor_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#888888", style=Qt.DashLine))
         self._cursor_line.hide()
@@ -174,6 +189,26 @@ class LossPlot(QWidget):
             series.append(steps, series_values, self._smoothing)
             self._draw(series)
 
+    def _fix_accuracy_range(self) -> None:
+        self.epoch_metric_view.disableAutoRange(axis=pg.ViewBox.YAxis)
+        self.epoch_metric_view.setYRange(0.0, 1.0, padding=0.02)
+
+    def set_floor(self, value: float) -> None:
+        """The random-init floor of the epoch metric (kNN top-1), a dashed line across the plot."""
+        if self._floor_line is None:
+            self._floor_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen(FLOOR_COLOUR, width=1,
+                                                                                    style=Qt.DashLine),
+                                               label="random init {value:.1%}",
+                                               labelOpts={"color": FLOOR_COLOUR, "position": 0.05, "anchors":
+                                                          [(0, 1), (0, 1)]})
+            self.epoch_metric_view.addItem(self._floor_line)
+            self._right_axes[self.epoch_metric_view].show()
+        self._floor_line.setValue(value)
+
+    @property
+    def floor(self) -> float | None:
+        return None if self._floor_line is None else float(self._floor_line.value())
+
     def add_epoch_metric(self, name: str, step: float, value: float) -> None:
         """Append one epoch-level value (e.g. "knn_top1"), drawn as a point on the epoch-metric axis."""
         series = self._series.get(name) or self._create_series(name, epoch_metric=True)
@@ -199,9 +234,13 @@ class LossPlot(QWidget):
                     series.view.removeItem(item)
                     self._legend.removeItem(item)
         self._series.clear()
+        if self._floor_line is not None:
+            self.epoch_metric_view.removeItem(self._floor_line)
+            self._floor_line = None
         for view, axis in self._right_axes.items():
             axis.hide()
             view.enableAutoRange()
+        self._fix_accuracy_range()
         self.plot_item.enableAutoRange()
         self._cursor_line.hide()
         self.readout.setText(" ")
@@ -212,10 +251,11 @@ class LossPlot(QWidget):
         if epoch_metric:
             view = self.epoch_metric_view
             curve = pg.PlotDataItem(pen=pg.mkPen(colour, width=1), symbol="o", symbolSize=7,
-                                    symbolBrush=colour, symbolPen=None, name=name)
+                                    symbolBrush=colour, symbolPen=None, name=display_name(name))
         elif name == LEARNING_RATE:
             view = self.learning_rate_view
-            curve = pg.PlotDataItem(pen=pg.mkPen(LEARNING_RATE_COLOUR, width=1.5, style=Qt.DashLine), name=name)
+            curve = pg.PlotDataItem(pen=pg.mkPen(LEARNING_RATE_COLOUR, width=1.5, style=Qt.DashLine),
+                                    name=display_name(name))
         else:
             view = self.plot_item.vb
             if name == TOTAL_LOSS:
@@ -225,7 +265,7 @@ class LossPlot(QWidget):
             faint = pg.mkColor(colour)
             faint.setAlpha(60)
             raw_curve = pg.PlotDataItem(pen=pg.mkPen(faint, width=1))
-            curve = pg.PlotDataItem(pen=pg.mkPen(colour, width=width), name=name)
+            curve = pg.PlotDataItem(pen=pg.mkPen(colour, width=width), name=display_name(name))
         for item in (raw_curve, curve):
             if item is None:
                 continue
@@ -235,7 +275,7 @@ class LossPlot(QWidget):
                 self.plot_item.addItem(item)  # adds named items to the legend and applies the log mode
             else:
                 view.addItem(item)
-                self._legend.addItem(item, name)
+                self._legend.addItem(item, display_name(name))
                 self._right_axes[view].show()
         series = self._series[name] = _Series(view, curve, raw_curve)
         curve.visibleChanged.connect(self._sync_raw_visibility)  # legend clicks hide curves
@@ -291,7 +331,7 @@ class LossPlot(QWidget):
                 value = f"{series.smoothed[index]:.4g}"
                 if series.smoothable and self._smoothing > 0:
                     value += f" (raw {series.values[index]:.4g})"
-                parts.append(f"{name} {value}")
+                parts.append(f"{display_name(name)} {value}")
         self._cursor_line.setPos(step)
         self._cursor_line.show()
         self.readout.setText("   ".join(parts))

@@ -45,6 +45,8 @@ class MatrixView(QWidget):
         self.plot_item.setAspectLocked(True)
         self.plot_item.setLabel("left", "row i")
         self.plot_item.setLabel("bottom", "column j")
+        for side in ("left", "bottom"):
+            self.plot_item.getAxis(side).enableAutoSIPrefix(False)  # "row i", never "row i (x0.001)"
         self.image = pg.ImageItem(axisOrder="row-major")
         self.plot_item.addItem(self.image)
         self.colour_bar = pg.ColorBarItem(values=(-1, 1), colorMap=DIVERGING_COLOUR_MAP, interactive=False)
@@ -72,6 +74,8 @@ class MatrixView(QWidget):
                 if chosen in names:
                     self.selector.setCurrentText(chosen)
         self.selector.setVisible(len(names) > 1)
+        for side in ("left", "bottom"):
+            self.plot_item.showAxis(side)
         self._show_selected()
 
     def selected_name(self) -> str:
@@ -85,7 +89,9 @@ class MatrixView(QWidget):
         self.image.clear()
         self.colour_bar.setLevels((-1.0, 1.0))
         self.plot_item.enableAutoRange()
-        self.title.setText("no matrix yet")
+        for side in ("left", "bottom"):  # an empty plot's axes would number nothing
+            self.plot_item.hideAxis(side)
+        self.title.setText("the method's matrices appear in a run's first steps")
         self.readout.setText(" ")
 
     @Slot()

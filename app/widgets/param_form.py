@@ -14,15 +14,32 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit, QWidget
 
 from ssl_engine import params as P
-from ssl_engine.config import _parse_scalar
+from ssl_engine.config import _parse_scalar, table_key
 
 from ..experiment_model import ExperimentModel
 
 INVALID_STYLE = "border: 1px solid #d9534f; background: rgba(217, 83, 79, 40);"
 
 
-def _label(name: str) -> str:
-    return name.replace("_", " ")
+# field names a user would not read as words
+LABELS = {"lr": "learning rate", "min_lr_ratio": "final learning rate ratio", "bias_lr_ratio": "bias learning rate ratio",
+          "beta2": "Adam beta2", "lars_eta": "LARS eta", "lars_clip": "LARS clipping", "knn_k": "kNN neighbours",
+          "vit_depth": "ViT depth", "vit_features": "ViT features", "grad_clip": "gradient clipping",
+          "grad_clip_mode": "gradient clipping mode",
+          # a name is the section's choice
+          "backbone.name": "backbone", "optim.name": "optimiser", "method.name": "method"}
+
+
+def field_label(name: str, section: str = "") -> str:
+    """The words the form shows for field `name` of `section`: 'learning rate' for lr,
+    'backbone' for the backbone's name, 'batch size'."""
+    return LABELS.get(f"{section}.{name}", LABELS.get(name, name.replace("_", " ")))
+
+
+def in_words(problem: str, key: str, label: str) -> str:
+    """An engine message about `key` ('optim.lr must be > 0, got -1') as the form says it
+    ('learning rate must be > 0, got -1')."""
+    return label + problem[len(key):] if problem.startswith(key) else problem
 
 
 def tooltip(spec: P.Spec, default) -> str:
@@ -94,7 +111,7 @@ class ParamForm(QWidget):
             problem.setWordWrap(True)
             problem.setStyleSheet("color: #d9534f;")
             problem.hide()
-            label = QLabel(_label(name))
+            label = QLabel(field_label(name, prefix[0]))
             label.setToolTip(editor.toolTip())
             layout.addRow(label, editor)
             layout.addRow("", problem)
@@ -116,8 +133,23 @@ class ParamForm(QWidget):
 
     def mark_problems(self) -> None:
         for name, editor in self.editors.items():
-            problem = self.model.problem_for(self.prefix + (name,))
+            path = self.prefix + (name,)
+            problem = self.model.problem_for(path)
             label = self.problem_labels[name]
             editor.setStyleSheet(INVALID_STYLE if problem else "")
-            label.setText(problem or "")
-            label.setVisible(bool(problem))
+            if problem:
+                label.setMinimumHeight(0)
+                label.setText(in_words(problem, table_key(path), field_label(name, self.prefix[0])))
+                label.setToolTip(f"setting {table_key(path)}: {problem}")
+                label.show()
+            elif label.isVisible():
+                # a message that goes keeps its room: the fields below do not jump back and
+                # forth as the user types through a bad value
+                label.setMinimumHeight(label.height())
+                label.setText("")
+                label.setToolTip("")
+
+    def editor_for(self, key: str) -> QWidget | None:
+        """The editor of the setting the messages call `key` ('optim.lr'), None if not here."""
+        return next((editor for name, editor in self.editors.items()
+                     if table_key(self.prefix + (name,)) == key), None)

@@ -22,7 +22,7 @@ from ssl_engine.config import ExperimentConfig
 from ssl_engine.data.image_set import ImageSet
 from ssl_engine.errors import ConfigError
 from ssl_engine.methods import METHODS
-from ssl_engine.recipes import recipe_settings, view_scope
+from ssl_engine.recipes import global_views, recipe_settings, view_scope
 from ssl_engine.train.trainer import to_display
 
 from ..experiment_model import ExperimentModel
@@ -152,14 +152,24 @@ class PreviewPanel(QWidget):
         self.render()
 
     def _fill_view_choice(self) -> None:
+        """'all views', multi-crop's 'global views' and 'local views', then each view, with its
+        kind and size; each entry's data is the views it edits."""
         views = self.model.value(("augment", "views"))
+        size = self.model.image_size()
+        is_global = global_views(views, size)
         self.view_choice.blockSignals(True)
         self.view_choice.clear()
-        self.view_choice.addItem("all views")
-        self.view_choice.addItems([f"view {i + 1}" for i in range(len(views))])
+        self.view_choice.addItem("all views", list(range(len(views))))
+        if not all(is_global):
+            for kind in ("global", "local"):
+                self.view_choice.addItem(f"{kind} views", [i for i, g in enumerate(is_global) if g == (kind == "global")])
+        for i, view in enumerate(views):
+            side = view.get("output_size") or size
+            kind = f"{'global' if is_global[i] else 'local'}, " if not all(is_global) else ""
+            self.view_choice.addItem(f"view {i + 1} ({kind}{side} px)", [i])
         self.view_choice.blockSignals(False)
-        self._show_values()
         self._show_recipe_sources()
+        self._show_values()
 
     def _show_recipe_sources(self) -> None:
         """Each slider's tooltip says which of the recipe's view settings set it, and why."""
@@ -174,20 +184,31 @@ class PreviewPanel(QWidget):
             self.sliders[name].setToolTip(text)
             label.setToolTip(text)
 
-    def _edited_view(self) -> int | None:
-        index = self.view_choice.currentIndex()
-        return None if index <= 0 else index - 1
+    def _edited_views(self) -> list[int]:
+        chosen = self.view_choice.currentData()
+        return list(chosen) if chosen else list(range(len(self.model.value(("augment", "views")))))
 
     def _show_values(self) -> None:
-        view = self.model.value(("augment", "views"))[self._edited_view() or 0]
+        """Each slider at the value the edited views share; a value they do not share (DINO's
+        local crops' smaller scale) is shown per view and can only be set on a narrower choice."""
+        views = self.model.value(("augment", "views"))
+        chosen = [i for i in self._edited_views() if i < len(views)]
         for name, slider in self.sliders.items():
-            value = view.get(name)
-            if isinstance(value, (int, float)):
-                slider.show_value(value)
+            values = [views[i].get(name) for i in chosen]
+            shared = all(isinstance(v, (int, float)) for v in values) and len(set(values)) == 1
+            slider.setEnabled(shared)
+            tip = self.sliders[name].toolTip().split("\n(differs")[0]
+            if shared:
+                slider.show_value(values[0])
+            elif values:
+                slider.value_label.setText("differs")
+                per_view = ", ".join(f"view {i + 1}: {views[i].get(name)}" for i in chosen)
+                tip += f"\n(differs between these views: {per_view}; choose one view or a group to edit it)"
+            slider.setToolTip(tip)
 
     def _slide(self, name: str, value: float) -> None:
         self.sliders[name].value_label.setText(f"{value:g}")
-        self.model.set_view_value(self._edited_view(), name, value)
+        self.model.set_view_value(self._edited_views(), name, value)
 
     # -- drawing ----------------------------------------------------------------------
     def view_configs(self) -> list[ViewConfig]:

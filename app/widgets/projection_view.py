@@ -144,6 +144,7 @@ class ProjectionView(QWidget):
         self._snapshot = self._pca = self._tsne = self._tsne_request = None
         self._tsne_error = ""
         self._refresh()
+        self.plot_item.enableAutoRange()  # the next run's map takes its own axes, not these
 
     def closeEvent(self, event) -> None:
         self._pool.waitForDone()  # t-SNE cannot be interrupted; no thread may outlive the view
@@ -166,7 +167,7 @@ class ProjectionView(QWidget):
 
     def _status_text(self, tsne_chosen: bool) -> str:
         if self._snapshot is None:
-            return "no embeddings yet"
+            return "the map of the evaluation images appears after a run's first epoch"
         if not tsne_chosen:
             return f"{self._snapshot.title}: PCA of {len(self._snapshot.labels)} points"
         if self._tsne_request is not None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QFileDialog, QGroupBox, QLabel, QVBoxLayout, QWidget
 
-from ssl_engine.config import DATA_SOURCES, BackboneConfig, DataConfig, OptimConfig, TrainConfig
+from ssl_engine.config import DATA_SOURCES, BackboneConfig, DataConfig, OptimConfig, TrainConfig, names_key, table_key
 from ssl_engine.methods import FAMILIES, METHODS
 from ssl_engine.models.backbones import backbone_names
 from ssl_engine.recipes import RECIPES, recipe_sources
 
 from ..devices import device_choices
 from ..experiment_model import ExperimentModel
-from .param_form import ParamForm
+from .param_form import ParamForm, field_label
 
 FOLDER_ITEM = "image folder…"
 DATA_LABELS = {"digits": "digits (bundled, 1,797 handwritten digits)",
@@ -163,6 +163,21 @@ class SetupPanel(QWidget):
                 section = form.prefix[0]
                 form.set_notes({key.split(".", 1)[1]: f"{self.model.recipe} recipe: {setting.value} ({setting.source})"
                                 for key, setting in sources.items() if key.split(".")[0] == section})
+
+    def forms(self) -> list[ParamForm]:
+        return [form for form in (self.data_form, self.method_form, self.backbone_form, self.optim_form,
+                                  self.train_form) if isinstance(form, ParamForm)]
+
+    def field_for(self, problem: str) -> tuple[QWidget, str] | None:
+        """(the editor, its label) of the setting a problem is about, None when no field of the
+        set-up holds it (a view's setting lives in the Augmentations tab)."""
+        for form in self.forms():
+            for name, editor in form.editors.items():
+                if names_key(problem, table_key(form.prefix + (name,))):
+                    return editor, field_label(name, form.prefix[0])
+        if names_key(problem, "data.source"):
+            return self.source, "data"
+        return None
 
     def _show_recipe(self) -> None:
         """The recipe in use, what it is for, and a hint when the image size usually takes another."""

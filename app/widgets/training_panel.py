@@ -48,14 +48,37 @@ class ProgressRow(QWidget):
         self.total_steps = self.steps_per_epoch = 1
         self.epochs = 1
         self.knn_epoch = 0  # the epoch of the kNN shown
+        self.floor: float | None = None  # the live kNN at random initialisation
+        self.last_knn: float | None = None
 
     def start(self, started: RunStarted) -> None:
         self.steps_per_epoch = max(started.steps_per_epoch, 1)
         self._set_length(max(started.total_steps, 1))
         self.bar.setValue(started.start_step)
         self.knn_epoch = 0
+        self.floor = self.last_knn = None
         self.labels["knn"].setText("kNN: after epoch 1" if started.test_size else "kNN: no labels")
+        self.labels["knn"].setStyleSheet("")
+        self.labels["knn"].setToolTip("kNN top-1 of the fixed evaluation images after each epoch")
         self.show_step(started.start_step, started.start_step // self.steps_per_epoch, None, None)
+
+    def clear(self) -> None:
+        """Before any run: nothing measured yet."""
+        self.bar.setRange(0, 1)
+        self.bar.setValue(0)
+        self.floor = self.last_knn = None
+        for label in self.labels.values():
+            label.setText("–")
+            label.setStyleSheet("")
+
+    def stopped(self) -> None:
+        """The run ended: no speed or time left to show."""
+        self.labels["speed"].setText("–")
+        self.labels["eta"].setText("–")
+
+    def set_floor(self, floor: float) -> None:
+        self.floor = floor
+        self._show_knn()
 
     def set_total_steps(self, total_steps: int) -> None:
         """A time budget's run length, known once the speed is measured."""
@@ -75,8 +98,21 @@ class ProgressRow(QWidget):
         self.labels["eta"].setText("–" if eta is None else f"ETA {duration(eta)}")
 
     def show_knn(self, epoch: int, knn: float) -> None:
-        self.knn_epoch = epoch
-        self.labels["knn"].setText(f"kNN {knn:.1%} (epoch {epoch})")
+        self.knn_epoch, self.last_knn = epoch, knn
+        self._show_knn()
+
+    def _show_knn(self) -> None:
+        label, knn, floor = self.labels["knn"], self.last_knn, self.floor
+        floor_text = f"random init {floor:.1%}" if floor is not None else ""
+        if knn is None:
+            label.setText(f"kNN: after epoch 1 ({floor_text})" if floor_text else label.text())
+            return
+        below = floor is not None and knn < floor
+        parts = [f"epoch {self.knn_epoch}", floor_text]
+        label.setText(f"kNN {knn:.1%} ({', '.join(p for p in parts if p)})" + (" — below random init" if below else ""))
+        label.setStyleSheet("color: #d9534f;" if below else "")
+        label.setToolTip("kNN top-1 of the fixed evaluation images after each epoch, against the same network "
+                         "before training (the floor); under it, training has made the features worse so far")
 
 
 class TrainingPanel(QWidget):
@@ -114,6 +150,8 @@ class TrainingPanel(QWidget):
         self.progress.labels["knn"].setAlignment(Qt.AlignmentFlag.AlignRight)
 
     def reset(self) -> None:
+        """Every view back to what it shows before a run (a new run starts from nothing)."""
+        self.progress.clear()
         self.loss_plot.reset()
         self.views.clear("the augmented views appear when training starts")
         self.matrix.clear()
@@ -144,6 +182,9 @@ class TrainingPanel(QWidget):
             last = metrics[-1]
             self.progress.set_total_steps(last.total_steps)
             self.progress.show_step(last.step, last.epoch, last.images_per_second, last.eta_seconds)
+        if delivery.floor is not None:
+            self.progress.set_floor(delivery.floor.knn_top1)
+            self.loss_plot.set_floor(delivery.floor.knn_top1)
         for epoch in delivery.epochs:
             if epoch.knn_top1 is not None:
                 self.loss_plot.add_epoch_metric("knn_top1", epoch.step, epoch.knn_top1)

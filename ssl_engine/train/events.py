@@ -101,6 +101,13 @@ class EpochEnd:
 
 
 @dataclass
+class RandomInitKnn:
+    """The live kNN of the backbone before its first step: the floor each epoch's kNN is read
+    against (the same evaluation images and memory)."""
+    knn_top1: float
+
+
+@dataclass
 class CheckpointSaved:
     step: int
     path: str
@@ -121,7 +128,7 @@ class Failed:
 
 
 Event = (RunStarted | StepMetrics | AugmentedViews | MatrixSnapshot | EmbeddingSnapshot | EpochEnd
-         | CheckpointSaved | Finished | Failed)
+         | RandomInitKnn | CheckpointSaved | Finished | Failed)
 
 
 @dataclass

@@ -39,7 +39,8 @@ from ..runs import RunFolder, new_run_dir
 from .checkpoint import first_line, load_checkpoint, save_checkpoint
 from .control import TrainingControl
 from .events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, EventRates, Failed,
-                     Finished, MatrixSnapshot, MethodPictures, RunStarted, StepMetrics, Subscription)
+                     Finished, MatrixSnapshot, MethodPictures, RandomInitKnn, RunStarted, StepMetrics,
+                     Subscription)
 from ..models.ema import cosine_momentum
 from .optim import build_optimizer, clip_gradients, set_learning_rate, set_weight_decay
 from .schedules import warmup_cosine
@@ -402,6 +403,12 @@ class Trainer:
             train_size=len(self.data.train), test_size=len(self.data.test) if self.data.test is not None else 0,
             class_names=list(self.data.train.class_names), skipped_files=list(self.data.skipped)))
 
+        if self.start_step == 0 and self.knn_memory is not None and self._wanted("knn_every_epochs", 0):
+            # the live kNN's floor, measured as each epoch's kNN will be: shown beside it from the start
+            floor = self._live_knn()
+            if self.folder is not None:
+                self.folder.append_metrics({"kind": "init", "step": 0, "knn_top1": floor})
+            self._emit(RandomInitKnn(knn_top1=floor), lambda r: r.knn_every_epochs > 0)
         summary = {"method": cfg.method.name, "data": cfg.data.source, "backbone": cfg.backbone.name}
         if self.start_step == 0 and self.folder is not None:
             summary["knn_top1_init"] = self._evaluate(linear_probe=False).get("knn_top1")
@@ -568,10 +575,7 @@ class Trainer:
             features = embed(self.method.backbone, self.eval_set.images, mean=self.mean, std=self.std,
                              device=self.device)
             if want_knn:
-                memory = embed(self.method.backbone, self.knn_memory.images, mean=self.mean, std=self.std,
-                               device=self.device)
-                knn = knn_top1(memory, self.knn_memory.labels, features, self.eval_set.labels,
-                               k=self.config.train.knn_k)
+                knn = self._live_knn(features)
             if want_map:
                 self._emit(EmbeddingSnapshot(
                     step=step, epoch=epoch, embeddings=features.numpy().copy(),
@@ -584,6 +588,15 @@ class Trainer:
         self._emit(EpochEnd(epoch=epoch, step=step, mean_loss=mean_loss, knn_top1=knn, elapsed_seconds=seconds))
         if epoch % self.config.train.checkpoint_every_epochs == 0 and step < self.total_steps:
             self._checkpoint(step, seconds)
+
+    def _live_knn(self, features: torch.Tensor | None = None) -> float:
+        """The live kNN top-1: the fixed evaluation images (`features`, when already embedded)
+        against the fixed memory of training images, as every epoch's kNN is measured."""
+        if features is None:
+            features = embed(self.method.backbone, self.eval_set.images, mean=self.mean, std=self.std,
+                             device=self.device)
+        memory = embed(self.method.backbone, self.knn_memory.images, mean=self.mean, std=self.std, device=self.device)
+        return knn_top1(memory, self.knn_memory.labels, features, self.eval_set.labels, k=self.config.train.knn_k)
 
     def _dataset_features(self, encoder: nn.Module | None = None, transform=None) -> torch.Tensor:
         """Features of every training image, un-augmented, on the device (eval mode): the backbone's,
