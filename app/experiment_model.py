@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from ssl_engine.config import (ExperimentConfig, names_key, switched_table, table_image_size, table_key,
-                               table_problems)
+from ssl_engine.config import (ExperimentConfig, changed_settings, names_key, switched_table, table_image_size,
+                               table_key, table_problems)
 from ssl_engine.errors import ConfigError
 from ssl_engine.params import to_dict
 from ssl_engine.recipes import RECIPES, recipe_for
@@ -36,6 +36,8 @@ class ExperimentModel(QObject):
         self._table: dict = {}
         self.config: ExperimentConfig | None = None
         self.problems: list[str] = []
+        # (old method, new method, recipe, changed settings) of the last switch, None after a file
+        self.last_switch: tuple | None = None
         self.set_config(config or ExperimentConfig.for_method(FIRST_EXPERIMENT[0], recipe=FIRST_EXPERIMENT[1]))
 
     # -- reading ----------------------------------------------------------------------
@@ -103,7 +105,10 @@ class ExperimentModel(QObject):
         return f"the {usual} recipe is the usual one for {size} px images"
 
     def _switch(self, name: str, recipe: str) -> None:
+        old = self._table
         self._table = switched_table(self._table, name, recipe)
+        # what the switch changed outside the method's own parameters and views, to be said
+        self.last_switch = (old.get("method", {}).get("name"), name, recipe, changed_settings(old, self._table))
         self._views_are_recipes = True
         self._revalidate()
         self.reset.emit()
@@ -120,6 +125,7 @@ class ExperimentModel(QObject):
 
     def set_config(self, config: ExperimentConfig) -> None:
         self._table = config.to_dict()
+        self.last_switch = None
         self._views_are_recipes = config.augment.views == config.recipe_views(config.data.image_size)
         self._revalidate()
         self.reset.emit()

@@ -405,6 +405,21 @@ def _set_aside(node, problems: list[str], path: tuple = ()) -> bool:
     return removed
 
 
+def changed_settings(old: dict, new: dict, sections=("backbone", "optim", "train", "data")) -> list[tuple[tuple, object, object]]:
+    """(path, old value, new value) of every plain setting of `sections` that differs between two
+    config tables, in table order: what switching method or recipe changed beyond the method's
+    own parameters and views."""
+    changes = []
+    for section in sections:
+        before, after = old.get(section, {}), new.get(section, {})
+        if not isinstance(before, dict) or not isinstance(after, dict):
+            continue
+        for key, value in after.items():
+            if key in before and before[key] != value and not isinstance(value, (dict, list)):
+                changes.append(((section, key), before[key], value))
+    return changes
+
+
 def switched_table(table: dict, name: str, recipe: str) -> dict:
     """Config table `table` with method `name` in recipe `recipe`: the method's parameters, views
     and optimiser come from that recipe, and so do the other settings that either the old or

@@ -157,3 +157,35 @@ def test_all_views_edits_only_what_every_view_shares(qtbot, tmp_path):
     after = window.model.config.augment.views
     assert [v.crop_scale_min for v in after if v.output_size not in (0, 32)] == pytest.approx(local_scales)
     assert len({v.crop_scale_min for v in after if v.output_size in (0, 32)}) == 1
+
+
+def test_switching_from_mae_to_vicreg_says_what_changed_and_hides_vit_fields(qtbot, tmp_path):
+    window = open_window(qtbot, tmp_path)
+    picker, setup = window.setup.method, window.setup
+    picker.setCurrentIndex(picker.findData("mae"))
+    assert window.model.value(("backbone", "name")) == "vit_tiny"
+    layout = setup.backbone_form.layout()
+    assert layout.isRowVisible(setup.backbone_form.editors["patch_size"])
+    assert not layout.isRowVisible(setup.backbone_form.editors["small_stem"])
+    picker.setCurrentIndex(picker.findData("vicreg"))
+    assert window.model.value(("backbone", "name")) == "small_cnn"  # MAE's forced choice goes
+    note = setup.switch_note
+    assert note.isVisibleTo(window) and note.text().startswith("Switched from mae to vicreg")
+    assert "backbone vit_tiny → small_cnn" in note.toolTip() and "optimiser adamw → lars" in note.toolTip()
+    for name in ("patch_size", "vit_depth", "position_embedding", "layer_scale", "vit_features"):
+        assert not layout.isRowVisible(setup.backbone_form.editors[name]), name
+    assert layout.isRowVisible(setup.backbone_form.editors["small_stem"])
+    window.model.set_config(tiny_config(tmp_path, "simclr"))  # a file opened: no switch to tell of
+    assert not note.isVisibleTo(window)
+
+
+def test_the_blur_the_size_rule_turned_off_says_so_at_its_slider(qtbot, tmp_path):
+    window = open_window(qtbot, tmp_path)
+    window.model.set_config(tiny_config(tmp_path, "byol"))
+    note = window.preview.rule_notes["blur_p"]
+    assert not note.isHidden() and note.text().startswith("off at 32 px") and "1 / 0.1" in note.text()
+    assert window.preview.rule_notes["hue"].isHidden()
+    window.preview.sliders["blur_p"].slider.setValue(3)  # the user sets it again
+    assert note.isHidden()
+    window.model.set_config(tiny_config(tmp_path, "byol", "data.image_size=64"))
+    assert note.isHidden()  # 64 px keeps the paper's blur

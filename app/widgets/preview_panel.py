@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QPus
                                QWidget)
 
 from ssl_engine import params as P
+from ssl_engine.augment.presets import size_rule_notes
 from ssl_engine.augment.views import ViewAugmenter, ViewConfig
 from ssl_engine.config import ExperimentConfig
 from ssl_engine.data.image_set import ImageSet
@@ -110,14 +111,22 @@ class PreviewPanel(QWidget):
         controls = QGridLayout()
         self.sliders: dict[str, ViewSlider] = {}
         self._tips: dict[str, tuple[str, QLabel]] = {}  # each slider's plain tooltip, and its label
+        self.rule_notes: dict[str, QLabel] = {}  # a setting the size rule turned off says so here
         for row, (name, (low, high, step)) in enumerate(SLIDERS.items()):
             slider = ViewSlider(name, low, high, step, lambda value, name=name: self._slide(name, value))
             slider.setToolTip(tooltip(P.spec_of(fields[name]), getattr(defaults, name)))
             label = QLabel(name.replace("_", " "))
             label.setToolTip(slider.toolTip())
-            controls.addWidget(label, row, 0)
-            controls.addWidget(slider, row, 1)
+            note = QLabel()
+            note.setWordWrap(True)
+            note.setObjectName(f"rule_note.{name}")
+            note.setStyleSheet("color: palette(mid); font-size: small;")
+            note.hide()
+            controls.addWidget(label, 2 * row, 0)
+            controls.addWidget(slider, 2 * row, 1)
+            controls.addWidget(note, 2 * row + 1, 0, 1, 2)
             self.sliders[name] = slider
+            self.rule_notes[name] = note
             self._tips[name] = (slider.toolTip(), label)
 
         side = QVBoxLayout()
@@ -140,6 +149,7 @@ class PreviewPanel(QWidget):
 
         model.reset.connect(self._fill_view_choice)
         model.changed.connect(self.render)
+        model.changed.connect(self._show_values)  # the image size decides the size rule's notes
         self._fill_view_choice()
 
     # -- inputs -----------------------------------------------------------------------
@@ -205,10 +215,18 @@ class PreviewPanel(QWidget):
                 per_view = ", ".join(f"view {i + 1}: {views[i].get(name)}" for i in chosen)
                 tip += f"\n(differs between these views: {per_view}; choose one view or a group to edit it)"
             slider.setToolTip(tip)
+        rules = size_rule_notes(str(self.model.value(("augment", "preset"))), self.model.image_size())
+        for name, note in self.rule_notes.items():
+            values = [views[i].get(name) for i in chosen]
+            off = name in rules and all(value == 0 for value in values)
+            note.setText(rules.get(name, "") if off else "")
+            note.setVisible(off)
 
     def _slide(self, name: str, value: float) -> None:
         self.sliders[name].value_label.setText(f"{value:g}")
         self.model.set_view_value(self._edited_views(), name, value)
+        if name in self.rule_notes and value != 0:
+            self.rule_notes[name].hide()  # set again by the user: the rule no longer speaks
 
     # -- drawing ----------------------------------------------------------------------
     def view_configs(self) -> list[ViewConfig]:

@@ -55,6 +55,11 @@ class MethodPicker(QComboBox):
         return self.currentData()
 
 
+VIT_FIELDS = ("patch_size", "vit_depth", "vit_features", "position_embedding", "layer_scale")
+CNN_FIELDS = ("small_stem",)
+SWITCH_CHANGES_SHOWN = 4  # in the note; the tooltip lists all
+
+
 class SetupPanel(QWidget):
     """Edits the experiment model; `folder_chosen` tells the window to remember the folder."""
 
@@ -98,12 +103,17 @@ class SetupPanel(QWidget):
         self.recipe_note = QLabel()
         self.recipe_note.setWordWrap(True)
         self.recipe_note.setObjectName("recipe_note")
+        self.switch_note = QLabel()  # what the last switch of method or recipe changed
+        self.switch_note.setWordWrap(True)
+        self.switch_note.setObjectName("switch_note")
+        self.switch_note.hide()
         method_box = QGroupBox("Method")
         method_layout = QVBoxLayout(method_box)
         method_layout.addWidget(self.method)
         method_layout.addWidget(self.method_summary)
         method_layout.addWidget(self.recipe)
         method_layout.addWidget(self.recipe_note)
+        method_layout.addWidget(self.switch_note)
         self.method_form_holder = QVBoxLayout()
         method_layout.addLayout(self.method_form_holder)
         layout.addWidget(method_box)
@@ -127,6 +137,7 @@ class SetupPanel(QWidget):
         model.reset.connect(self.rebuild)
         model.changed.connect(self._show_source)
         model.changed.connect(self._show_recipe)
+        model.changed.connect(self._show_backbone_fields)
         self.rebuild()
 
     @staticmethod
@@ -157,12 +168,40 @@ class SetupPanel(QWidget):
         self.method_summary.setText(f"{cls.summary}.\n{cls.paper}" if cls else "")
         self._show_source()
         self._show_recipe()
+        self._show_switch()
+        self._show_backbone_fields()
         sources = recipe_sources(cls, self.model.recipe) if cls else {}
         for form in (self.method_form, self.backbone_form, self.optim_form, self.train_form):
             if isinstance(form, ParamForm):
                 section = form.prefix[0]
                 form.set_notes({key.split(".", 1)[1]: f"{self.model.recipe} recipe: {setting.value} ({setting.source})"
                                 for key, setting in sources.items() if key.split(".")[0] == section})
+
+    def _show_switch(self) -> None:
+        """After a switch of method or recipe: what it changed beyond the method's own settings
+        and views, and that the rest stayed."""
+        if self.model.last_switch is None:
+            self.switch_note.hide()
+            return
+        old, new, recipe, changes = self.model.last_switch
+        lead = (f"Switched from {old} to {new}" if old != new else f"Switched to the {recipe} recipe") + \
+            f": its own {'parameters and views' if old != new else 'values'}"
+        words = [f"{field_label(path[-1], path[0])} {before} → {after}" for path, before, after in changes]
+        shown = words[:SWITCH_CHANGES_SHOWN] + ([f"{len(words) - SWITCH_CHANGES_SHOWN} more"]
+                                                 if len(words) > SWITCH_CHANGES_SHOWN else [])
+        self.switch_note.setText(lead + (", and " + "; ".join(shown) if shown else "") +
+                                 ". Data and your other settings stay.")
+        self.switch_note.setToolTip("\n".join(words) or "nothing outside the method's own settings changed")
+        self.switch_note.show()
+
+    def _show_backbone_fields(self) -> None:
+        """ViT-only fields for a ViT, the small stem for a CNN: a field that does nothing is hidden."""
+        is_vit = BackboneConfig(name=str(self.model.value(("backbone", "name")))).is_vit
+        form = self.backbone_form
+        for name in form.editors:
+            if name in VIT_FIELDS or name in CNN_FIELDS:
+                form.layout().setRowVisible(form.editors[name], is_vit == (name in VIT_FIELDS))
+                form.layout().setRowVisible(form.problem_labels[name], is_vit == (name in VIT_FIELDS))
 
     def forms(self) -> list[ParamForm]:
         return [form for form in (self.data_form, self.method_form, self.backbone_form, self.optim_form,

@@ -116,3 +116,16 @@ def preset_views(name: str, image_size: int) -> list[ViewConfig]:
     if image_size <= SMALL_IMAGE_SIZE:
         views = [dataclasses.replace(view, blur_p=0.0) for view in views]
     return views
+
+
+def size_rule_notes(name: str, image_size: int) -> dict[str, str]:
+    """What the size rule turned off in preset `name` at `image_size`, per view field, in words
+    (empty when nothing was): the field says so where the user sees it."""
+    if image_size > SMALL_IMAGE_SIZE or name not in _RECIPES:
+        return {}
+    used = list(dict.fromkeys(view.blur_p for view in _RECIPES[name] if view.blur_p > 0))  # in view order
+    if not used:
+        return {}
+    return {"blur_p": f"off at {image_size} px: at {SMALL_IMAGE_SIZE} px and below the blur's 3 px kernel wipes out "
+                      f"most of what the network can learn from, so the papers' CIFAR settings drop it (the "
+                      f"preset uses p {' / '.join(f'{p:g}' for p in used)} on larger images); you can set it again"}
