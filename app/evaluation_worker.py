@@ -218,6 +218,7 @@ class LatestCall(QObject):
 
     done = Signal(object)
     failed = Signal(str)
+    idle = Signal()  # nothing runs or waits any more (also after a dropped job ends)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -273,9 +274,10 @@ class LatestCall(QObject):
         if self._pending is not None:
             self._start_pending()
             return
-        if call.superseded:
-            return
-        if call.error:
-            self.failed.emit(call.error)
-        else:
-            self.done.emit(call.result)
+        if not call.superseded:
+            if call.error:
+                self.failed.emit(call.error)
+            else:
+                self.done.emit(call.result)
+        if self._running is None:
+            self.idle.emit()

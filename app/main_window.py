@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QTimer, Slot
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QApplication, QFileDialog, QLabel, QMainWindow, QMessageBox, QScrollArea, QSplitter,
+from PySide6.QtWidgets import (QApplication, QLabel, QMainWindow, QMessageBox, QScrollArea, QSplitter,
                                QTabWidget, QToolBar)
 
 from ssl_engine.config import ExperimentConfig
@@ -22,6 +22,7 @@ from ssl_engine.errors import ConfigError
 from ssl_engine.train.trainer import load_data_for
 
 from .background import BackgroundCall
+from .file_dialogs import open_file, save_file
 from .run_estimate import RunEstimate
 from .experiment_model import ExperimentModel
 from .settings import AppSettings
@@ -38,6 +39,13 @@ from .worker import TrainingThread
 DRAIN_INTERVAL_MS = 100  # 10 redraws a second at most: smooth to the eye, cheap for training
 DATA_DEBOUNCE_MS = 300  # wait for the user to stop typing before reloading the data
 EVALUATED_FOLDERS_KEY = "evaluated_folders"  # the Evaluate tab's folders, one per line
+# what "Save model" writes: the run's checkpoint as it is
+CHECKPOINT_HOLDS = ("the whole training state (backbone, the method's heads and teacher, optimiser, config), "
+                    "which the Evaluate tab and `main.py eval --checkpoint` open")
+
+
+def megabytes(path: Path) -> str:
+    return f"{path.stat().st_size / 1e6:.1f} MB" if path.is_file() else "size unknown"
 
 
 def data_key(config_table: dict, seed) -> tuple:
@@ -233,6 +241,10 @@ class MainWindow(QMainWindow):
         self.pause_action.setEnabled(running and not self.close_when_stopped)
         self.stop_action.setEnabled(running and not self.close_when_stopped)
         self.save_model_action.setEnabled(not running and self.last_run_dir is not None)
+        checkpoint = Path(self.last_run_dir or "") / "checkpoints" / "last.pt"
+        self.save_model_action.setToolTip(f"copy the run's checkpoint to a file: {CHECKPOINT_HOLDS}, "
+                                          f"{megabytes(checkpoint)}" if self.last_run_dir and checkpoint.is_file()
+                                          else "copy the finished run's checkpoint to a file")
         self.open_action.setEnabled(not running)
         self.setup.setEnabled(not running)
         self.problem_summary.show_problems([self._problem(problem) for problem in self.model.problems])
@@ -258,8 +270,7 @@ class MainWindow(QMainWindow):
     # -- files ------------------------------------------------------------------------
     def open_experiment(self, path: str | None = None) -> None:
         if not path:
-            path, _ = QFileDialog.getOpenFileName(self, "Open experiment", self.settings.text("last_config"),
-                                                  "Experiments (*.toml)")
+            path = open_file(self, "Open experiment", "Experiments (*.toml)", self.settings.text("last_config"))
         if not path:
             return
         try:
@@ -275,8 +286,9 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "Cannot save", "fix the marked fields first:\n" + "\n".join(self.model.problems))
             return
         if not path:
-            path, _ = QFileDialog.getSaveFileName(self, "Save experiment", self.settings.text("last_config")
-                                                  or "experiment.toml", "Experiments (*.toml)")
+            last = self.settings.text("last_config")
+            path = save_file(self, "Save experiment", Path(last).name if last else "experiment.toml",
+                             "Experiments (*.toml)", last)
         if not path:
             return
         self.model.save(path)
@@ -289,8 +301,7 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "No model to save", f"{checkpoint} does not exist")
             return
         if not path:
-            path, _ = QFileDialog.getSaveFileName(self, "Save model", str(Path(self.last_run_dir) / "model.pt"),
-                                                  "Checkpoints (*.pt)")
+            path = save_file(self, "Save model", "model.pt", "Checkpoints (*.pt)", self.last_run_dir)
         if not path:
             return
         try:
@@ -298,7 +309,7 @@ class MainWindow(QMainWindow):
         except OSError as error:
             QMessageBox.warning(self, "Cannot save the model", str(error))
             return
-        self.statusBar().showMessage(f"model saved to {path}")
+        self.statusBar().showMessage(f"model saved to {path}: {CHECKPOINT_HOLDS}, {megabytes(checkpoint)}")
 
     # -- training ---------------------------------------------------------------------
     def start(self) -> None:

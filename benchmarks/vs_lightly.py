@@ -202,7 +202,7 @@ def our_config(method: str, args, runs_dir: str, train_folder: Path, extra=()) -
         f"backbone.name={args.backbone}", f"train.batch_size={args.batch_size}", f"train.epochs={args.epochs}",
         "train.minutes=0", f"train.device={args.device}", f"train.runs_dir={runs_dir}", "train.linear_probe=false",
         f"train.seed={args.seed}", "train.log_every_steps=100000", "train.checkpoint_every_epochs=100000",
-        "train.precision=fp32", *args.set, *extra])
+        "train.precision=fp32", *(args.set if method in args.methods.split(",") else ()), *extra])
     if method in MULTI_CROP:  # the global views and the first --local-views local ones
         table = config.to_dict()
         apply_settings(table, (Setting("augment.local_views", args.local_views, "--local-views"),), args.image_size)

@@ -219,6 +219,41 @@ def test_copies_of_one_image_are_found_as_near_duplicates(qtbot, tmp_path, train
     assert len(view.pairs) >= before
 
 
+def test_the_folder_gets_its_own_threshold_and_a_copy_filed_under_two_classes_is_a_label_conflict(
+        qtbot, tmp_path, trained_run):
+    folder = tmp_path / "conflict"
+    write_shapes_folder(folder, 40, seed=4, classes=2, broken=False)
+    original = sorted((folder / SHAPE_NAMES[0]).iterdir())[0]
+    shutil.copyfile(original, folder / SHAPE_NAMES[1] / "filed_twice.png")
+    panel = open_panel(qtbot, tmp_path, trained_run.parent, [folder])
+    wait_embedded(qtbot, panel)
+    panel.tabs.setCurrentWidget(panel.duplicates)
+    view = panel.duplicates
+    qtbot.waitUntil(lambda: view.pairs is not None and not view.computing(), timeout=TIMEOUT_MS)
+    assert not view.user_threshold and view.suggested is not None
+    assert view.threshold() == pytest.approx(max(view.suggested, 0.8), abs=1e-3)
+    assert "this folder's own threshold" in view.summary.text()
+    paths = panel.primary.combined.paths
+    conflicted = [row for row in range(view.list.count()) if "label conflict" in view.list.item(row).text()]
+    assert conflicted, [view.list.item(row).text() for row in range(view.list.count())]
+    group = view.list.item(conflicted[0]).data(Qt.ItemDataRole.UserRole)
+    assert {paths[row] for row in group} >= {str(original), str(folder / SHAPE_NAMES[1] / "filed_twice.png")}
+    assert f"label conflict: {SHAPE_NAMES[0]}, {SHAPE_NAMES[1]}" in view.list.item(conflicted[0]).text()
+    assert "mix class folders" in view.summary.text()
+    # the label check lists the copy filed under the other class, with its neighbours' label
+    panel.tabs.setCurrentWidget(panel.label_check)
+    check = panel.label_check
+    qtbot.waitUntil(lambda: check.suspects is not None and not check.computing(), timeout=TIMEOUT_MS)
+    # (which images a briefly trained network doubts is its own affair: the list must show them all)
+    assert check.list.count() == len(check.suspects)
+    for row, suspect in enumerate(check.suspects):
+        assert check.list.item(row).text().startswith(f"{os.path.basename(paths[suspect.row])} · filed as ")
+    assert check.summary.text().startswith(f"{len(check.suspects):,} of " if check.suspects else "every one of")
+    check.export(str(tmp_path / "label_check.csv"))
+    with open(tmp_path / "label_check.csv") as file:
+        assert [row["path"] for row in csv.DictReader(file)] == [paths[s.row] for s in check.suspects]
+
+
 def test_accuracy_table_gives_both_models_as_accuracy_report_does(qtbot, tmp_path, trained_run, shapes_folder,
                                                                    test_folder):
     (train, train_count), (test, test_count) = shapes_folder, test_folder
@@ -236,9 +271,13 @@ def test_accuracy_table_gives_both_models_as_accuracy_report_does(qtbot, tmp_pat
                          "train shapes_eval → test shapes_test", "train shapes_test → test shapes_eval"]
     view.protocol.setCurrentIndex(2)
     view.k_spin.setValue(5)
+    assert not view.progress.isVisibleTo(view) and not view.cancel_button.isVisibleTo(view)
     qtbot.mouseClick(view.run_button, Qt.MouseButton.LeftButton)
+    assert view.progress.isVisibleTo(view) and view.cancel_button.isVisibleTo(view)
     qtbot.waitUntil(lambda: bool(view.reports) and not view.running(), timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not view.progress.isVisibleTo(view), timeout=TIMEOUT_MS)
     assert view.summary.rowCount() == 2
+    assert view.summary.isColumnHidden(2)  # top-5 of 4 classes is always 100%: not shown
     for row, embedded in enumerate((panel.primary, panel.compared)):
         train_embedding, test_embedding = embedded.folders
         expected = accuracy_report(train_embedding.features, train_embedding.labels, train_embedding.class_names,
@@ -258,6 +297,20 @@ def test_accuracy_table_gives_both_models_as_accuracy_report_does(qtbot, tmp_pat
     counts = view.reports[1].confusion_knn
     assert shown.shape == (CLASSES, CLASSES)
     assert np.allclose(shown, counts / counts.sum(axis=1, keepdims=True))
+
+
+def test_cancelling_the_accuracy_run_keeps_the_panel_usable(qtbot, tmp_path, trained_run, shapes_folder):
+    folder, _ = shapes_folder
+    panel = open_panel(qtbot, tmp_path, trained_run.parent, [folder])
+    wait_embedded(qtbot, panel, compared=True)
+    view = panel.accuracy
+    view.run()
+    qtbot.mouseClick(view.cancel_button, Qt.MouseButton.LeftButton)
+    assert "cancelled" in view.status.text()
+    qtbot.waitUntil(lambda: not view.running() and view.run_button.isEnabled(), timeout=TIMEOUT_MS)
+    assert not view.progress.isVisibleTo(view) and view.reports == []
+    view.run()  # and it measures again
+    qtbot.waitUntil(lambda: bool(view.reports), timeout=TIMEOUT_MS)
 
 
 def test_cancel_mid_embed_leaves_the_panel_usable_and_resumes(qtbot, tmp_path, trained_run, monkeypatch):
@@ -340,6 +393,26 @@ def test_exports_write_files_that_read_back(qtbot, tmp_path, trained_run, shapes
     panel.duplicates.export(str(tmp_path / "duplicates.csv"))
     with open(tmp_path / "duplicates.csv") as file:
         assert len(list(csv.DictReader(file))) == len(panel.duplicates.pairs)
+
+    # the map's selection: its file list, and its files copied by class, exactly the selected ones
+    selected = np.array([1, 4, 9])
+    panel.map._set_selection(selected)
+    panel._update_export_menu()
+    assert panel.export_selection_action.isEnabled() and panel.copy_selection_action.isEnabled()
+    panel.export_selection(str(tmp_path / "selection.csv"))
+    qtbot.waitUntil(lambda: not panel.exporting(), timeout=TIMEOUT_MS)
+    with open(tmp_path / "selection.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["path"] for row in rows] == [combined.paths[i] for i in selected]
+    assert [row["class"] for row in rows] == [combined.class_names[combined.labels[i]] for i in selected]
+    panel.copy_selection(str(tmp_path / "picked"))
+    qtbot.waitUntil(lambda: not panel.exporting(), timeout=TIMEOUT_MS)
+    copied = sorted(str(path.relative_to(tmp_path / "picked")) for path in (tmp_path / "picked").rglob("*.png"))
+    assert copied == sorted(f"{combined.class_names[combined.labels[i]]}/{os.path.basename(combined.paths[i])}"
+                            for i in selected)
+    panel.copy_selection(str(tmp_path / "picked"))  # again: numbered names, nothing overwritten
+    qtbot.waitUntil(lambda: not panel.exporting(), timeout=TIMEOUT_MS)
+    assert len(list((tmp_path / "picked").rglob("*.png"))) == 2 * len(selected)
 
     panel.accuracy.probe_check.setChecked(False)
     panel.accuracy.run()

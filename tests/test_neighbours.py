@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ssl_engine.eval import neighbours as neighbours_module
-from ssl_engine.eval.neighbours import DuplicatePairs, near_duplicates, nearest_neighbours
+from ssl_engine.eval.neighbours import DuplicatePairs, near_duplicates, nearest_neighbours, suggested_duplicate_threshold
 
 
 def _at_angles(degrees, lengths=None):
@@ -168,3 +168,21 @@ def test_centring_lets_a_threshold_separate_copies_in_one_orthant():
     centred = near_duplicates(features, threshold=0.95, centre=True)
     assert list(zip(centred.first.tolist(), centred.second.tolist())) == [(5, 50)]
     assert centred.similarity[0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_suggested_duplicate_threshold_is_the_quantile_of_nearest_neighbour_similarity():
+    generator = np.random.default_rng(0)
+    features = generator.normal(size=(600, 16)).astype(np.float32)
+    centred = features - features.mean(axis=0)
+    unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    expected = np.quantile(similarity.max(axis=1), 0.99)
+    assert suggested_duplicate_threshold(features, quantile=0.99) == pytest.approx(expected, abs=1e-5)
+    # copies of one image: the top of the distribution, so the suggestion keeps them and little else
+    with_copies = np.concatenate([features, features[:1], features[:1]])
+    threshold = suggested_duplicate_threshold(with_copies)
+    pairs = near_duplicates(with_copies, threshold, centre=True)
+    assert {frozenset(p) for p in zip(pairs.first.tolist(), pairs.second.tolist())} == \
+        {frozenset((0, 600)), frozenset((0, 601)), frozenset((600, 601))}
+    assert suggested_duplicate_threshold(features[:1]) == 1.0

@@ -15,14 +15,16 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSignalBlocker, Qt, Signal, Slot
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
-                               QPushButton, QSizePolicy, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QHeaderView, QLabel,
+                               QProgressBar, QPushButton, QSizePolicy, QSpinBox, QSplitter, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ssl_engine.errors import UserError
 from ssl_engine.eval.accuracy import AccuracyReport
 from ssl_engine.eval.export import save_accuracy_csv
 
 from ..evaluation_worker import EmbeddedFolders, LatestCall, Protocol, accuracy_reports
+from ..file_dialogs import save_file
 
 SEQUENTIAL_COLOUR_MAP = "viridis"
 KNN, PROBE = "kNN", "linear probe"
@@ -146,6 +148,7 @@ class AccuracyView(QWidget):
         self._runner = LatestCall(self)
         self._runner.done.connect(self._reports_ready)
         self._runner.failed.connect(self._failed)
+        self._runner.idle.connect(self._update_enabled)
 
         self.protocol = QComboBox()
         self.protocol.setToolTip("cross-validation within one labelled folder, or train on one folder and test on another")
@@ -160,6 +163,13 @@ class AccuracyView(QWidget):
         self.probe_check.setToolTip("also fit a logistic-regression probe on the frozen features (slower)")
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
+        self.progress = QProgressBar()  # no fraction to show: the measurement is one call
+        self.progress.setRange(0, 0)
+        self.progress.setMaximumWidth(120)
+        self.progress.setToolTip("measuring: kNN and the linear probe on every fold")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("stop measuring; the last results stay")
+        self.cancel_button.clicked.connect(self.cancel)
         self.export_button = QPushButton("Export table…")
         self.export_button.clicked.connect(self._export_clicked)
         self.status = QLabel("open a folder whose subfolders are its classes")
@@ -176,6 +186,8 @@ class AccuracyView(QWidget):
         controls.addWidget(self.k_spin)
         controls.addWidget(self.probe_check)
         controls.addWidget(self.run_button)
+        controls.addWidget(self.progress)
+        controls.addWidget(self.cancel_button)
         controls.addStretch(1)
         controls.addWidget(self.export_button)
         # the models' table across the top, sized to its rows; per class and the matrix side by side below
@@ -239,6 +251,12 @@ class AccuracyView(QWidget):
                                          self.probe_check.isChecked())
         self._update_enabled()
 
+    @Slot()
+    def cancel(self) -> None:
+        if self._runner.busy():
+            self._runner.drop()  # the job polls its cancel flag and ends; its outcome is ignored
+            self.status.setText("accuracy cancelled: press Run to measure again")
+
     def running(self) -> bool:
         return self._runner.busy()
 
@@ -281,6 +299,8 @@ class AccuracyView(QWidget):
                      percent(report.probe_top1), f"{report.test_count:,}"]
             for column, text in enumerate(cells):
                 self.summary.setItem(row, column, read_only_item(text, align_right=column > 0))
+        # top-5 says nothing with 5 classes or fewer (it is always 100%)
+        self.summary.setColumnHidden(2, all(len(report.class_names) <= 5 for report in self.reports))
         self._fit_summary_height()
 
     def _fit_summary_height(self) -> None:
@@ -333,13 +353,17 @@ class AccuracyView(QWidget):
             self.confusion.selector.clear()
         self.confusion.show_matrix(None, [])
 
+    @Slot()
     def _update_enabled(self) -> None:
-        self.run_button.setEnabled(self.protocol.count() > 0 and not self._runner.busy())
+        busy = self._runner.busy()
+        self.run_button.setEnabled(self.protocol.count() > 0 and not busy)
+        self.progress.setVisible(busy)
+        self.cancel_button.setVisible(busy)
         self.export_button.setEnabled(bool(self.reports))
 
     @Slot()
     def _export_clicked(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export accuracy table", "accuracy.csv", "CSV (*.csv)")
+        path = save_file(self, "Export accuracy table", "accuracy.csv", "CSV (*.csv)")
         if not path:
             return
         try:

@@ -14,19 +14,24 @@ import os
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, QTimer, Signal, Slot
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
                                QSlider, QVBoxLayout, QWidget)
 
 from ssl_engine.errors import UserError
 from ssl_engine.eval.export import save_duplicates_csv
 from ssl_engine.eval.folder_embedding import FolderEmbedding
-from ssl_engine.eval.neighbours import DuplicatePairs, near_duplicates
+from ssl_engine.eval.neighbours import (THRESHOLD_QUANTILE, DuplicatePairs, near_duplicates,
+                                        suggested_duplicate_threshold)
 
 from ..evaluation_worker import LatestCall
+from ..file_dialogs import save_file
 from .image_grid import mosaic, to_pixmap
 
 SLIDER_STEPS_PER_UNIT = 1000       # the slider moves in steps of 0.001
-DEFAULT_THRESHOLD = 0.95
+DEFAULT_THRESHOLD = 0.95            # shown before a folder's own threshold is known
+MIN_THRESHOLD = 0.80
+CONFLICT_COLOUR = "#d9534f"
 DEBOUNCE_MS = 250
 GROUPS_SHOWN = 200                 # rows listed; the export holds every pair
 THUMBNAILS_PER_GROUP = 8           # pictures in a group's strip
@@ -65,7 +70,7 @@ class DuplicatesView(QWidget):
         self._debounce.timeout.connect(self.recompute)
 
         self.slider = QSlider(Qt.Orientation.Horizontal)
-        self.slider.setRange(int(0.80 * SLIDER_STEPS_PER_UNIT), SLIDER_STEPS_PER_UNIT)
+        self.slider.setRange(int(MIN_THRESHOLD * SLIDER_STEPS_PER_UNIT), SLIDER_STEPS_PER_UNIT)
         self.slider.setSingleStep(1)
         self.slider.setPageStep(10)
         self.slider.setValue(int(DEFAULT_THRESHOLD * SLIDER_STEPS_PER_UNIT))
@@ -73,6 +78,8 @@ class DuplicatesView(QWidget):
                                   "of their features after subtracting the folder's mean feature (copies score 1, "
                                   "unrelated images about 0)")
         self.slider.valueChanged.connect(self._threshold_moved)
+        self.slider.valueChanged.connect(self._chosen_by_user)
+        self.user_threshold = False  # until the user moves it, each embedding gets its own suggestion
         self.threshold_label = QLabel()
         self.threshold_label.setMinimumWidth(self.threshold_label.fontMetrics().horizontalAdvance("0.000") + 8)
         self.summary = QLabel("no images embedded yet")
@@ -100,8 +107,13 @@ class DuplicatesView(QWidget):
     def set_threshold(self, threshold: float) -> None:
         self.slider.setValue(round(threshold * SLIDER_STEPS_PER_UNIT))
 
+    @Slot()
+    def _chosen_by_user(self) -> None:
+        self.user_threshold = True
+
     def set_embedding(self, embedding: FolderEmbedding | None) -> None:
         self.embedding, self.pairs, self.groups = embedding, None, []
+        self.suggested: float | None = None
         self.list.clear()
         self._finder.drop()
         self.summary.setText("no images embedded yet" if embedding is None else "")
@@ -122,8 +134,11 @@ class DuplicatesView(QWidget):
         self._debounce.stop()
         if self.embedding is None:
             return
-        self.summary.setText(f"finding pairs at similarity ≥ {self.threshold():.3f}…")
-        self._finder.request(self._find, self.embedding.features, self.threshold())
+        if self.user_threshold:
+            self.summary.setText(f"finding pairs at similarity ≥ {self.threshold():.3f}…")
+        else:
+            self.summary.setText("finding this folder's threshold and its pairs…")
+        self._finder.request(self._find, self.embedding.features, None if not self.user_threshold else self.threshold())
         self._update_enabled()
 
     def export(self, path: str) -> str:
@@ -134,9 +149,13 @@ class DuplicatesView(QWidget):
         self._finder.shutdown()
 
     @staticmethod
-    def _find(features: np.ndarray, threshold: float) -> tuple[float, DuplicatePairs, list[list[int]]]:
+    def _find(features: np.ndarray, threshold: float | None) -> tuple[float, bool, DuplicatePairs, list[list[int]]]:
+        """The pairs at `threshold`, or at the folder's suggested threshold when it is None."""
+        suggested = threshold is None
+        if suggested:
+            threshold = max(suggested_duplicate_threshold(features), MIN_THRESHOLD)
         pairs = near_duplicates(features, threshold, centre=True)
-        return threshold, pairs, pairs.groups()
+        return threshold, suggested, pairs, pairs.groups()
 
     @Slot()
     def _threshold_moved(self) -> None:
@@ -146,12 +165,25 @@ class DuplicatesView(QWidget):
 
     @Slot(object)
     def _pairs_found(self, result) -> None:
-        threshold, self.pairs, self.groups = result
+        threshold, suggested, self.pairs, self.groups = result
+        if suggested and self.user_threshold:
+            return  # the user moved the slider meanwhile: their threshold's pairs are on the way
+        if suggested:
+            self.suggested = threshold
+            self.slider.blockSignals(True)  # not the user's choice: the next embedding gets its own
+            self.set_threshold(threshold)
+            self.slider.blockSignals(False)
+            self.threshold_label.setText(f"{self.threshold():.3f}")
         more = " (the most similar kept; raise the threshold to see all)" if self.pairs.truncated else ""
         pairs = f"{len(self.pairs):,} pair{'s' if len(self.pairs) != 1 else ''}"
         groups = f"{len(self.groups):,} group{'s' if len(self.groups) != 1 else ''}"
+        conflicts = sum(self._conflict(group) is not None for group in self.groups)
+        conflict_text = (f"; {conflicts:,} group{'s' if conflicts != 1 else ''} mix class folders (a label "
+                         f"conflict)" if conflicts else "")
+        why = (f" (this folder's own threshold: {1 - THRESHOLD_QUANTILE:.1%} of its images have a neighbour this "
+               f"similar; move it to see more or fewer)" if suggested else "")
         self.summary.setText(f"{pairs} in {groups} at similarity "
-                             f"≥ {threshold:.3f} among {len(self.embedding.paths):,} images{more}")
+                             f"≥ {threshold:.3f} among {len(self.embedding.paths):,} images{more}{conflict_text}{why}")
         self._list_groups()
         self._update_enabled()
 
@@ -171,20 +203,32 @@ class DuplicatesView(QWidget):
             paths = [self.embedding.paths[row] for row in group]
             shown = [os.path.basename(path) for path in paths[:PATHS_PER_GROUP]]
             more = f", … {len(paths) - PATHS_PER_GROUP} more" if len(paths) > PATHS_PER_GROUP else ""
-            item = QListWidgetItem(picture, f"group {number} · {len(group)} images · similarity {similarity}\n"
+            conflict = self._conflict(group)
+            flag = f" · label conflict: {', '.join(conflict)}" if conflict else ""
+            item = QListWidgetItem(picture, f"group {number} · {len(group)} images · similarity {similarity}{flag}\n"
                                             f"{', '.join(shown)}{more}")
             item.setToolTip("\n".join(paths))
+            if conflict:
+                item.setForeground(QColor(CONFLICT_COLOUR))
             item.setData(Qt.ItemDataRole.UserRole, group)
             self.list.addItem(item)
         if len(self.groups) > GROUPS_SHOWN:
             self.list.addItem(f"… {len(self.groups) - GROUPS_SHOWN:,} more groups: export them to see all")
+
+    def _conflict(self, group: list[int]) -> list[str] | None:
+        """The class folders a group's images come from, when there are several (the same image
+        filed under two labels), else None."""
+        labels = sorted({int(self.embedding.labels[row]) for row in group} - {-1})
+        if len(labels) < 2:
+            return None
+        return [self.embedding.class_names[label] for label in labels]
 
     def _update_enabled(self) -> None:
         self.export_button.setEnabled(self.pairs is not None and len(self.pairs) > 0 and not self.computing())
 
     @Slot()
     def _export_clicked(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export duplicates", "duplicates.csv", "CSV (*.csv)")
+        path = save_file(self, "Export duplicates", "duplicates.csv", "CSV (*.csv)")
         if not path:
             return
         try:

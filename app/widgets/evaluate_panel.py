@@ -24,20 +24,22 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal, Slot
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QMessageBox,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFrame, QHBoxLayout, QLabel, QMessageBox,
                                QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox, QTabWidget, QToolButton,
                                QMenu, QVBoxLayout, QWidget)
 
 from ssl_engine.errors import UserError
-from ssl_engine.eval.export import save_embeddings
+from ssl_engine.eval.export import copy_selection, save_embeddings, save_selection_csv
 from ssl_engine.eval.model_source import EvalModel, RunInfo, list_runs, open_model
 from ssl_engine.eval.projection import kmeans_clusters, project_2d, projection_methods
 from ssl_engine.train.checkpoint import checkpoint_file
 
 from ..evaluation_worker import RANDOM_INIT, EmbeddedFolders, EmbeddingThread, LatestCall, ModelChoice
+from ..file_dialogs import existing_folder, open_file, save_file
 from .accuracy_view import AccuracyView
 from .duplicates_view import DuplicatesView
 from .embedding_map import EmbeddingMap
+from .label_check_view import LabelCheckView
 from .neighbours_view import NeighboursView
 
 POLL_INTERVAL_MS = 100       # progress redraws 10 times a second
@@ -88,6 +90,12 @@ class FolderChip(QFrame):
     @Slot()
     def _remove_clicked(self) -> None:
         self.remove_requested.emit(self.folder)
+
+
+def _copied_into(embedding, rows, folder: str) -> str:
+    """What the export notice says of a copy: the files and where they went."""
+    written = copy_selection(embedding, rows, folder)
+    return f"{len(written):,} images into {folder}"
 
 
 class EvaluatePanel(QWidget):
@@ -176,6 +184,11 @@ class EvaluatePanel(QWidget):
                                                                        self._export_all_neighbours_clicked)
         self.export_duplicates_action = self.export_menu.addAction("Duplicates (CSV)…", self._export_duplicates_clicked)
         self.export_accuracy_action = self.export_menu.addAction("Accuracy table (CSV)…", self._export_accuracy_clicked)
+        self.export_menu.addSeparator()
+        self.export_selection_action = self.export_menu.addAction("The map's selected images: file list (CSV)…",
+                                                                  self._export_selection_clicked)
+        self.copy_selection_action = self.export_menu.addAction("The map's selected images: copy into a folder…",
+                                                                self._copy_selection_clicked)
         self.export_button.setMenu(self.export_menu)
         models = QHBoxLayout()
         models.addWidget(QLabel("Model"))
@@ -276,14 +289,16 @@ class EvaluatePanel(QWidget):
         self.neighbours = NeighboursView()
         self.neighbours.neighbours_shown.connect(self._neighbours_shown)
         self.duplicates = DuplicatesView()
+        self.label_check = LabelCheckView()
         self.accuracy = AccuracyView()
-        for view in (self.neighbours, self.duplicates, self.accuracy):
+        for view in (self.neighbours, self.duplicates, self.label_check, self.accuracy):
             view.notice.connect(self.show_notice)
             view.error.connect(self.show_error)
         self.tabs = QTabWidget()
         self.tabs.addTab(map_tab, "Map")
         self.tabs.addTab(self.neighbours, "Neighbours")
         self.tabs.addTab(self.duplicates, "Duplicates")
+        self.tabs.addTab(self.label_check, "Label check")
         self.tabs.addTab(self.accuracy, "Accuracy")
         self._update_colour_controls()
 
@@ -362,8 +377,7 @@ class EvaluatePanel(QWidget):
         """Open a checkpoint file or run folder (a file dialog when no path is given), checked off
         the UI thread; a file that is not a safe checkpoint is refused with one message."""
         if not path:
-            path, _ = QFileDialog.getOpenFileName(self, "Open checkpoint", self.runs_dir,
-                                                  "Checkpoints (*.pt);;All files (*)")
+            path = open_file(self, "Open checkpoint", "Checkpoints (*.pt);;All files (*)", self.runs_dir)
         if not path:
             return
         self.status.setText(f"opening {path}…")
@@ -402,7 +416,7 @@ class EvaluatePanel(QWidget):
     def add_folder(self, folder: str | None = None) -> None:
         if not folder:
             start = self.folders[-1] if self.folders else ""
-            folder = QFileDialog.getExistingDirectory(self, "Add a folder of images", start)
+            folder = existing_folder(self, "Add a folder of images", start)
         if not folder:
             return
         folder = os.path.abspath(folder)
@@ -570,7 +584,9 @@ class EvaluatePanel(QWidget):
         reused = f" ({combined.reused:,} from the cache)" if combined.reused else ""
         where = f"{folders} folders" if folders > 1 else os.path.basename(combined.root)
         compared = f", and with {self.compared.model.name}" if self.compared is not None else ""
-        return f"{len(combined.paths):,} images of {where} embedded with {self.primary.model.name}{reused}{compared}"
+        size = self.primary.model.image_size
+        return (f"{len(combined.paths):,} images of {where} embedded with {self.primary.model.name} at {size} px, the "
+                f"size it trained at (each image centre-cropped and resized){reused}{compared}")
 
     def _show_embeddings(self, primary: EmbeddedFolders | None, compared: EmbeddedFolders | None) -> None:
         """Feed the views; the map, neighbours and duplicates only when the chosen model's changed."""
@@ -582,6 +598,7 @@ class EvaluatePanel(QWidget):
             combined = primary.combined if primary is not None else None
             self.neighbours.set_embedding(combined, primary.model if primary is not None else None)
             self.duplicates.set_embedding(combined)
+            self.label_check.set_embedding(combined)
             self._show_counts()
             if primary is None:
                 self.map.set_points(np.zeros((0, 2), np.float32), np.zeros((0, 64, 64, 3), np.uint8), [])
@@ -592,6 +609,7 @@ class EvaluatePanel(QWidget):
         self.compared = compared
         self.accuracy.set_models([m for m in (primary, compared) if m is not None])
         self.tabs.setTabEnabled(self.tabs.indexOf(self.accuracy), self.accuracy.has_labels() or primary is None)
+        self.tabs.setTabEnabled(self.tabs.indexOf(self.label_check), self.accuracy.has_labels() or primary is None)
         self._update_enabled()
 
     def _show_counts(self) -> None:
@@ -699,6 +717,15 @@ class EvaluatePanel(QWidget):
         self.status.setText(f"writing {path}…")
         self._exporter.request(save_embeddings, self.primary.combined, path)
 
+    def export_selection(self, path: str) -> None:
+        """The map's selected images as a CSV list (path, label, class)."""
+        self._exporter.request(save_selection_csv, path, self.primary.combined, self.map.selected())
+
+    def copy_selection(self, folder: str) -> None:
+        """The map's selected images copied into `folder` (by class where labelled), off the UI thread."""
+        self.status.setText(f"copying {len(self.map.selected()):,} images into {folder}…")
+        self._exporter.request(_copied_into, self.primary.combined, self.map.selected(), folder)
+
     def exporting(self) -> bool:
         return self._exporter.busy() or self.neighbours.exporting()
 
@@ -707,8 +734,7 @@ class EvaluatePanel(QWidget):
         self.show_notice(f"wrote {path}")
 
     def _save_path(self, title: str, name: str, filter_text: str) -> str:
-        path, _ = QFileDialog.getSaveFileName(self, title, name, filter_text)
-        return path
+        return save_file(self, title, name, filter_text)
 
     @Slot()
     def _update_export_menu(self) -> None:
@@ -719,6 +745,21 @@ class EvaluatePanel(QWidget):
         self.export_all_neighbours_action.setEnabled(embedded)
         self.export_duplicates_action.setEnabled(self.duplicates.pairs is not None and len(self.duplicates.pairs) > 0)
         self.export_accuracy_action.setEnabled(bool(self.accuracy.reports))
+        selected = embedded and len(self.map.selected()) > 0
+        self.export_selection_action.setEnabled(selected)
+        self.copy_selection_action.setEnabled(selected)
+
+    @Slot()
+    def _export_selection_clicked(self) -> None:
+        path = self._save_path("Export the selected images' list", "selection.csv", "CSV (*.csv)")
+        if path:
+            self.export_selection(path)
+
+    @Slot()
+    def _copy_selection_clicked(self) -> None:
+        folder = existing_folder(self, "Copy the selected images into")
+        if folder:
+            self.copy_selection(folder)
 
     @Slot()
     def _export_embeddings_clicked(self) -> None:
@@ -792,7 +833,7 @@ class EvaluatePanel(QWidget):
             self.worker = None
         for job in (self._checkpoint_opener, self._projector, self._clusterer, self._exporter):
             job.shutdown()
-        for view in (self.neighbours, self.duplicates, self.accuracy):
+        for view in (self.neighbours, self.duplicates, self.label_check, self.accuracy):
             view.shutdown()
 
     def closeEvent(self, event) -> None:

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal, Slot
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem, QMenu,
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem, QMenu,
                                QPushButton, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from ssl_engine.errors import UserError
@@ -24,6 +24,7 @@ from ssl_engine.eval.model_source import EvalModel
 from ssl_engine.eval.neighbours import nearest_neighbours
 
 from ..evaluation_worker import LatestCall
+from ..file_dialogs import open_file, save_file
 from .image_grid import ScaledPicture, mosaic, to_pixmap
 from .overlays import attention_columns
 
@@ -160,7 +161,7 @@ class NeighboursView(QWidget):
         if self.model is None:
             return
         if not path:
-            path, _ = QFileDialog.getOpenFileName(self, "Open an image", "", IMAGE_FILTER)
+            path = open_file(self, "Open an image", IMAGE_FILTER)
         if not path:
             return
         self.query_caption.setText(f"embedding {path}…")
@@ -295,7 +296,7 @@ class NeighboursView(QWidget):
     @Slot()
     def _export_query_clicked(self) -> None:
         name = os.path.splitext(os.path.basename(self.query_path))[0] or "query"
-        path, _ = QFileDialog.getSaveFileName(self, "Export neighbours", f"neighbours-{name}.csv", "CSV (*.csv)")
+        path = save_file(self, "Export neighbours", f"neighbours-{name}.csv", "CSV (*.csv)")
         if path:
             try:
                 self.notice.emit(f"wrote {self.export_query(path)}")
@@ -304,7 +305,6 @@ class NeighboursView(QWidget):
 
     @Slot()
     def _export_all_clicked(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export every image's neighbours", "neighbours.csv",
-                                              "CSV (*.csv)")
+        path = save_file(self, "Export every image's neighbours", "neighbours.csv", "CSV (*.csv)")
         if path:
             self.export_every_image(path)

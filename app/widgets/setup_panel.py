@@ -8,7 +8,7 @@ grouped by family, with the method's one-line summary and paper under it.
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QComboBox, QFileDialog, QGroupBox, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QGroupBox, QLabel, QVBoxLayout, QWidget
 
 from ssl_engine.config import DATA_SOURCES, BackboneConfig, DataConfig, OptimConfig, TrainConfig, names_key, table_key
 from ssl_engine.methods import FAMILIES, METHODS
@@ -17,6 +17,7 @@ from ssl_engine.recipes import RECIPES, recipe_sources
 
 from ..devices import device_choices
 from ..experiment_model import ExperimentModel
+from ..file_dialogs import existing_folder
 from .param_form import ParamForm, field_label
 
 FOLDER_ITEM = "image folder…"
@@ -266,8 +267,7 @@ class SetupPanel(QWidget):
     def _source_picked(self, index: int) -> None:
         value = self.source.itemData(index)
         if value == "folder":
-            folder = QFileDialog.getExistingDirectory(self, "Image folder (one subfolder per class, or none)",
-                                                      self.last_folder)
+            folder = existing_folder(self, "Image folder (one subfolder per class, or none)", self.last_folder)
             if not folder:
                 self._show_source()  # cancelled: show the source that is still in use
                 return

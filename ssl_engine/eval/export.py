@@ -1,5 +1,6 @@
 """Exports of an evaluation for use outside the app: embeddings (.npz or CSV), neighbour lists,
-near-duplicate pairs and accuracy tables (CSV).
+near-duplicate pairs, accuracy tables, possible label mistakes and a selection of images (CSV),
+and a selection copied into a folder.
 
 Every CSV is UTF-8 with a header row, written by the csv module, so paths holding commas,
 quotes, newlines or any non-ASCII character read back exactly. Each function returns the
@@ -11,6 +12,8 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 
@@ -59,6 +62,53 @@ def save_embeddings(embedding, path: str) -> str:
                                      *(row_format % tuple(values)).split(",")])
     else:
         raise UserError(f"cannot save embeddings as '{extension or path}': use a .npz or .csv file name")
+    return path
+
+
+def save_selection_csv(path: str, embedding, rows) -> str:
+    """The selected images of a FolderEmbedding, in `rows` order: columns path, label, class."""
+    path = os.fspath(path)
+    with _open_csv(path) as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "label", "class"])
+        for row in np.asarray(rows, dtype=np.int64).tolist():
+            label = int(embedding.labels[row])
+            writer.writerow([embedding.paths[row], label, embedding.class_names[label] if label >= 0 else ""])
+    return path
+
+
+def copy_selection(embedding, rows, folder: str) -> list[str]:
+    """Copy the selected images into `folder` (created if missing), each under its class's
+    subfolder when the folder is labelled; a name already taken gets a number, so no file is
+    overwritten. Returns the new files' paths. An unreadable source raises OSError."""
+    target = Path(folder).expanduser()
+    written = []
+    for row in np.asarray(rows, dtype=np.int64).tolist():
+        source = Path(embedding.paths[row])
+        label = int(embedding.labels[row])
+        where = target / embedding.class_names[label] if label >= 0 else target
+        where.mkdir(parents=True, exist_ok=True)
+        destination, number = where / source.name, 1
+        while destination.exists():
+            destination = where / f"{source.stem}-{number}{source.suffix}"
+            number += 1
+        shutil.copy2(source, destination)
+        written.append(str(destination))
+    return written
+
+
+def save_label_suspects_csv(path: str, embedding, suspects) -> str:
+    """Possible label mistakes (`label_check.possible_label_mistakes`), most suspicious first:
+    columns path, class, suggested class, share (of its neighbours carrying the suggestion),
+    similarity (their mean)."""
+    path = os.fspath(path)
+    names = embedding.class_names
+    with _open_csv(path) as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "class", "suggested", "share", "similarity"])
+        for suspect in suspects:
+            writer.writerow([embedding.paths[suspect.row], names[suspect.label], names[suspect.suggested],
+                             f"{suspect.share:.3f}", f"{suspect.similarity:.6f}"])
     return path
 
 

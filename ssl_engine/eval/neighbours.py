@@ -161,3 +161,21 @@ def near_duplicates(features: np.ndarray, threshold: float = 0.95, max_pairs: in
 def _most_similar_first(similarity: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """The order that sorts pairs by similarity (descending), then first, then second row."""
     return torch.from_numpy(np.lexsort((second.numpy(), first.numpy(), -similarity.numpy())))
+
+
+# the suggested near-duplicate threshold: this quantile of every image's similarity to its
+# nearest other image, so that about one image in a thousand has a partner above it
+THRESHOLD_QUANTILE = 0.999
+
+
+def suggested_duplicate_threshold(features: np.ndarray, quantile: float = THRESHOLD_QUANTILE) -> float:
+    """A near-duplicate threshold from the folder's own similarities: the `quantile` of each
+    row's (centred, as `near_duplicates(centre=True)` compares) cosine similarity to its nearest
+    other row. A fixed 0.95 finds dozens of merely similar pictures with one model and one
+    group of hundreds with another; each model's features spread differently."""
+    features = np.asarray(features, dtype=np.float32)
+    if len(features) < 2:
+        return 1.0
+    centred = features - features.mean(axis=0, keepdims=True)
+    _, similarities = nearest_neighbours(centred, centred, k=1, exclude=np.arange(len(features)))
+    return float(min(np.quantile(similarities[:, 0], quantile), 1.0))

@@ -1,0 +1,152 @@
+"""The Evaluate tab's Label check: images of a labelled folder whose nearest neighbours mostly
+carry another label (`ssl_engine.eval.label_check`), most suspicious first, each with its
+neighbours' thumbnails, so that a picture filed in the wrong class folder is found by looking.
+
+Searched off the UI thread when the view is first on screen for an embedding; only the first
+rows get a picture, as in the Duplicates view.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PySide6.QtCore import QSize, Qt, Signal, Slot
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QSpinBox, QVBoxLayout,
+                               QWidget)
+
+from ssl_engine.errors import UserError
+from ssl_engine.eval.export import save_label_suspects_csv
+from ssl_engine.eval.folder_embedding import FolderEmbedding
+from ssl_engine.eval.label_check import NEIGHBOURS, possible_label_mistakes
+
+from ..evaluation_worker import LatestCall
+from ..file_dialogs import save_file
+from .image_grid import mosaic, to_pixmap
+
+ROWS_SHOWN = 200
+NEIGHBOURS_SHOWN = 8
+THUMBNAIL_SIDE = 56
+
+
+class LabelCheckView(QWidget):
+    notice = Signal(str)
+    error = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.embedding: FolderEmbedding | None = None
+        self.suspects: list | None = None
+        self._finder = LatestCall(self)
+        self._finder.done.connect(self._found)
+        self._finder.failed.connect(self._failed)
+        self.k_spin = QSpinBox()
+        self.k_spin.setRange(3, 50)
+        self.k_spin.setValue(NEIGHBOURS)
+        self.k_spin.setPrefix("neighbours: ")
+        self.k_spin.setToolTip("how many nearest images vote on each image's label")
+        self.k_spin.valueChanged.connect(self.recompute)
+        self.summary = QLabel("no images embedded yet")
+        self.summary.setWordWrap(True)
+        self.export_button = QPushButton("Export list…")
+        self.export_button.clicked.connect(self._export_clicked)
+        self.list = QListWidget()
+        self.list.setIconSize(QSize((NEIGHBOURS_SHOWN + 1) * (THUMBNAIL_SIDE + 2) + 8, THUMBNAIL_SIDE))
+        self.list.setAlternatingRowColors(True)
+        controls = QHBoxLayout()
+        controls.addWidget(self.k_spin)
+        controls.addStretch(1)
+        controls.addWidget(self.export_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(controls)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.list, 1)
+        self._update_enabled()
+
+    def set_embedding(self, embedding: FolderEmbedding | None) -> None:
+        self.embedding, self.suspects = embedding, None
+        self.list.clear()
+        self._finder.drop()
+        if embedding is None:
+            self.summary.setText("no images embedded yet")
+        elif not embedding.has_labels:
+            self.summary.setText("the label check needs a labelled folder (one subfolder per class)")
+        elif self.isVisible():
+            self.recompute()
+        self._update_enabled()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self.embedding is not None and self.embedding.has_labels and self.suspects is None \
+                and not self._finder.busy():
+            self.recompute()
+
+    def computing(self) -> bool:
+        return self._finder.busy()
+
+    @Slot()
+    def recompute(self) -> None:
+        if self.embedding is None or not self.embedding.has_labels:
+            return
+        self.summary.setText("looking for images whose neighbours carry another label…")
+        self._finder.request(possible_label_mistakes, self.embedding.features, self.embedding.labels,
+                             self.k_spin.value())
+        self._update_enabled()
+
+    def export(self, path: str) -> str:
+        return save_label_suspects_csv(path, self.embedding, self.suspects)
+
+    def shutdown(self) -> None:
+        self._finder.shutdown()
+
+    @Slot(object)
+    def _found(self, suspects) -> None:
+        self.suspects = list(suspects)
+        labelled = int((self.embedding.labels >= 0).sum())
+        self.summary.setText(
+            f"{len(self.suspects):,} of {labelled:,} labelled images have most of their {self.k_spin.value()} "
+            f"nearest images in another class: a wrong folder, an ambiguous picture, or classes the model does "
+            f"not tell apart" if self.suspects else
+            f"every one of {labelled:,} labelled images has most of its neighbours in its own class")
+        self._list()
+        self._update_enabled()
+
+    @Slot(str)
+    def _failed(self, message: str) -> None:
+        self.summary.setText(f"cannot check the labels: {message}")
+        self.error.emit(f"cannot check the labels: {message}")
+        self._update_enabled()
+
+    def _list(self) -> None:
+        self.list.clear()
+        names, thumbnails = self.embedding.class_names, self.embedding.thumbnails
+        for suspect in self.suspects[:ROWS_SHOWN]:
+            columns = [np.asarray(thumbnails[suspect.row])[None]]
+            columns += [np.asarray(thumbnails[row])[None] for row in suspect.neighbours[:NEIGHBOURS_SHOWN].tolist()]
+            picture = to_pixmap(mosaic(columns)).scaledToHeight(THUMBNAIL_SIDE,
+                                                               Qt.TransformationMode.SmoothTransformation)
+            path = self.embedding.paths[suspect.row]
+            votes = round(suspect.share * len(suspect.neighbours))
+            item = QListWidgetItem(picture, f"{os.path.basename(path)} · filed as {names[suspect.label]} · "
+                                            f"{votes} of {len(suspect.neighbours)} neighbours are "
+                                            f"{names[suspect.suggested]} (similarity {suspect.similarity:.2f})")
+            item.setToolTip("\n".join([path, "its neighbours:"] +
+                                      [f"{names[self.embedding.labels[row]]}: {self.embedding.paths[row]}"
+                                       for row in suspect.neighbours.tolist()]))
+            item.setData(Qt.ItemDataRole.UserRole, suspect.row)
+            self.list.addItem(item)
+        if len(self.suspects) > ROWS_SHOWN:
+            self.list.addItem(f"… {len(self.suspects) - ROWS_SHOWN:,} more: export the list to see all")
+
+    def _update_enabled(self) -> None:
+        self.export_button.setEnabled(bool(self.suspects) and not self.computing())
+
+    @Slot()
+    def _export_clicked(self) -> None:
+        path = save_file(self, "Export possible label mistakes", "label_check.csv", "CSV (*.csv)")
+        if not path:
+            return
+        try:
+            self.notice.emit(f"wrote {self.export(path)}")
+        except (OSError, UserError) as error:
+            self.error.emit(f"cannot write {path}: {error}")
