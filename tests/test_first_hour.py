@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PySide6.QtCore import QPoint, Qt  # noqa: E402
 
@@ -189,3 +190,26 @@ def test_the_blur_the_size_rule_turned_off_says_so_at_its_slider(qtbot, tmp_path
     assert note.isHidden()
     window.model.set_config(tiny_config(tmp_path, "byol", "data.image_size=64"))
     assert note.isHidden()  # 64 px keeps the paper's blur
+
+
+def test_a_masked_method_shows_its_masks_in_the_preview_and_they_follow_the_mask_ratio(qtbot, tmp_path):
+    window = open_window(qtbot, tmp_path)
+    window.model.set_config(tiny_config(tmp_path, "mae", "backbone.name=vit_tiny", "backbone.patch_size=4",
+                                        "backbone.vit_depth=2"))
+    preview = window.preview
+    grid = preview.grid
+    assert "mask" in grid.caption.text() and len(grid.shown) == 3  # image, its view, its mask
+
+    def hidden_share(column):  # the overlay darkens hidden patches: compare with the image
+        originals = grid.shown[0].astype(int)
+        return float(np.mean(np.any(column.astype(int) != originals, axis=-1)))
+
+    at_75 = hidden_share(grid.shown[2])
+    window.model.set_value(("method", "params", "mask_ratio"), 0.25)
+    at_25 = hidden_share(grid.shown[2])
+    assert at_75 > at_25 + 0.2
+    window.model.set_config(tiny_config(tmp_path, "ijepa", "backbone.name=vit_tiny", "backbone.patch_size=4",
+                                        "backbone.vit_depth=2"))
+    assert "context" in grid.caption.text() and "targets" in grid.caption.text()
+    window.model.set_config(tiny_config(tmp_path, "simclr"))
+    assert "mask" not in grid.caption.text()  # a CNN method draws no mask

@@ -149,6 +149,14 @@ class ParamForm(QWidget):
                 label.setText("")
                 label.setToolTip("")
 
+    def release_room(self) -> None:
+        """Give back the room of messages that went (the form now shows other values: a file
+        opened, another method)."""
+        for label in self.problem_labels.values():
+            if not label.text():
+                label.setMinimumHeight(0)
+                label.hide()
+
     def editor_for(self, key: str) -> QWidget | None:
         """The editor of the setting the messages call `key` ('optim.lr'), None if not here."""
         return next((editor for name, editor in self.editors.items()

@@ -27,7 +27,9 @@ from ssl_engine.recipes import global_views, recipe_settings, view_scope
 from ssl_engine.train.trainer import to_display
 
 from ..experiment_model import ExperimentModel
+from ..mask_preview import MaskPreview
 from .image_grid import ImageGrid
+from .overlays import picture_columns
 from .param_form import tooltip
 
 # slider range and step per view field (the declared ranges are open-ended for jitter strengths)
@@ -147,9 +149,9 @@ class PreviewPanel(QWidget):
         layout.addLayout(images, 1)
         layout.addWidget(side_widget)
 
+        self._mask_preview = MaskPreview()
         model.reset.connect(self._fill_view_choice)
-        model.changed.connect(self.render)
-        model.changed.connect(self._show_values)  # the image size decides the size rule's notes
+        model.changed.connect(self.render)  # which also shows the values (and the size rule's notes)
         self._fill_view_choice()
 
     # -- inputs -----------------------------------------------------------------------
@@ -253,7 +255,26 @@ class PreviewPanel(QWidget):
         size = self.samples.shape[-1]
         generator = torch.Generator().manual_seed(self.draw)
         augmented = ViewAugmenter(views, size)(self.samples, generator)
-        self.grid.set_images(to_display(self.samples), [to_display(v) for v in augmented])
+        originals = to_display(self.samples)
+        columns, caption = [to_display(v) for v in augmented], None
+        masks = self._masks()
+        if masks:
+            names = ", ".join(masks)
+            columns += picture_columns(originals, masks)
+            caption = (f"each row: an image, its {len(augmented)} view{'s' if len(augmented) != 1 else ''}, then "
+                       f"the {names} the method draws with these settings (as at its first step)")
+        self.grid.set_images(originals, columns, caption)
+
+    def _masks(self) -> dict[str, np.ndarray]:
+        """A masked method's masks over the samples, or nothing (no valid config, not masked)."""
+        config = self.model.config
+        if config is None or config.data.image_size != self.samples.shape[-1]:
+            return {}
+        try:
+            return self._mask_preview.pictures(config, self.samples.float() / 255.0)
+        except ConfigError as error:
+            self.message.setText("cannot draw the masks: " + "; ".join(error.problems))
+            return {}
 
     def shown_views(self) -> list[np.ndarray]:
         return self.grid.shown[1:]

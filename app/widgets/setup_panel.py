@@ -187,7 +187,10 @@ class SetupPanel(QWidget):
         old, new, recipe, changes = self.model.last_switch
         lead = (f"Switched from {old} to {new}" if old != new else f"Switched to the {recipe} recipe") + \
             f": its own {'parameters and views' if old != new else 'values'}"
-        words = [f"{field_label(path[-1], path[0])} {before} → {after}" for path, before, after in changes]
+        # a change to a field now hidden (a ViT's patch size under a CNN) says nothing
+        is_vit = BackboneConfig(name=str(self.model.value(("backbone", "name")))).is_vit
+        words = [f"{field_label(path[-1], path[0])} {before} → {after}" for path, before, after in changes
+                 if is_vit or not (path[0] == "backbone" and path[-1] in VIT_FIELDS)]
         shown = words[:SWITCH_CHANGES_SHOWN] + ([f"{len(words) - SWITCH_CHANGES_SHOWN} more"]
                                                  if len(words) > SWITCH_CHANGES_SHOWN else [])
         self.switch_note.setText(lead + (", and " + "; ".join(shown) if shown else "") +
@@ -247,6 +250,7 @@ class SetupPanel(QWidget):
                 editor.setText(f"{value:g}" if isinstance(value, float) else str(value))
             editor.blockSignals(False)
         form.mark_problems()
+        form.release_room()
 
     def _show_source(self) -> None:
         source = str(self.model.value(("data", "source")))

@@ -469,12 +469,14 @@ class Trainer:
                     self.folder.append_metrics({"kind": "step", "step": step, "epoch": epoch + metrics.epoch_progress,
                                                 "loss": loss, **metrics.terms, "lr": lr,
                                                 "images_per_second": speed, "time": seconds})
-            if self._wanted("matrix_every_steps", step):
+            # the live views also come after a run's first step: a window shows them at once
+            first = step == self.start_step + 1
+            if self._wanted("matrix_every_steps", step) or (first and self._wanted("matrix_every_steps", 0)):
                 matrices, histograms = self.method.matrices(output), self.method.histograms(output)
                 self._emit(MatrixSnapshot(step, {k: v.float().cpu().numpy().copy() for k, v in matrices.items()},
                                           {k: v.float().cpu().numpy().copy() for k, v in histograms.items()}),
-                           lambda r: r.matrix_every_steps > 0 and step % r.matrix_every_steps == 0)
-            if self._wanted("views_every_steps", step):
+                           lambda r: r.matrix_every_steps > 0 and (first or step % r.matrix_every_steps == 0))
+            if self._wanted("views_every_steps", step) or (first and self._wanted("views_every_steps", 0)):
                 samples = self._view_samples().to(self.device)
                 shown = to_display(samples)  # one read-only copy for both events
                 self._emit_views(step, samples, shown)
@@ -628,13 +630,18 @@ class Trainer:
             attention = backbone.class_token_attention(images).cpu().numpy().copy()
         if pictures or attention is not None:
             self._emit(MethodPictures(step=step, originals=shown, pictures=pictures,
-                                      attention=attention),
-                       lambda r: r.views_every_steps > 0 and step % r.views_every_steps == 0)
+                                      attention=attention), self._views_wanted(step))
 
     def _emit_views(self, step: int, originals: torch.Tensor, shown: np.ndarray) -> None:
         views = self._views(originals, step, global_batch=False)
         self._emit(AugmentedViews(step=step, originals=shown, views=[to_display(v) for v in views]),
-                   lambda r: r.views_every_steps > 0 and step % r.views_every_steps == 0)
+                   self._views_wanted(step))
+
+    def _views_wanted(self, step: int):
+        """Which listeners take the views and pictures of `step`: at their rate, and after the
+        run's first step."""
+        first = step == self.start_step + 1
+        return lambda r: r.views_every_steps > 0 and (first or step % r.views_every_steps == 0)
 
     def _evaluate(self, linear_probe: bool) -> dict:
         if not dist_utils.is_main_process():
