@@ -226,7 +226,7 @@ class MainWindow(QMainWindow):
         if self.worker is not None:
             return "a run is in progress"
         if self.model.config is None:
-            return "fix the marked fields: " + "; ".join(self.model.problems[:3])
+            return "fix the marked fields: " + "; ".join(self._problem(p).message for p in self.model.problems[:3])
         if self.data_error:
             return f"the data cannot be loaded: {self.data_error}"
         if self.data is None or self.loader is not None or self.data_timer.isActive():

@@ -178,7 +178,10 @@ def test_clicking_a_point_shows_its_nearest_neighbours_and_rings_them(qtbot, tmp
     assert query not in view.indices
     assert view.similarities[0] == pytest.approx(similarities[0].max())
     first = view.grid.item(0)
-    assert first.text().startswith(f"{similarities[0][0]:.3f}\n")
+    combined = panel.primary.combined
+    label = combined.class_names[combined.labels[expected[0][0]]]
+    assert first.text().startswith(f"{similarities[0][0]:.3f} · {label}\n")  # each neighbour with its label
+    assert f"(class {combined.class_names[combined.labels[query]]})" in view.query_caption.text()
     assert first.text().endswith(os.path.basename(panel.primary.combined.paths[expected[0][0]]))
     assert panel.map._highlighted.tolist() == view.indices.tolist()
     # fewer neighbours with a smaller k

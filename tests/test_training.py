@@ -13,7 +13,7 @@ from ssl_engine.methods import METHODS
 from ssl_engine.train import EventRates, Trainer, TrainingControl, TrainingDiverged
 from ssl_engine.train.checkpoint import load_checkpoint
 from ssl_engine.train.events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, Failed,
-                                     Finished, MatrixSnapshot, RunStarted, StepMetrics)
+                                     Finished, MatrixSnapshot, RandomInitKnn, RunStarted, StepMetrics)
 from tests.helpers import assert_same_state, stopped_run, tiny_config
 
 
@@ -73,11 +73,11 @@ def test_events_stream_at_the_rates_asked(tmp_path):
     assert kinds[0] is RunStarted and kinds[-1] is Finished
     assert [e.step for e in events if isinstance(e, StepMetrics)] == [2, 4, 6, 8, 10]
     views = [e for e in events if isinstance(e, AugmentedViews)]
-    assert [e.step for e in views] == [3, 6, 9]
+    assert [e.step for e in views] == [1, 3, 6, 9]  # after the first step too, then at the rate
     assert views[0].originals.shape == (4, 32, 32, 3) and views[0].originals.dtype.name == "uint8"
     assert len(views[0].views) == 2 and views[0].views[0].shape == (4, 32, 32, 3)
     matrices = [e for e in events if isinstance(e, MatrixSnapshot)]
-    assert [e.step for e in matrices] == [5, 10]
+    assert [e.step for e in matrices] == [1, 5, 10]
     assert set(matrices[0].matrices) == {"cross-correlation", "similarity"}
     assert matrices[0].matrices["cross-correlation"].shape == (64, 64)
     maps = [e for e in events if isinstance(e, EmbeddingSnapshot)]
@@ -86,8 +86,12 @@ def test_events_stream_at_the_rates_asked(tmp_path):
     epochs = [e for e in events if isinstance(e, EpochEnd)]
     assert [e.epoch for e in epochs] == [1, 2] and all(0 <= e.knn_top1 <= 1 for e in epochs)
     assert any(isinstance(e, CheckpointSaved) for e in events)
+    floors = [e for e in events if isinstance(e, RandomInitKnn)]  # before the first step, once
+    assert len(floors) == 1 and 0 <= floors[0].knn_top1 <= 1
+    assert events.index(floors[0]) < kinds.index(StepMetrics)
     # a listener that asked for nothing costly gets none of it
-    assert not any(isinstance(e, (AugmentedViews, MatrixSnapshot, EmbeddingSnapshot, StepMetrics)) for e in headless)
+    assert not any(isinstance(e, (AugmentedViews, MatrixSnapshot, EmbeddingSnapshot, StepMetrics, RandomInitKnn))
+                   for e in headless)
 
 
 def test_stop_from_another_thread_ends_with_a_checkpoint(tmp_path):

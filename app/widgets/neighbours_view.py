@@ -258,8 +258,9 @@ class NeighboursView(QWidget):
                                                            k=k, exclude=exclude)
                 self.indices, self.similarities = indices[0], similarities[0]
             where = "" if self.query_index is not None else " (an image from outside the folders)"
-            self.query_caption.setText(f"{self.query_path}{where}\n"
-                                       f"its {len(self.indices)} nearest images by cosine similarity")
+            own = self.label_of(self.query_index) if self.query_index is not None else ""
+            self.query_caption.setText(f"{self.query_path}{where}" + (f" (class {own})" if own else "") +
+                                       f"\nits {len(self.indices)} nearest images by cosine similarity")
             for index, similarity in zip(self.indices.tolist(), self.similarities.tolist()):
                 self._add_neighbour(index, similarity)
         self._update_enabled()
@@ -267,11 +268,19 @@ class NeighboursView(QWidget):
 
     def _add_neighbour(self, index: int, similarity: float) -> None:
         path = self.embedding.paths[index]
+        label = self.label_of(index)
         item = QListWidgetItem(to_pixmap(self.embedding.thumbnails[index]).scaled(
-            NEIGHBOUR_SIDE, NEIGHBOUR_SIDE, Qt.AspectRatioMode.KeepAspectRatio), f"{similarity:.3f}\n{os.path.basename(path)}")
-        item.setToolTip(f"{path}\ncosine similarity {similarity:.4f}\n(double-click: its own neighbours)")
+            NEIGHBOUR_SIDE, NEIGHBOUR_SIDE, Qt.AspectRatioMode.KeepAspectRatio),
+            f"{similarity:.3f}" + (f" · {label}" if label else "") + f"\n{os.path.basename(path)}")
+        item.setToolTip(f"{path}\n" + (f"class {label}\n" if label else "") +
+                        f"cosine similarity {similarity:.4f}\n(double-click: its own neighbours)")
         item.setData(Qt.ItemDataRole.UserRole, index)
         self.grid.addItem(item)
+
+    def label_of(self, index: int) -> str:
+        """The class folder of image `index`, '' when the folder is unlabelled."""
+        label = int(self.embedding.labels[index])
+        return self.embedding.class_names[label] if label >= 0 else ""
 
     def _set_query_picture(self, thumbnail: np.ndarray) -> None:
         self.query_picture.setPixmap(to_pixmap(np.asarray(thumbnail)).scaled(
