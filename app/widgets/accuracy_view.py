@@ -328,8 +328,13 @@ class AccuracyView(QWidget):
         for column, tip in enumerate(tips):
             self.per_class.horizontalHeaderItem(column).setToolTip(tip)
         self.per_class.setRowCount(len(first.class_names))
+        # the class names take what they need, the accuracies share the rest: no sideways scroll
+        header = self.per_class.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         for row, name in enumerate(first.class_names):
             self.per_class.setItem(row, 0, read_only_item(name))
+            self.per_class.item(row, 0).setToolTip(name)
             self.per_class.setItem(row, 1, read_only_item(f"{int(counts[row]):,}", align_right=True))
             for column, values in enumerate(columns, start=2):
                 self.per_class.setItem(row, column, read_only_item(percent(float(values[row])), align_right=True))

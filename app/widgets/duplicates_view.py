@@ -83,6 +83,7 @@ class DuplicatesView(QWidget):
         self.threshold_label = QLabel()
         self.threshold_label.setMinimumWidth(self.threshold_label.fontMetrics().horizontalAdvance("0.000") + 8)
         self.summary = QLabel("no images embedded yet")
+        self.summary.setWordWrap(True)  # a long summary wraps instead of widening the window
         self.export_button = QPushButton("Export duplicates…")
         self.export_button.clicked.connect(self._export_clicked)
         self.list = QListWidget()
@@ -180,10 +181,12 @@ class DuplicatesView(QWidget):
         conflicts = sum(self._conflict(group) is not None for group in self.groups)
         conflict_text = (f"; {conflicts:,} group{'s' if conflicts != 1 else ''} mix class folders (a label "
                          f"conflict)" if conflicts else "")
-        why = (f" (this folder's own threshold: {1 - THRESHOLD_QUANTILE:.1%} of its images have a neighbour this "
-               f"similar; move it to see more or fewer)" if suggested else "")
+        why = " (this folder's own threshold)" if suggested else ""
         self.summary.setText(f"{pairs} in {groups} at similarity "
-                             f"≥ {threshold:.3f} among {len(self.embedding.paths):,} images{more}{conflict_text}{why}")
+                             f"≥ {threshold:.3f}{why} among {len(self.embedding.paths):,} images{more}{conflict_text}")
+        self.summary.setToolTip(f"the folder's own threshold: {1 - THRESHOLD_QUANTILE:.1%} of its images have a "
+                                f"neighbour at least this similar; move the slider to see more or fewer"
+                                if suggested else "")
         self._list_groups()
         self._update_enabled()
 

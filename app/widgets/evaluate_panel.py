@@ -585,8 +585,8 @@ class EvaluatePanel(QWidget):
         where = f"{folders} folders" if folders > 1 else os.path.basename(combined.root)
         compared = f", and with {self.compared.model.name}" if self.compared is not None else ""
         size = self.primary.model.image_size
-        return (f"{len(combined.paths):,} images of {where} embedded with {self.primary.model.name} at {size} px, the "
-                f"size it trained at (each image centre-cropped and resized){reused}{compared}")
+        return (f"{len(combined.paths):,} images of {where} embedded at {size} px (the model's size) with "
+                f"{self.primary.model.name}{reused}{compared}")
 
     def _show_embeddings(self, primary: EmbeddedFolders | None, compared: EmbeddedFolders | None) -> None:
         """Feed the views; the map, neighbours and duplicates only when the chosen model's changed."""
