@@ -213,3 +213,30 @@ def test_a_masked_method_shows_its_masks_in_the_preview_and_they_follow_the_mask
     assert "context" in grid.caption.text() and "targets" in grid.caption.text()
     window.model.set_config(tiny_config(tmp_path, "simclr"))
     assert "mask" not in grid.caption.text()  # a CNN method draws no mask
+
+
+def test_the_accuracy_axis_is_fixed_at_0_100_and_zooms_with_the_wheel_over_it(qtbot):
+    from PySide6.QtCore import QPointF
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    from app.widgets.loss_plot import LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(800, 400)
+    plot.show()
+    plot.add_points(np.arange(1, 11, dtype=float), {"loss": np.linspace(3, 1, 10)})
+    plot.add_epoch_metric("knn_top1", 5, 0.112)
+    plot.add_epoch_metric("knn_top1", 10, 0.097)  # a small dip stays small on a 0-100% axis
+    qtbot.wait(50)
+    low, high = plot.epoch_metric_view.viewRange()[1]
+    assert low <= 0.0 and high >= 1.0
+    axis = plot._right_axes[plot.epoch_metric_view]
+    view = plot.plot_item.getViewWidget()
+    where = view.mapFromScene(axis.mapToScene(axis.boundingRect().center()))
+    QApplication.sendEvent(view.viewport(), QWheelEvent(
+        QPointF(where), QPointF(view.mapToGlobal(where)), QPoint(0, 0), QPoint(0, 120), Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False))
+    zoomed_low, zoomed_high = plot.epoch_metric_view.viewRange()[1]
+    assert zoomed_high - zoomed_low < 0.9 * (high - low)

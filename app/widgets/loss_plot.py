@@ -120,6 +120,7 @@ class LossPlot(QWidget):
         # accuracies on a fixed 0-100% axis: an autoscaled one makes 11.2 -> 9.7 -> 11.0 a cliff
         self.epoch_metric_view = self._add_right_view("kNN top-1 (%)", column=4)
         self._right_axes[self.epoch_metric_view].setScale(100)
+        self._right_axes[self.epoch_metric_view].setToolTip("the wheel over this axis zooms it; drag it to move")
         self._fix_accuracy_range()
         self._floor_line: pg.InfiniteLine | None = None
         self.plot_item.vb.sigResized.connect(self._align_right_views)
