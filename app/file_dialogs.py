@@ -9,6 +9,8 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog, QWidget
 
+from ssl_engine.errors import UserError
+
 _last_folder: str = ""  # the folder of the last choice in any dialog of this session
 
 
@@ -43,6 +45,18 @@ def save_file(parent: QWidget | None, title: str, file_name: str, name_filter: s
     path, _ = QFileDialog.getSaveFileName(parent, title, str(Path(start_folder(folder)) / file_name), name_filter)
     remember(path)
     return path
+
+
+def export_to_file(parent: QWidget, title: str, file_name: str, name_filter: str, export, notice, error) -> None:
+    """Ask where to write, call `export(path)` (which returns the path written) and emit one line
+    on `notice` ("wrote …") or `error` ("cannot write …"); nothing when the dialog is cancelled."""
+    path = save_file(parent, title, file_name, name_filter)
+    if not path:
+        return
+    try:
+        notice.emit(f"wrote {export(path)}")
+    except (OSError, UserError) as failure:
+        error.emit(f"cannot write {path}: {failure}")
 
 
 def existing_folder(parent: QWidget | None, title: str, preferred: str = "") -> str:

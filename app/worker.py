@@ -54,8 +54,8 @@ class Delivery:
 
 # Events the UI needs every one of, and events where only the newest matters.
 _QUEUED = {StepMetrics: "metrics", EpochEnd: "epochs", CheckpointSaved: "checkpoints"}
-_LATEST = {RunStarted: "started", RandomInitKnn: "floor", AugmentedViews: "views", MatrixSnapshot: "matrix", MethodPictures: "pictures",
-           EmbeddingSnapshot: "embedding",
+_LATEST = {RunStarted: "started", RandomInitKnn: "floor", AugmentedViews: "views", MatrixSnapshot: "matrix",
+           MethodPictures: "pictures", EmbeddingSnapshot: "embedding",
            Finished: "finished", Failed: "failed"}
 
 

@@ -19,12 +19,11 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLay
                                QProgressBar, QPushButton, QSizePolicy, QSpinBox, QSplitter, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
-from ssl_engine.errors import UserError
 from ssl_engine.eval.accuracy import AccuracyReport
 from ssl_engine.eval.export import save_accuracy_csv
 
 from ..evaluation_worker import EmbeddedFolders, LatestCall, Protocol, accuracy_reports
-from ..file_dialogs import save_file
+from ..file_dialogs import export_to_file
 
 SEQUENTIAL_COLOUR_MAP = "viridis"
 KNN, PROBE = "kNN", "linear probe"
@@ -368,10 +367,5 @@ class AccuracyView(QWidget):
 
     @Slot()
     def _export_clicked(self) -> None:
-        path = save_file(self, "Export accuracy table", "accuracy.csv", "CSV (*.csv)")
-        if not path:
-            return
-        try:
-            self.notice.emit(f"wrote {self.export(path)}")
-        except (OSError, UserError) as error:
-            self.error.emit(f"cannot write {path}: {error}")
+        export_to_file(self, "Export accuracy table", "accuracy.csv", "CSV (*.csv)", self.export, self.notice,
+                       self.error)

@@ -18,15 +18,14 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
                                QSlider, QVBoxLayout, QWidget)
 
-from ssl_engine.errors import UserError
 from ssl_engine.eval.export import save_duplicates_csv
 from ssl_engine.eval.folder_embedding import FolderEmbedding
 from ssl_engine.eval.neighbours import (THRESHOLD_QUANTILE, DuplicatePairs, near_duplicates,
                                         suggested_duplicate_threshold)
 
 from ..evaluation_worker import LatestCall
-from ..file_dialogs import save_file
-from .image_grid import mosaic, to_pixmap
+from ..file_dialogs import export_to_file
+from .image_grid import thumbnail_strip
 
 SLIDER_STEPS_PER_UNIT = 1000       # the slider moves in steps of 0.001
 DEFAULT_THRESHOLD = 0.95            # shown before a folder's own threshold is known
@@ -80,6 +79,7 @@ class DuplicatesView(QWidget):
         self.slider.valueChanged.connect(self._threshold_moved)
         self.slider.valueChanged.connect(self._chosen_by_user)
         self.user_threshold = False  # until the user moves it, each embedding gets its own suggestion
+        self.suggested: float | None = None  # the folder's own threshold, once found
         self.threshold_label = QLabel()
         self.threshold_label.setMinimumWidth(self.threshold_label.fontMetrics().horizontalAdvance("0.000") + 8)
         self.summary = QLabel("no images embedded yet")
@@ -114,7 +114,7 @@ class DuplicatesView(QWidget):
 
     def set_embedding(self, embedding: FolderEmbedding | None) -> None:
         self.embedding, self.pairs, self.groups = embedding, None, []
-        self.suggested: float | None = None
+        self.suggested = None
         self.list.clear()
         self._finder.drop()
         self.summary.setText("no images embedded yet" if embedding is None else "")
@@ -139,7 +139,7 @@ class DuplicatesView(QWidget):
             self.summary.setText(f"finding pairs at similarity ≥ {self.threshold():.3f}…")
         else:
             self.summary.setText("finding this folder's threshold and its pairs…")
-        self._finder.request(self._find, self.embedding.features, None if not self.user_threshold else self.threshold())
+        self._finder.request(self._find, self.embedding.features, self.threshold() if self.user_threshold else None)
         self._update_enabled()
 
     def export(self, path: str) -> str:
@@ -200,8 +200,7 @@ class DuplicatesView(QWidget):
         self.list.clear()
         ranges = group_similarity_ranges(self.pairs, self.groups)
         for number, (group, (lowest, highest)) in enumerate(zip(self.groups[:GROUPS_SHOWN], ranges), start=1):
-            strip = mosaic([np.asarray(self.embedding.thumbnails[row])[None] for row in group[:THUMBNAILS_PER_GROUP]])
-            picture = to_pixmap(strip).scaledToHeight(THUMBNAIL_SIDE, Qt.TransformationMode.SmoothTransformation)
+            picture = thumbnail_strip(self.embedding.thumbnails, group[:THUMBNAILS_PER_GROUP], THUMBNAIL_SIDE)
             similarity = f"{highest:.3f}" if np.isclose(lowest, highest) else f"{lowest:.3f}–{highest:.3f}"
             paths = [self.embedding.paths[row] for row in group]
             shown = [os.path.basename(path) for path in paths[:PATHS_PER_GROUP]]
@@ -231,10 +230,4 @@ class DuplicatesView(QWidget):
 
     @Slot()
     def _export_clicked(self) -> None:
-        path = save_file(self, "Export duplicates", "duplicates.csv", "CSV (*.csv)")
-        if not path:
-            return
-        try:
-            self.notice.emit(f"wrote {self.export(path)}")
-        except (OSError, UserError) as error:
-            self.error.emit(f"cannot write {path}: {error}")
+        export_to_file(self, "Export duplicates", "duplicates.csv", "CSV (*.csv)", self.export, self.notice, self.error)

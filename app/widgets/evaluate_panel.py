@@ -733,9 +733,6 @@ class EvaluatePanel(QWidget):
     def _exported(self, path: str) -> None:
         self.show_notice(f"wrote {path}")
 
-    def _save_path(self, title: str, name: str, filter_text: str) -> str:
-        return save_file(self, title, name, filter_text)
-
     @Slot()
     def _update_export_menu(self) -> None:
         embedded = self.primary is not None
@@ -751,7 +748,7 @@ class EvaluatePanel(QWidget):
 
     @Slot()
     def _export_selection_clicked(self) -> None:
-        path = self._save_path("Export the selected images' list", "selection.csv", "CSV (*.csv)")
+        path = save_file(self, "Export the selected images' list", "selection.csv", "CSV (*.csv)")
         if path:
             self.export_selection(path)
 
@@ -763,13 +760,13 @@ class EvaluatePanel(QWidget):
 
     @Slot()
     def _export_embeddings_clicked(self) -> None:
-        path = self._save_path("Export embeddings", "embeddings.npz", "NumPy archive (*.npz);;CSV (*.csv)")
+        path = save_file(self, "Export embeddings", "embeddings.npz", "NumPy archive (*.npz);;CSV (*.csv)")
         if path:
             self.export_embeddings(path)
 
     @Slot()
     def _export_map_clicked(self) -> None:
-        path = self._save_path("Export the map", "map.png", "PNG (*.png)")
+        path = save_file(self, "Export the map", "map.png", "PNG (*.png)")
         if not path:
             return
         try:

@@ -43,6 +43,12 @@ def best_groups(rows: int, columns: int, width: int, height: int) -> int:
     return max(range(1, rows + 1), key=lambda g: (cell(g), -g))
 
 
+def thumbnail_strip(thumbnails, rows: list[int], height: int) -> QPixmap:
+    """The thumbnails of `rows`, side by side, scaled to `height` pixels: a list row's picture."""
+    strip = mosaic([np.asarray(thumbnails[row])[None] for row in rows])
+    return to_pixmap(strip).scaledToHeight(height, Qt.TransformationMode.SmoothTransformation)
+
+
 def to_pixmap(picture: np.ndarray) -> QPixmap:
     picture = np.ascontiguousarray(picture)
     h, w = picture.shape[:2]

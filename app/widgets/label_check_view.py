@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal, Slot
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QSpinBox, QVBoxLayout,
                                QWidget)
 
-from ssl_engine.errors import UserError
 from ssl_engine.eval.export import save_label_suspects_csv
-from ssl_engine.eval.folder_embedding import FolderEmbedding
+from ssl_engine.eval.folder_embedding import FolderEmbedding, class_name_of
 from ssl_engine.eval.label_check import NEIGHBOURS, possible_label_mistakes
 
 from ..evaluation_worker import LatestCall
-from ..file_dialogs import save_file
-from .image_grid import mosaic, to_pixmap
+from ..file_dialogs import export_to_file
+from .image_grid import thumbnail_strip
 
 ROWS_SHOWN = 200
 NEIGHBOURS_SHOWN = 8
@@ -121,17 +119,15 @@ class LabelCheckView(QWidget):
         self.list.clear()
         names, thumbnails = self.embedding.class_names, self.embedding.thumbnails
         for suspect in self.suspects[:ROWS_SHOWN]:
-            columns = [np.asarray(thumbnails[suspect.row])[None]]
-            columns += [np.asarray(thumbnails[row])[None] for row in suspect.neighbours[:NEIGHBOURS_SHOWN].tolist()]
-            picture = to_pixmap(mosaic(columns)).scaledToHeight(THUMBNAIL_SIDE,
-                                                               Qt.TransformationMode.SmoothTransformation)
+            rows = [suspect.row, *suspect.neighbours[:NEIGHBOURS_SHOWN].tolist()]
+            picture = thumbnail_strip(thumbnails, rows, THUMBNAIL_SIDE)
             path = self.embedding.paths[suspect.row]
             votes = round(suspect.share * len(suspect.neighbours))
             item = QListWidgetItem(picture, f"{os.path.basename(path)} · filed as {names[suspect.label]} · "
                                             f"{votes} of {len(suspect.neighbours)} neighbours are "
                                             f"{names[suspect.suggested]} (similarity {suspect.similarity:.2f})")
             item.setToolTip("\n".join([path, "its neighbours:"] +
-                                      [f"{names[self.embedding.labels[row]]}: {self.embedding.paths[row]}"
+                                      [f"{class_name_of(self.embedding, row)}: {self.embedding.paths[row]}"
                                        for row in suspect.neighbours.tolist()]))
             item.setData(Qt.ItemDataRole.UserRole, suspect.row)
             self.list.addItem(item)
@@ -143,10 +139,5 @@ class LabelCheckView(QWidget):
 
     @Slot()
     def _export_clicked(self) -> None:
-        path = save_file(self, "Export possible label mistakes", "label_check.csv", "CSV (*.csv)")
-        if not path:
-            return
-        try:
-            self.notice.emit(f"wrote {self.export(path)}")
-        except (OSError, UserError) as error:
-            self.error.emit(f"cannot write {path}: {error}")
+        export_to_file(self, "Export possible label mistakes", "label_check.csv", "CSV (*.csv)", self.export,
+                       self.notice, self.error)

@@ -16,15 +16,14 @@ from PySide6.QtCore import QSize, Qt, Signal, Slot
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem, QMenu,
                                QPushButton, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
-from ssl_engine.errors import UserError
 from ssl_engine.eval.attention import has_attention, image_attention
 from ssl_engine.eval.export import save_neighbours_csv
-from ssl_engine.eval.folder_embedding import FolderEmbedding, embed_image_file
+from ssl_engine.eval.folder_embedding import FolderEmbedding, class_name_of, embed_image_file
 from ssl_engine.eval.model_source import EvalModel
 from ssl_engine.eval.neighbours import nearest_neighbours
 
 from ..evaluation_worker import LatestCall
-from ..file_dialogs import open_file, save_file
+from ..file_dialogs import export_to_file, open_file, save_file
 from .image_grid import ScaledPicture, mosaic, to_pixmap
 from .overlays import attention_columns
 
@@ -258,7 +257,7 @@ class NeighboursView(QWidget):
                                                            k=k, exclude=exclude)
                 self.indices, self.similarities = indices[0], similarities[0]
             where = "" if self.query_index is not None else " (an image from outside the folders)"
-            own = self.label_of(self.query_index) if self.query_index is not None else ""
+            own = class_name_of(self.embedding, self.query_index) if self.query_index is not None else ""
             self.query_caption.setText(f"{self.query_path}{where}" + (f" (class {own})" if own else "") +
                                        f"\nits {len(self.indices)} nearest images by cosine similarity")
             for index, similarity in zip(self.indices.tolist(), self.similarities.tolist()):
@@ -268,7 +267,7 @@ class NeighboursView(QWidget):
 
     def _add_neighbour(self, index: int, similarity: float) -> None:
         path = self.embedding.paths[index]
-        label = self.label_of(index)
+        label = class_name_of(self.embedding, index)
         item = QListWidgetItem(to_pixmap(self.embedding.thumbnails[index]).scaled(
             NEIGHBOUR_SIDE, NEIGHBOUR_SIDE, Qt.AspectRatioMode.KeepAspectRatio),
             f"{similarity:.3f}" + (f" · {label}" if label else "") + f"\n{os.path.basename(path)}")
@@ -276,11 +275,6 @@ class NeighboursView(QWidget):
                         f"cosine similarity {similarity:.4f}\n(double-click: its own neighbours)")
         item.setData(Qt.ItemDataRole.UserRole, index)
         self.grid.addItem(item)
-
-    def label_of(self, index: int) -> str:
-        """The class folder of image `index`, '' when the folder is unlabelled."""
-        label = int(self.embedding.labels[index])
-        return self.embedding.class_names[label] if label >= 0 else ""
 
     def _set_query_picture(self, thumbnail: np.ndarray) -> None:
         self.query_picture.setPixmap(to_pixmap(np.asarray(thumbnail)).scaled(
@@ -305,12 +299,8 @@ class NeighboursView(QWidget):
     @Slot()
     def _export_query_clicked(self) -> None:
         name = os.path.splitext(os.path.basename(self.query_path))[0] or "query"
-        path = save_file(self, "Export neighbours", f"neighbours-{name}.csv", "CSV (*.csv)")
-        if path:
-            try:
-                self.notice.emit(f"wrote {self.export_query(path)}")
-            except (OSError, UserError) as error:
-                self.error.emit(f"cannot write {path}: {error}")
+        export_to_file(self, "Export neighbours", f"neighbours-{name}.csv", "CSV (*.csv)", self.export_query,
+                       self.notice, self.error)
 
     @Slot()
     def _export_all_clicked(self) -> None:

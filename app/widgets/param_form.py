@@ -156,8 +156,3 @@ class ParamForm(QWidget):
             if not label.text():
                 label.setMinimumHeight(0)
                 label.hide()
-
-    def editor_for(self, key: str) -> QWidget | None:
-        """The editor of the setting the messages call `key` ('optim.lr'), None if not here."""
-        return next((editor for name, editor in self.editors.items()
-                     if table_key(self.prefix + (name,)) == key), None)

@@ -113,6 +113,7 @@ class PreviewPanel(QWidget):
         controls = QGridLayout()
         self.sliders: dict[str, ViewSlider] = {}
         self._tips: dict[str, tuple[str, QLabel]] = {}  # each slider's plain tooltip, and its label
+        self._slider_tips: dict[str, str] = {}  # ...with the recipe's sources
         self.rule_notes: dict[str, QLabel] = {}  # a setting the size rule turned off says so here
         for row, (name, (low, high, step)) in enumerate(SLIDERS.items()):
             slider = ViewSlider(name, low, high, step, lambda value, name=name: self._slide(name, value))
@@ -193,6 +194,7 @@ class PreviewPanel(QWidget):
                 if setting.key.split(".")[-1] == name:
                     lines.append(f"{recipe} recipe, {view_scope(setting.key)}: {setting.value} ({setting.source})")
             text = "\n".join([tip, *lines])
+            self._slider_tips[name] = text  # `_show_values` adds what the edited views do not share
             self.sliders[name].setToolTip(text)
             label.setToolTip(text)
 
@@ -209,7 +211,7 @@ class PreviewPanel(QWidget):
             values = [views[i].get(name) for i in chosen]
             shared = all(isinstance(v, (int, float)) for v in values) and len(set(values)) == 1
             slider.setEnabled(shared)
-            tip = self.sliders[name].toolTip().split("\n(differs")[0]
+            tip = self._slider_tips.get(name, self._tips[name][0])
             if shared:
                 slider.show_value(values[0])
             elif values:

@@ -188,7 +188,7 @@ class SetupPanel(QWidget):
         lead = (f"Switched from {old} to {new}" if old != new else f"Switched to the {recipe} recipe") + \
             f": its own {'parameters and views' if old != new else 'values'}"
         # a change to a field now hidden (a ViT's patch size under a CNN) says nothing
-        is_vit = BackboneConfig(name=str(self.model.value(("backbone", "name")))).is_vit
+        is_vit = self._backbone_is_vit()
         words = [f"{field_label(path[-1], path[0])} {before} → {after}" for path, before, after in changes
                  if is_vit or not (path[0] == "backbone" and path[-1] in VIT_FIELDS)]
         shown = words[:SWITCH_CHANGES_SHOWN] + ([f"{len(words) - SWITCH_CHANGES_SHOWN} more"]
@@ -200,12 +200,15 @@ class SetupPanel(QWidget):
 
     def _show_backbone_fields(self) -> None:
         """ViT-only fields for a ViT, the small stem for a CNN: a field that does nothing is hidden."""
-        is_vit = BackboneConfig(name=str(self.model.value(("backbone", "name")))).is_vit
+        is_vit = self._backbone_is_vit()
         form = self.backbone_form
         for name in form.editors:
             if name in VIT_FIELDS or name in CNN_FIELDS:
                 form.layout().setRowVisible(form.editors[name], is_vit == (name in VIT_FIELDS))
                 form.layout().setRowVisible(form.problem_labels[name], is_vit == (name in VIT_FIELDS))
+
+    def _backbone_is_vit(self) -> bool:
+        return BackboneConfig(name=str(self.model.value(("backbone", "name")))).is_vit
 
     def forms(self) -> list[ParamForm]:
         return [form for form in (self.data_form, self.method_form, self.backbone_form, self.optim_form,

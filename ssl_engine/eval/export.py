@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import UserError
 from .accuracy import AccuracyReport
+from .folder_embedding import class_name_of
 from .neighbours import DuplicatePairs
 
 _ROWS_PER_CHUNK = 1024   # embedding rows formatted at a time, so a memmapped folder is never loaded whole
@@ -56,9 +57,8 @@ def save_embeddings(embedding, path: str) -> str:
             for start in range(0, len(embedding.paths), _ROWS_PER_CHUNK):
                 chunk = np.asarray(features[start:start + _ROWS_PER_CHUNK], dtype=np.float32).tolist()
                 for offset, values in enumerate(chunk):
-                    label = int(embedding.labels[start + offset])
-                    class_name = embedding.class_names[label] if label >= 0 else ""
-                    writer.writerow([embedding.paths[start + offset], label, class_name,
+                    row = start + offset
+                    writer.writerow([embedding.paths[row], int(embedding.labels[row]), class_name_of(embedding, row),
                                      *(row_format % tuple(values)).split(",")])
     else:
         raise UserError(f"cannot save embeddings as '{extension or path}': use a .npz or .csv file name")
@@ -72,8 +72,7 @@ def save_selection_csv(path: str, embedding, rows) -> str:
         writer = csv.writer(file)
         writer.writerow(["path", "label", "class"])
         for row in np.asarray(rows, dtype=np.int64).tolist():
-            label = int(embedding.labels[row])
-            writer.writerow([embedding.paths[row], label, embedding.class_names[label] if label >= 0 else ""])
+            writer.writerow([embedding.paths[row], int(embedding.labels[row]), class_name_of(embedding, row)])
     return path
 
 
@@ -85,8 +84,7 @@ def copy_selection(embedding, rows, folder: str) -> list[str]:
     written = []
     for row in np.asarray(rows, dtype=np.int64).tolist():
         source = Path(embedding.paths[row])
-        label = int(embedding.labels[row])
-        where = target / embedding.class_names[label] if label >= 0 else target
+        where = target / class_name_of(embedding, row)  # the folder itself when unlabelled
         where.mkdir(parents=True, exist_ok=True)
         destination, number = where / source.name, 1
         while destination.exists():

@@ -63,6 +63,13 @@ class FolderEmbedding:
         return bool(self.class_names) and bool((self.labels >= 0).any())
 
 
+def class_name_of(embedding, row: int) -> str:
+    """The class folder of image `row` of an embedding (anything with `labels` and
+    `class_names`), '' when it has none."""
+    label = int(embedding.labels[row])
+    return embedding.class_names[label] if label >= 0 else ""
+
+
 def combine_embeddings(folders: list[FolderEmbedding]) -> tuple[FolderEmbedding, np.ndarray]:
     """Several folders' embeddings as one (rows in folder order) and the folder of each row.
 

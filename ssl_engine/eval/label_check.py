@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .neighbours import nearest_neighbours
+from .neighbours import centred, nearest_neighbours
 
 NEIGHBOURS = 10
 MIN_SHARE = 0.5  # listed when the other label holds more than this share of the neighbours
@@ -43,8 +43,7 @@ def possible_label_mistakes(features: np.ndarray, labels: np.ndarray, k: int = N
     labelled = np.flatnonzero(labels >= 0)
     if len(labelled) < 2 or len(np.unique(labels[labelled])) < 2:
         return []
-    rows = features[labelled]
-    rows = rows - rows.mean(axis=0, keepdims=True)
+    rows = centred(features[labelled])
     neighbour_index, similarity = nearest_neighbours(rows, rows, k=k, exclude=np.arange(len(rows)))
     neighbour_labels = labels[labelled][neighbour_index]
     suspects = []

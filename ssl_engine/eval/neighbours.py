@@ -117,8 +117,7 @@ def near_duplicates(features: np.ndarray, threshold: float = 0.95, max_pairs: in
     if max_pairs < 1:
         raise ValueError(f"max_pairs must be at least 1, got {max_pairs}")
     if centre and len(features):
-        features = np.asarray(features, dtype=np.float32)
-        features = features - features.mean(axis=0, keepdims=True)
+        features = centred(features)
     rows = _unit_rows(features)
     count = rows.shape[0]
     threshold = float(threshold) - _ROUNDING_TOLERANCE
@@ -158,6 +157,13 @@ def near_duplicates(features: np.ndarray, threshold: float = 0.95, max_pairs: in
                          truncated=found > len(kept_similarity))
 
 
+def centred(features: np.ndarray) -> np.ndarray:
+    """float32 (N, D) features less their mean row: what the duplicates search and the label
+    check compare (see `near_duplicates`)."""
+    features = np.asarray(features, dtype=np.float32)
+    return features - features.mean(axis=0, keepdims=True)
+
+
 def _most_similar_first(similarity: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """The order that sorts pairs by similarity (descending), then first, then second row."""
     return torch.from_numpy(np.lexsort((second.numpy(), first.numpy(), -similarity.numpy())))
@@ -173,9 +179,8 @@ def suggested_duplicate_threshold(features: np.ndarray, quantile: float = THRESH
     row's (centred, as `near_duplicates(centre=True)` compares) cosine similarity to its nearest
     other row. A fixed 0.95 finds dozens of merely similar pictures with one model and one
     group of hundreds with another; each model's features spread differently."""
-    features = np.asarray(features, dtype=np.float32)
     if len(features) < 2:
         return 1.0
-    centred = features - features.mean(axis=0, keepdims=True)
-    _, similarities = nearest_neighbours(centred, centred, k=1, exclude=np.arange(len(features)))
+    rows = centred(features)
+    _, similarities = nearest_neighbours(rows, rows, k=1, exclude=np.arange(len(rows)))
     return float(min(np.quantile(similarities[:, 0], quantile), 1.0))

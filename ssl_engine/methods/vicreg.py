@@ -17,7 +17,7 @@ from ..distributed import gather_with_grad
 from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import MATRIX_DIMS, Method, StepOutput, register
-from ..recipes import QUICK_COLOUR, QUICK_LARS, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
+from ..recipes import QUICK_COLOUR, QUICK_LARS, SOLO_LEARN, Setting, solo_learn_lars
 
 
 @dataclass

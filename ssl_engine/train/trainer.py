@@ -169,6 +169,15 @@ class Trainer:
         return any(getattr(s.rates, field_name) > 0 and counter % getattr(s.rates, field_name) == 0
                    for s in self.subscriptions)
 
+    def _snapshot_due(self, rates: EventRates, field_name: str, step: int) -> bool:
+        """Whether a listener at `rates` takes the step snapshot `field_name` (views, matrix) of
+        `step`: at its rate, and after the run's first step, so that a window shows it at once."""
+        every = getattr(rates, field_name)
+        return every > 0 and (step % every == 0 or step == self.start_step + 1)
+
+    def _snapshot_wanted(self, field_name: str, step: int) -> bool:
+        return any(self._snapshot_due(s.rates, field_name, step) for s in self.subscriptions)
+
     # -- the run --------------------------------------------------------------------------
     def run(self) -> dict:
         try:
@@ -469,14 +478,12 @@ class Trainer:
                     self.folder.append_metrics({"kind": "step", "step": step, "epoch": epoch + metrics.epoch_progress,
                                                 "loss": loss, **metrics.terms, "lr": lr,
                                                 "images_per_second": speed, "time": seconds})
-            # the live views also come after a run's first step: a window shows them at once
-            first = step == self.start_step + 1
-            if self._wanted("matrix_every_steps", step) or (first and self._wanted("matrix_every_steps", 0)):
+            if self._snapshot_wanted("matrix_every_steps", step):
                 matrices, histograms = self.method.matrices(output), self.method.histograms(output)
                 self._emit(MatrixSnapshot(step, {k: v.float().cpu().numpy().copy() for k, v in matrices.items()},
                                           {k: v.float().cpu().numpy().copy() for k, v in histograms.items()}),
-                           lambda r: r.matrix_every_steps > 0 and (first or step % r.matrix_every_steps == 0))
-            if self._wanted("views_every_steps", step) or (first and self._wanted("views_every_steps", 0)):
+                           lambda r: self._snapshot_due(r, "matrix_every_steps", step))
+            if self._snapshot_wanted("views_every_steps", step):
                 samples = self._view_samples().to(self.device)
                 shown = to_display(samples)  # one read-only copy for both events
                 self._emit_views(step, samples, shown)
@@ -629,19 +636,13 @@ class Trainer:
         if hasattr(backbone, "class_token_attention"):
             attention = backbone.class_token_attention(images).cpu().numpy().copy()
         if pictures or attention is not None:
-            self._emit(MethodPictures(step=step, originals=shown, pictures=pictures,
-                                      attention=attention), self._views_wanted(step))
+            self._emit(MethodPictures(step=step, originals=shown, pictures=pictures, attention=attention),
+                       lambda r: self._snapshot_due(r, "views_every_steps", step))
 
     def _emit_views(self, step: int, originals: torch.Tensor, shown: np.ndarray) -> None:
         views = self._views(originals, step, global_batch=False)
         self._emit(AugmentedViews(step=step, originals=shown, views=[to_display(v) for v in views]),
-                   self._views_wanted(step))
-
-    def _views_wanted(self, step: int):
-        """Which listeners take the views and pictures of `step`: at their rate, and after the
-        run's first step."""
-        first = step == self.start_step + 1
-        return lambda r: r.views_every_steps > 0 and (first or step % r.views_every_steps == 0)
+                   lambda r: self._snapshot_due(r, "views_every_steps", step))
 
     def _evaluate(self, linear_probe: bool) -> dict:
         if not dist_utils.is_main_process():
