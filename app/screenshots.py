@@ -10,7 +10,8 @@ training views, then stops the run (which saves its checkpoint) and closes.
 
 With --evaluate (a checkpoint file or run folder) and --folder, it opens the Evaluate tab on
 them instead, compared with the random-init floor, and saves each sub-tab: the map (by label,
-and as thumbnails), a point's neighbours, the near-duplicates and the accuracy of both models.
+and as thumbnails), a point's neighbours, the near-duplicates, the label check and the accuracy of
+both models.
 """
 
 from __future__ import annotations
@@ -133,6 +134,10 @@ def evaluate_shots(app: QApplication, window: MainWindow, args, work: Path) -> i
     panel.duplicates.set_threshold(args.duplicate_threshold)
     wait_for(app, lambda: panel.duplicates.pairs is not None and not panel.duplicates.computing(), 600)
     shoot("duplicates")
+    if panel.label_check.embedding is not None and panel.label_check.embedding.has_labels:
+        panel.tabs.setCurrentWidget(panel.label_check)
+        wait_for(app, lambda: panel.label_check.suspects is not None and not panel.label_check.computing(), 600)
+        shoot("label-check")
     if panel.accuracy.has_labels():
         wait_for(app, lambda: panel.compared is not None or not panel.embedding(), 1800)
         panel.tabs.setCurrentWidget(panel.accuracy)

@@ -576,6 +576,7 @@ class EvaluatePanel(QWidget):
             self.status.setText(f"{worker.cancel_message or 'embedding cancelled'}{shown}: Embed resumes")
         else:
             self.status.setText(self._embedded_summary())
+            self.status.setToolTip(self.status.text())  # the line may be cut at the window's edge
         self._update_enabled()
 
     def _embedded_summary(self) -> str:

@@ -51,6 +51,7 @@ class LabelCheckView(QWidget):
         self.list = QListWidget()
         self.list.setIconSize(QSize((NEIGHBOURS_SHOWN + 1) * (THUMBNAIL_SIDE + 2) + 8, THUMBNAIL_SIDE))
         self.list.setAlternatingRowColors(True)
+        self.list.setWordWrap(True)
         controls = QHBoxLayout()
         controls.addWidget(self.k_spin)
         controls.addStretch(1)
@@ -104,7 +105,7 @@ class LabelCheckView(QWidget):
         self.summary.setText(
             f"{len(self.suspects):,} of {labelled:,} labelled images have most of their {self.k_spin.value()} "
             f"nearest images in another class: a wrong folder, an ambiguous picture, or classes the model does "
-            f"not tell apart" if self.suspects else
+            f"not tell apart. Each row: the image, then its nearest images" if self.suspects else
             f"every one of {labelled:,} labelled images has most of its neighbours in its own class")
         self._list()
         self._update_enabled()
@@ -123,7 +124,7 @@ class LabelCheckView(QWidget):
             picture = thumbnail_strip(thumbnails, rows, THUMBNAIL_SIDE)
             path = self.embedding.paths[suspect.row]
             votes = round(suspect.share * len(suspect.neighbours))
-            item = QListWidgetItem(picture, f"{os.path.basename(path)} · filed as {names[suspect.label]} · "
+            item = QListWidgetItem(picture, f"{os.path.basename(path)} · filed as {names[suspect.label]}\n"
                                             f"{votes} of {len(suspect.neighbours)} neighbours are "
                                             f"{names[suspect.suggested]} (similarity {suspect.similarity:.2f})")
             item.setToolTip("\n".join([path, "its neighbours:"] +
