@@ -288,7 +288,7 @@ def test_set_points_again_reuses_items_and_resets_the_state(qtbot, shapes_points
     assert len(signal.args[0]) == 0
     view.set_colouring(labels[:100] % 3, ["a", "b", "c"], "cluster")
     assert sorted(scatter_items(view)) == ["a", "b", "c"]
-    assert sum(isinstance(item, pg.ScatterPlotItem) for item in view.plot_item.items) == 3 + 2  # + 2 ring items
+    assert sum(isinstance(item, pg.ScatterPlotItem) for item in view.plot_item.items) == 3 + 3  # + the selection's dots and rings, the highlight's rings
     assert len(view.legend.items) == 3 and len(view.highlighted()) == 0 and len(view._highlight_rings.data) == 0
     # Back to ten groups: as many graphics items as the first time, none left over.
     view.set_points(xy, thumbnails, paths)
@@ -333,3 +333,54 @@ def test_a_group_hidden_in_the_legend_cannot_be_selected_or_drawn(qtbot, shapes_
     corner = on_screen(view, xy.max(axis=0))
     drag(qtbot, view, [on_screen(view, xy.min(axis=0)) + QPoint(-5, 5), QPoint(300, 300), corner + QPoint(5, -5)])
     np.testing.assert_array_equal(view.selected(), np.flatnonzero(labels != 0))
+
+
+def test_a_filter_hides_points_from_drawing_hover_and_selection(qtbot, shapes_points):
+    xy, thumbnails, paths, labels, names = shapes_points
+    view = shown_map(qtbot, xy, thumbnails, paths)
+    view.set_colouring(labels, names, "label")
+    view._set_selection(np.array([0, 1, 2, 3]))
+    shown = labels == labels[0]
+    view.set_filter(shown)
+    drawn = sum(len(item.data) for item in scatter_items(view).values())
+    assert drawn == shown.sum()
+    assert set(scatter_items(view)) == {names[labels[0]]}          # one group left in the legend
+    np.testing.assert_array_equal(view.selected(), [i for i in range(4) if shown[i]])  # the hidden left it
+    assert f"{shown.sum():,} of {COUNT:,} images shown" in view.count_label.text()
+    qtbot.wait(20)  # the view fits the shown points
+    view.mode_buttons[RECTANGLE].click()
+    # a rectangle round every shown point, which holds hidden ones too
+    drag(qtbot, view, [on_screen(view, xy[shown].min(axis=0)) + QPoint(-5, 5), QPoint(300, 300),
+                       on_screen(view, xy[shown].max(axis=0)) + QPoint(5, -5)])
+    np.testing.assert_array_equal(view.selected(), np.flatnonzero(shown))
+    low, high = xy[shown].min(axis=0), xy[shown].max(axis=0)
+    inside = np.flatnonzero(~shown & ((xy > low) & (xy < high)).all(axis=1))
+    assert len(inside)
+    hidden = int(inside[0])  # on screen, under no filter it would be hovered
+    assert view._point_at(view.view_box.mapViewToScene(QPointF(*xy[hidden]))) != hidden
+    view.set_filter(None)
+    qtbot.wait(20)
+    assert view._point_at(view.view_box.mapViewToScene(QPointF(*xy[hidden]))) is not None
+    view.set_filter(shown)
+    # a new colouring keeps the filter; None shows every point again
+    view.set_colouring(np.zeros(COUNT, np.int64), ["all"], "one group")
+    assert sum(len(item.data) for item in scatter_items(view).values()) == shown.sum()
+    view.set_filter(None)
+    assert sum(len(item.data) for item in scatter_items(view).values()) == COUNT
+    assert "shown" not in view.count_label.text()
+
+
+def test_the_selection_is_drawn_in_its_own_colour(qtbot, shapes_points):
+    xy, thumbnails, paths, labels, names = shapes_points
+    view = shown_map(qtbot, xy, thumbnails, paths)
+    view.set_colouring(labels, names, "label")
+    view._set_selection(np.array([5, 7]))
+    dots = view._selection_dots
+    np.testing.assert_allclose(np.c_[dots.data["x"], dots.data["y"]], xy[[5, 7]])
+    assert dots.opts["brush"].color().getRgb()[:3] == embedding_map_module.SELECTION_RING
+    group_colours = {item.opts["brush"].color().getRgb()[:3] for item in scatter_items(view).values()}
+    assert embedding_map_module.SELECTION_RING not in group_colours
+    # over the groups' dots, under the thumbnails, which the rings still mark
+    assert 0 < dots.zValue() < view.thumbnail_layer.zValue() < view._selection_rings.zValue()
+    view.clear_selection()
+    assert len(view._selection_dots.data) == 0

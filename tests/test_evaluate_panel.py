@@ -23,6 +23,7 @@ from app.evaluation_worker import RANDOM_INIT  # noqa: E402
 from app.main_window import EVALUATED_FOLDERS_KEY, MainWindow  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
 from app.widgets.evaluate_panel import EvaluatePanel  # noqa: E402
+from app.widgets.map_tags import SHOW_UNTAGGED  # noqa: E402
 from ssl_engine.data.shapes import SHAPE_NAMES, generate_shapes  # noqa: E402
 from ssl_engine.eval.accuracy import accuracy_report  # noqa: E402
 from ssl_engine.eval.neighbours import nearest_neighbours  # noqa: E402
@@ -87,9 +88,10 @@ def wait_embedded(qtbot, panel, compared=False):
 
 
 def map_point_count(panel) -> int:
-    """Points drawn as dots on the map (the ring items of selection and highlight are empty here)."""
+    """Points drawn as dots on the map, in their groups' colours (not the selection's and highlight's marks)."""
     return sum(len(item.data) for item in panel.map.plot_item.listDataItems() if isinstance(item, pg.ScatterPlotItem)
-               and item not in (panel.map._selection_rings, panel.map._highlight_rings))
+               and item not in (panel.map._selection_rings, panel.map._selection_dots,
+                                panel.map._highlight_rings))
 
 
 def choose(combo, text: str) -> None:
@@ -456,3 +458,62 @@ def test_closing_the_window_mid_embed_ends_the_worker_and_remembers_the_folders(
     window.close()
     assert worker.isFinished() and window.evaluate.worker is None
     assert AppSettings(settings_path).text(EVALUATED_FOLDERS_KEY) == str(folder)
+
+
+def test_a_tagged_selection_colours_and_filters_the_map_and_is_there_when_the_folder_is_reopened(
+        qtbot, tmp_path, trained_run, shapes_folder):
+    folder, count = shapes_folder
+    panel = open_panel(qtbot, tmp_path, trained_run.parent, [folder])
+    wait_embedded(qtbot, panel)
+    tags = panel.map_tags
+    assert not tags.tag_button.isEnabled() and not tags.show_combo.isEnabled()   # nothing selected, no tags
+    panel.map._set_selection(np.array([2, 3, 11]))
+    assert tags.tag_button.isEnabled()
+    assert tags.tag_selection("check") == 3
+    assert "3 images tagged 'check'" in panel.status.text()
+    panel.map._set_selection(np.array([11, 20]))
+    assert tags.tag_selection("blurry") == 2
+    assert tags.show_combo.isEnabled()
+    assert [tags.show_combo.itemText(i) for i in range(tags.show_combo.count())] == \
+        ["all images", "tagged 'blurry'", "tagged 'check'", "untagged images"]
+
+    choose(panel.colour_combo, "tag")
+    assert panel.map.group_name(2) == "check" and panel.map.group_name(11) == "blurry"   # its first tag
+    assert panel.map.group_name(0) == "untagged"
+    tags.show_only("check")
+    assert map_point_count(panel) == 3
+    np.testing.assert_array_equal(panel.map.selected(), [11])   # 20 is not shown any more
+    tags.show_only(SHOW_UNTAGGED)
+    assert map_point_count(panel) == count - 4
+    # a new layout keeps the filter
+    pca = panel._map_xy
+    panel.projection_combo.setCurrentText("t-SNE")
+    qtbot.waitUntil(lambda: panel._map_xy is not pca, timeout=TIMEOUT_MS)
+    assert map_point_count(panel) == count - 4
+    tags.show_only(None)
+    panel.map._set_selection(np.array([2, 3]))
+    assert tags.untag_selection("check") == 2
+    assert panel.map.group_name(2) == "untagged"
+
+    reopened = open_panel(qtbot, tmp_path, trained_run.parent, [folder])   # the same cache folder
+    wait_embedded(qtbot, reopened)
+    assert reopened.map_tags.names() == ["blurry", "check"]
+    paths = reopened.primary.combined.paths
+    assert [paths[i] for i in reopened.map_tags.tags.rows("check")] == [panel.primary.combined.paths[11]]
+    assert [paths[i] for i in reopened.map_tags.tags.rows("blurry")] == \
+        [panel.primary.combined.paths[i] for i in (11, 20)]
+
+
+def test_an_unreadable_tags_file_is_one_message_and_the_map_still_works(qtbot, tmp_path, trained_run, shapes_folder):
+    from ssl_engine.eval.tags import tags_file
+    folder, count = shapes_folder
+    broken = tags_file(str(folder), str(tmp_path / "cache"))
+    broken.parent.mkdir(parents=True)
+    broken.write_text("[1, 2")
+    panel = open_panel(qtbot, tmp_path, trained_run.parent, [folder])
+    wait_embedded(qtbot, panel)
+    assert "cannot read the tags" in panel.last_error and len(messages(panel)) == 1
+    assert map_point_count(panel) == count
+    panel.map._set_selection(np.array([1]))
+    assert not panel.map_tags.tag_button.isEnabled()
+    assert broken.read_text() == "[1, 2"

@@ -303,7 +303,9 @@ class EmbeddingMap(QWidget):
         self._groups: np.ndarray | None = None     # group of each point, when coloured
         self._group_names: list[str] = []
         self._colouring_title = ""
-        self._drawable = np.empty(0, bool)          # points of groups not hidden in the legend
+        self._drawable = np.empty(0, bool)          # points shown by the filter, of groups not hidden in the legend
+        self._shown: np.ndarray | None = None       # the filter: which points are shown (None: all)
+        self._ungrouped_name = "no group"
         self._selection = np.empty(0, np.int64)
         self._highlighted = np.empty(0, np.int64)
         self._shape_points: list[QPointF] = []      # the rectangle's corners or the lasso, data coordinates
@@ -333,6 +335,12 @@ class EmbeddingMap(QWidget):
         self.thumbnail_layer.setZValue(10)
         self.thumbnail_layer.setVisible(False)
         self.plot_item.addItem(self.thumbnail_layer, ignoreBounds=True)
+        # The selection in its own colour: filled dots over the groups' (under the thumbnails),
+        # and rings above everything, so a selected thumbnail is still marked.
+        self._selection_dots = pg.ScatterPlotItem(size=DOT_SIZE + 2, pen=pg.mkPen("w", width=1),
+                                                  brush=pg.mkBrush(*SELECTION_RING), pxMode=True)
+        self._selection_dots.setZValue(5)
+        self.plot_item.addItem(self._selection_dots, ignoreBounds=True)
         self._selection_rings = self._ring_item(SELECTION_RING, DOT_SIZE + 6, z=20)
         self._highlight_rings = self._ring_item(HIGHLIGHT_RING, DOT_SIZE + 12, z=30)
         self._shape_item = QGraphicsPathItem()
@@ -394,6 +402,8 @@ class EmbeddingMap(QWidget):
         selection_layout = QVBoxLayout(selection_panel)
         selection_layout.setContentsMargins(0, 0, 0, 0)
         selection_layout.addLayout(selection_header)
+        self.selection_actions = QHBoxLayout()  # buttons that act on the selection, added by the map's owner
+        selection_layout.addLayout(self.selection_actions)
         selection_layout.addWidget(self.selection_grid, 1)
 
         map_panel = QWidget()
@@ -431,6 +441,7 @@ class EmbeddingMap(QWidget):
         self._tree = cKDTree(xy) if len(xy) else None
         self.thumbnail_layer.set_points(xy, self._images)
         self._groups, self._group_names, self._colouring_title = None, [], ""
+        self._shown = None
         self._draw_dots()
         self.highlight(np.empty(0, np.int64))
         if len(self._selection):
@@ -439,14 +450,34 @@ class EmbeddingMap(QWidget):
             self._show_selection()
         self.fit()
 
-    def set_colouring(self, values: np.ndarray, names: list[str], title: str) -> None:
-        """Colour point i by group `values[i]` (-1: no group, grey), named `names[v]` in the legend
-        under the heading `title` ("label", "cluster", ...)."""
+    def set_colouring(self, values: np.ndarray, names: list[str], title: str, ungrouped: str = "no group") -> None:
+        """Colour point i by group `values[i]` (-1: grey, named `ungrouped`), named `names[v]` in
+        the legend under the heading `title` ("label", "cluster", ...)."""
         values = np.asarray(values, dtype=np.int64).reshape(-1)
         if len(values) != len(self._xy):
             raise ValueError(f"{len(values)} group values for {len(self._xy)} points")
         self._groups, self._group_names, self._colouring_title = values, list(names), title
+        self._ungrouped_name = ungrouped
         self._draw_dots()
+
+    def set_filter(self, shown: np.ndarray | None) -> None:
+        """Show only the points where `shown` (bool, one per point) is true, None for all: the
+        others are not drawn and cannot be hovered, clicked or selected; selected ones that the
+        filter hides leave the selection."""
+        if shown is not None:
+            shown = np.asarray(shown, dtype=bool).reshape(-1)
+            if len(shown) != len(self._xy):
+                raise ValueError(f"a filter of {len(shown)} values for {len(self._xy)} points")
+        self._shown = shown
+        self._draw_dots()
+        if shown is not None and len(self._selection) and not shown[self._selection].all():
+            self._set_selection(self._selection[shown[self._selection]])
+        else:
+            self._show_selection()
+
+    def shown(self) -> np.ndarray:
+        """Which points the filter shows (bool, one per point)."""
+        return np.ones(len(self._xy), bool) if self._shown is None else self._shown.copy()
 
     def set_thumbnails_shown(self, shown: bool) -> None:
         """Draw the points' thumbnails over their dots, or only the dots."""
@@ -496,7 +527,8 @@ class EmbeddingMap(QWidget):
     def _draw_dots(self) -> None:
         """One scatter item per group present (reusing the items there are), the legend, the borders."""
         groups = np.full(len(self._xy), -1, np.int64) if self._groups is None else self._groups
-        present = [int(value) for value in np.unique(groups)]
+        shown = self.shown()
+        present = [int(value) for value in np.unique(groups[shown])]
         for value in set(self._scatters) - set(present):
             self.plot_item.removeItem(self._scatters.pop(value))
         self.legend.clear()
@@ -509,12 +541,12 @@ class EmbeddingMap(QWidget):
                 self.plot_item.addItem(scatter)
             colour = QColor(*UNCOLOURED) if self._groups is None else group_colour(value, len(self._group_names))
             name = self._group_name_of(value)
-            scatter.setData(pos=self._xy[groups == value], brush=pg.mkBrush(colour), name=name)
+            scatter.setData(pos=self._xy[(groups == value) & shown], brush=pg.mkBrush(colour), name=name)
             scatter.setZValue(-1 if value < 0 else 0)  # the ungrouped beneath the rest
             scatter.setVisible(True)
             if self._groups is not None:
                 self.legend.addItem(scatter, name)
-        self._drawable = np.ones(len(self._xy), bool)
+        self._drawable = shown
         self.thumbnail_layer.set_drawable(self._drawable)
         if self._groups is None:
             self.thumbnail_layer.set_borders(None, None)
@@ -526,7 +558,7 @@ class EmbeddingMap(QWidget):
         if self._groups is None:
             return ""
         if value < 0:
-            return "no group"
+            return self._ungrouped_name
         return self._group_names[value] if value < len(self._group_names) else f"group {value}"
 
     @Slot(object)
@@ -536,7 +568,7 @@ class EmbeddingMap(QWidget):
         if self._groups is None:
             return
         visible = [value for value, item in self._scatters.items() if item.isVisible()]
-        self._drawable = np.isin(self._groups, visible)
+        self._drawable = np.isin(self._groups, visible) & self.shown()
         self.thumbnail_layer.set_drawable(self._drawable)
 
     # ---- selection
@@ -592,9 +624,13 @@ class EmbeddingMap(QWidget):
 
     def _show_selection(self) -> None:
         self._selection_rings.setData(pos=self._xy[self._selection])
+        self._selection_dots.setData(pos=self._xy[self._selection])
         self._grid_model.show(self._selection, self._images, self._paths)
-        self.count_label.setText(f"{len(self._selection)} selected" if len(self._selection) else
-                                 "Select with Rectangle or Lasso to see the images here")
+        text = (f"{len(self._selection)} selected" if len(self._selection) else
+                "Select with Rectangle or Lasso to see the images here")
+        if self._shown is not None:
+            text += f" ({int(self._shown.sum()):,} of {len(self._xy):,} images shown)"
+        self.count_label.setText(text)
         self.clear_button.setEnabled(bool(len(self._selection)))
 
     @Slot(QModelIndex)

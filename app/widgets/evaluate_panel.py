@@ -5,8 +5,9 @@ second model to compare with, and one or more folders; embedding starts by itsel
 change (while the tab is on screen) and runs in an `EmbeddingThread` whose progress a timer
 polls. Four sub-tabs work over every opened folder together:
 
-- Map: the embedding projected to 2-D (PCA, t-SNE, UMAP), coloured by label, k-means cluster or
-  folder, as dots or thumbnails; clicking a point finds its neighbours and highlights them.
+- Map: the embedding projected to 2-D (PCA, t-SNE, UMAP), coloured by label, k-means cluster,
+  folder or tag, as dots or thumbnails; clicking a point finds its neighbours and highlights them;
+  a selection can be tagged, and the map filtered to one tag.
 - Neighbours: the nearest images of a clicked point or of an outside image.
 - Duplicates: near-identical images at a threshold the user moves.
 - Accuracy: kNN and linear-probe accuracy of both models on the labelled folders.
@@ -40,12 +41,13 @@ from .accuracy_view import AccuracyView
 from .duplicates_view import DuplicatesView
 from .embedding_map import EmbeddingMap
 from .label_check_view import LabelCheckView
+from .map_tags import MapTags
 from .neighbours_view import NeighboursView
 
 POLL_INTERVAL_MS = 100       # progress redraws 10 times a second
 EMBED_DEBOUNCE_MS = 300      # wait for the user to finish choosing before embedding
 SKIPPED_LISTED = 20          # unreadable files named in the tooltip (all of them in the details)
-COLOUR_LABEL, COLOUR_CLUSTER, COLOUR_FOLDER = "label", "k-means cluster", "folder"
+COLOUR_LABEL, COLOUR_CLUSTER, COLOUR_FOLDER, COLOUR_TAG = "label", "k-means cluster", "folder", "tag"
 OPEN_CHECKPOINT = "open"     # item data of the "Open checkpoint…" entry
 
 
@@ -257,7 +259,7 @@ class EvaluatePanel(QWidget):
                                          "picture twice) and take longer")
         self.projection_combo.currentIndexChanged.connect(self._project)
         self.colour_combo = QComboBox()
-        self.colour_combo.addItems([COLOUR_LABEL, COLOUR_CLUSTER, COLOUR_FOLDER])
+        self.colour_combo.addItems([COLOUR_LABEL, COLOUR_CLUSTER, COLOUR_FOLDER, COLOUR_TAG])
         self.colour_combo.currentIndexChanged.connect(self._apply_colouring)
         self.clusters_spin = QSpinBox()
         self.clusters_spin.setRange(2, 100)
@@ -265,6 +267,13 @@ class EvaluatePanel(QWidget):
         self.clusters_spin.setPrefix("k = ")
         self.clusters_spin.setToolTip("number of k-means clusters")
         self.clusters_spin.valueChanged.connect(self._apply_colouring)
+        self.map_tags = MapTags(self.map, self.cache_dir, self)
+        self.map_tags.notice.connect(self.show_notice)
+        self.map_tags.error.connect(self.show_error)
+        self.map_tags.changed.connect(self._tags_changed)
+        for widget in (self.map_tags.tag_button, self.map_tags.untag_button):
+            self.map.selection_actions.addWidget(widget)
+        self.map.selection_actions.addStretch(1)
         self.thumbnails_check = QCheckBox("Thumbnails")
         self.thumbnails_check.setToolTip("draw each point as its image instead of a dot")
         self.thumbnails_check.toggled.connect(self.map.set_thumbnails_shown)
@@ -277,6 +286,9 @@ class EvaluatePanel(QWidget):
         controls.addWidget(QLabel("Colour by"))
         controls.addWidget(self.colour_combo)
         controls.addWidget(self.clusters_spin)
+        controls.addSpacing(8)
+        controls.addWidget(QLabel("Show"))
+        controls.addWidget(self.map_tags.show_combo)
         controls.addSpacing(8)
         controls.addWidget(self.thumbnails_check)
         controls.addSpacing(8)
@@ -602,6 +614,11 @@ class EvaluatePanel(QWidget):
             self.label_check.set_embedding(combined)
             self._show_counts()
             if primary is None:
+                self.map_tags.clear()
+            else:
+                self.map_tags.set_images([folder.root for folder in primary.folders], combined.paths,
+                                         primary.folder_of)
+            if primary is None:
                 self.map.set_points(np.zeros((0, 2), np.float32), np.zeros((0, 64, 64, 3), np.uint8), [])
                 self.map_status.setText("")
             else:
@@ -652,6 +669,7 @@ class EvaluatePanel(QWidget):
         self._map_xy = xy
         self.map.set_points(xy, combined.thumbnails, combined.paths)
         self.map.set_thumbnails_shown(self.thumbnails_check.isChecked())
+        self.map_tags.apply_filter()
         self._apply_colouring()
 
     @Slot()
@@ -666,6 +684,9 @@ class EvaluatePanel(QWidget):
             self.map.set_colouring(combined.labels, combined.class_names, "label")
         elif colour_by == COLOUR_FOLDER:
             self.map.set_colouring(self.primary.folder_of, self.primary.folder_names, "folder")
+        elif colour_by == COLOUR_TAG:
+            groups, names = self.map_tags.groups()
+            self.map.set_colouring(groups, names, "tag", ungrouped="untagged")
         else:
             k = self.clusters_spin.value()
             if self._clusters is None or self._clusters[0] != k:
@@ -682,6 +703,11 @@ class EvaluatePanel(QWidget):
             return
         self._clusters = (k, clusters)
         self._apply_colouring()
+
+    @Slot()
+    def _tags_changed(self) -> None:
+        if self.colour_combo.currentText() == COLOUR_TAG:
+            self._apply_colouring()
 
     @Slot(str)
     def _map_job_failed(self, message: str) -> None:
