@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtWidgets import QApplication
 
 from ssl_engine.config import ExperimentConfig
@@ -100,6 +101,24 @@ def settle(app: QApplication, seconds: float = 0.5) -> None:
         time.sleep(0.01)
 
 
+def tagged_shots(panel, shoot) -> None:
+    """The map with a selection (the 30 points nearest the first on the map), then that selection
+    tagged and the map coloured by tag, then filtered to the tag; the tag is removed afterwards."""
+    xy = panel._map_xy
+    nearest = np.sort(np.argsort(((xy - xy[0]) ** 2).sum(axis=1))[:30])
+    panel.map._set_selection(nearest)
+    shoot("map-selection")
+    panel.map_tags.tag_selection("screenshot")
+    panel.colour_combo.setCurrentText("tag")
+    shoot("map-tagged")
+    panel.map_tags.show_only("screenshot")
+    shoot("map-filtered")
+    panel.map_tags.show_only(None)
+    panel.map_tags.untag_selection("screenshot")
+    panel.map.clear_selection()
+    panel.colour_combo.setCurrentIndex(0)
+
+
 def evaluate_shots(app: QApplication, window: MainWindow, args, work: Path) -> int:
     """The Evaluate tab's sub-tabs on one checkpoint and its folders, one PNG each."""
     os.environ.setdefault("SSL_EXPLORER_CACHE", str(work / "cache"))
@@ -128,6 +147,7 @@ def evaluate_shots(app: QApplication, window: MainWindow, args, work: Path) -> i
     panel.thumbnails_check.setChecked(True)
     shoot("map-thumbnails")
     panel.thumbnails_check.setChecked(False)
+    tagged_shots(panel, shoot)
     panel.tabs.setCurrentWidget(panel.neighbours)
     shoot("neighbours")
     panel.tabs.setCurrentWidget(panel.duplicates)

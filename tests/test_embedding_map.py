@@ -358,7 +358,10 @@ def test_a_filter_hides_points_from_drawing_hover_and_selection(qtbot, shapes_po
     assert len(inside)
     hidden = int(inside[0])  # on screen, under no filter it would be hovered
     assert view._point_at(view.view_box.mapViewToScene(QPointF(*xy[hidden]))) != hidden
+    view.highlight(np.array([hidden, int(np.flatnonzero(shown)[0])]))
+    assert len(view._highlight_rings.data) == 1   # a hidden neighbour is not ringed
     view.set_filter(None)
+    assert len(view._highlight_rings.data) == 2
     qtbot.wait(20)
     assert view._point_at(view.view_box.mapViewToScene(QPointF(*xy[hidden]))) is not None
     view.set_filter(shown)

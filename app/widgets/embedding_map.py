@@ -366,7 +366,7 @@ class EmbeddingMap(QWidget):
 
         self.mode_buttons: dict[str, QToolButton] = {}
         self._mode_group = QButtonGroup(self)
-        toolbar = QHBoxLayout()
+        self.toolbar = toolbar = QHBoxLayout()  # the map's owner may add its controls at the end
         for mode, text, tip in ((PAN, "Pan / zoom", "Drag to pan; the wheel zooms everywhere"),
                                 (RECTANGLE, "Rectangle", "Drag a rectangle to select; Shift adds to the selection"),
                                 (LASSO, "Lasso", "Draw around points to select them; Shift adds to the selection")):
@@ -470,6 +470,7 @@ class EmbeddingMap(QWidget):
                 raise ValueError(f"a filter of {len(shown)} values for {len(self._xy)} points")
         self._shown = shown
         self._draw_dots()
+        self._draw_highlight()
         if shown is not None and len(self._selection) and not shown[self._selection].all():
             self._set_selection(self._selection[shown[self._selection]])
         else:
@@ -490,7 +491,10 @@ class EmbeddingMap(QWidget):
     def highlight(self, indices: np.ndarray) -> None:
         """Ring these points (a clicked image's neighbours, say); an empty array removes the rings."""
         self._highlighted = np.asarray(indices, dtype=np.int64).reshape(-1)
-        self._highlight_rings.setData(pos=self._xy[self._highlighted])
+        self._draw_highlight()
+
+    def _draw_highlight(self) -> None:
+        self._highlight_rings.setData(pos=self._xy[self._highlighted[self.shown()[self._highlighted]]])
 
     def highlighted(self) -> np.ndarray:
         """The ringed points' indices, int64."""

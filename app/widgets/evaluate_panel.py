@@ -274,6 +274,8 @@ class EvaluatePanel(QWidget):
         for widget in (self.map_tags.tag_button, self.map_tags.untag_button):
             self.map.selection_actions.addWidget(widget)
         self.map.selection_actions.addStretch(1)
+        self.map.toolbar.addWidget(QLabel("Show"))
+        self.map.toolbar.addWidget(self.map_tags.show_combo)
         self.thumbnails_check = QCheckBox("Thumbnails")
         self.thumbnails_check.setToolTip("draw each point as its image instead of a dot")
         self.thumbnails_check.toggled.connect(self.map.set_thumbnails_shown)
@@ -286,9 +288,6 @@ class EvaluatePanel(QWidget):
         controls.addWidget(QLabel("Colour by"))
         controls.addWidget(self.colour_combo)
         controls.addWidget(self.clusters_spin)
-        controls.addSpacing(8)
-        controls.addWidget(QLabel("Show"))
-        controls.addWidget(self.map_tags.show_combo)
         controls.addSpacing(8)
         controls.addWidget(self.thumbnails_check)
         controls.addSpacing(8)

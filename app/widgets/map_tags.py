@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QObject, QSignalBlocker, Signal, Slot
-from PySide6.QtWidgets import QComboBox, QInputDialog, QMenu, QPushButton, QToolButton
+from PySide6.QtWidgets import QComboBox, QInputDialog, QMenu, QPushButton
 
 from ssl_engine.errors import UserError
 from ssl_engine.eval.tags import ImageTags, checked_tag
@@ -36,11 +36,11 @@ class MapTags(QObject):
         self.tag_button.clicked.connect(self._tag_clicked)
         self.untag_menu = QMenu()
         self.untag_menu.aboutToShow.connect(self._fill_untag_menu)
-        self.untag_button = QToolButton(text="Untag", toolTip="Remove a tag from the selected images")
+        self.untag_button = QPushButton("Untag", toolTip="Remove a tag from the selected images")
         self.untag_button.setMenu(self.untag_menu)
-        self.untag_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self.show_combo = QComboBox(toolTip="Show all images, or only those with a tag (the others cannot be "
                                             "hovered or selected)")
+        self.show_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.show_combo.currentIndexChanged.connect(self.apply_filter)
         self.map.selection_changed.connect(self._update_enabled)
         self._fill_show_combo()
