@@ -10,6 +10,9 @@ Every function here:
 
 Shapes: embeddings are (N, D), one row per sample; the two arguments of a pair loss hold two
 views of the same N samples, row i of one matching row i of the other.
+
+Two helpers prepare a target rather than score it: `patch_mean_std` and `standardise_patches`,
+MAE's per-patch normalisation, written once for MAE's loss and pictures and BEiT's tokenizer.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from .distributed import all_reduce_max, all_reduce_sum
 __all__ = [
     "info_nce",
     "info_nce_with_queue",
+    "moco_v3_contrastive",
     "cross_correlation",
     "barlow_twins_terms",
     "barlow_twins",
@@ -35,6 +39,8 @@ __all__ = [
     "negative_cosine",
     "dino_loss",
     "sinkhorn",
+    "standardise_patches",
+    "patch_mean_std",
     "masked_patch_mse",
     "masked_pixel_l1",
     "masked_token_cross_entropy",
@@ -162,6 +168,32 @@ def info_nce_with_queue(q: Tensor, k: Tensor, queue: Tensor, temperature: float)
     logits = torch.cat([positive_logits, negative_logits], dim=1) / temperature
     positive_index = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, positive_index)
+
+
+@_in_float32
+def moco_v3_contrastive(q: Tensor, keys: Tensor, temperature: float, first_positive: int = 0) -> Tensor:
+    """MoCo v3's contrastive loss, ctr (Chen, Xie, He, "An Empirical Study of Training
+    Self-Supervised Vision Transformers", ICCV 2021, algorithm 1).
+
+    With q and the keys L2-normalised here, the positive of query n being key
+    `first_positive + n`:
+
+        ctr(q, k) = CrossEntropy(q k^T / T, labels = first_positive + n) * 2T
+
+    so the other keys of the batch are the negatives (no queue). The factor 2T is the reference
+    code's; it makes the gradient's scale independent of T. The method symmetrises,
+    loss = ctr(q1, k2) + ctr(q2, k1), and passes detached keys (the momentum encoder's).
+
+    Args:
+        q: (N, D) queries of this process.
+        keys: (M, D) keys of the global batch (`first_positive` is this process's offset in the
+            gather; 0 on one process).
+        temperature: T > 0.
+    """
+    q = F.normalize(q, dim=1, eps=NORMALIZE_EPS)
+    keys = F.normalize(keys, dim=1, eps=NORMALIZE_EPS)
+    labels = torch.arange(len(q), device=q.device) + first_positive
+    return F.cross_entropy(q @ keys.T / temperature, labels) * (2 * temperature)
 
 
 def _standardize_per_dimension(z: Tensor) -> Tensor:
@@ -378,6 +410,22 @@ def _mean_over_masked(per_patch: Tensor, mask: Tensor) -> Tensor:
     return (per_patch * weights).sum() / weights.sum().clamp_min(1.0)
 
 
+def patch_mean_std(patches: Tensor) -> tuple[Tensor, Tensor]:
+    """Each patch's mean and standard deviation over its D values, both (..., 1), for (..., D)
+    `patches`: mean_d t and sqrt(var_d t + 1e-6), with the unbiased variance, as the MAE code's
+    `norm_pix_loss` computes them."""
+    return patches.mean(dim=-1, keepdim=True), (patches.var(dim=-1, keepdim=True) + NORM_PIX_EPS).sqrt()
+
+
+def standardise_patches(patches: Tensor) -> Tensor:
+    """(..., D) `patches`, each standardised by its own values (MAE's per-patch target
+    normalisation, `norm_pix_loss`): t = (t - mean_d t) / sqrt(var_d t + 1e-6), with
+    `patch_mean_std`. Not a loss: a target's preparation, shared by MAE's loss and pictures and by
+    BEiT's tokenizer; it keeps the input's dtype."""
+    mean, std = patch_mean_std(patches)
+    return (patches - mean) / std
+
+
 @_in_float32
 def masked_patch_mse(pred: Tensor, target: Tensor, mask: Tensor, normalize_target: bool = True) -> Tensor:
     """MAE's reconstruction loss (He et al., "Masked Autoencoders Are Scalable Vision Learners",
@@ -388,15 +436,12 @@ def masked_patch_mse(pred: Tensor, target: Tensor, mask: Tensor, normalize_targe
     with `pred`, `target` (N, P, D) patches of D pixel values (see `models.vit.patchify`) and
     `mask` (N, P) bool, True where a patch was hidden from the encoder. With `normalize_target`
     (the paper's `norm_pix_loss`, its default), each target patch is first standardised by its
-    own pixels, t = (t - mean_d t) / sqrt(var_d t + 1e-6) with the unbiased variance, as in the
-    MAE code. Every process masks the same share of patches, so under DDP the per-process mean
+    own pixels (`standardise_patches`). Every process masks the same share of patches, so under DDP the per-process mean
     averages to the global one.
     """
     _require_same_shape_3d(pred, target)
     if normalize_target:
-        mean = target.mean(dim=-1, keepdim=True)
-        var = target.var(dim=-1, keepdim=True)
-        target = (target - mean) / (var + NORM_PIX_EPS).sqrt()
+        target = standardise_patches(target)
     return _mean_over_masked((pred - target).pow(2).mean(dim=-1), mask)
 
 

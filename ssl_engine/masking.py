@@ -16,12 +16,24 @@ pictures from a fixed seed so that an image keeps its mask from step to step); w
 they draw from torch's global generator. A training step should draw its masks from
 `methods.base.step_generator` for the whole global batch, so that a resumed run and each of N
 processes get the masks of one uninterrupted process.
+
+A method names its masking as a strategy with one interface, `draw(rows, grid, generator)`, so
+that the masked methods' base (`methods.masked.MaskedMethod`) draws every method's step and
+picture masks the same way:
+
+    RandomPatches(0.75)             # MAE, MaskFeat; RandomPatches(0.6, square=2): SimMIM's squares
+    Blocks(0.4)                     # BEiT, MaskFeat
+    SometimesBlocks(0.5, 0.1, 0.5)  # iBOT: half the rows whole, the others in blocks
+    MultiBlock(4)                   # I-JEPA: (context, targets)
+    RandomKeep(0.15)                # MSN: the indices of the patches each row keeps
 """
 
 from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -208,3 +220,91 @@ def mask_picture(mask: Tensor, grid: int, image_size: int | tuple[int, int]) -> 
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     return F.interpolate(chosen.reshape(n, 1, grid, grid), size=size, mode="nearest")
 
+
+
+# -- mask strategies: one `draw(rows, grid, generator)` for every method ------------------------
+
+class MaskStrategy(Protocol):
+    """How a method hides patches: `draw` returns masks (or index sets, or a tuple of them) with
+    one row per image for `rows` images of grid x grid patches, from `generator`'s draws only, on
+    the generator's device."""
+
+    def draw(self, rows: int, grid: int, generator: torch.Generator) -> Tensor | tuple[Tensor, ...]: ...
+
+
+@dataclass(frozen=True)
+class RandomPatches:
+    """`ratio` of the patches uniformly at random (`random_patch_mask`), in squares of
+    `square` x `square` patches (SimMIM's mask patch: the coarse grid's mask, upscaled; 1: single
+    patches, MAE's). (rows, grid^2) bool."""
+
+    ratio: float
+    square: int = 1
+
+    def draw(self, rows: int, grid: int, generator: torch.Generator) -> Tensor:
+        coarse = grid // self.square
+        mask = random_patch_mask(rows, coarse * coarse, self.ratio, generator=generator)
+        mask = mask.reshape(-1, coarse, coarse).repeat_interleave(self.square, 1).repeat_interleave(self.square, 2)
+        return mask.flatten(1)
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """BEiT's block-wise masking of `ratio` of the patches (`block_mask`). (rows, grid^2) bool."""
+
+    ratio: float
+
+    def draw(self, rows: int, grid: int, generator: torch.Generator) -> Tensor:
+        return block_mask(rows, grid, self.ratio, generator=generator)
+
+
+@dataclass(frozen=True)
+class SometimesBlocks:
+    """iBOT's masks: each row left whole with probability 1 - `probability`, else a ratio uniform
+    in [ratio_min, ratio_max] of it masked in blocks, with the iBOT code's smallest block,
+    max(1, (grid // 3)^2) patches (16 on 14 x 14, as BEiT's). (rows, grid^2) bool.
+
+    `block_mask` takes one ratio per call, so it is called once per masked row; it masks exactly
+    round(r * grid^2) patches where the code stops at the first count at or above r * grid^2."""
+
+    probability: float
+    ratio_min: float
+    ratio_max: float
+
+    def draw(self, rows: int, grid: int, generator: torch.Generator) -> Tensor:
+        masked = torch.rand(rows, generator=generator) < self.probability
+        ratios = self.ratio_min + (self.ratio_max - self.ratio_min) * torch.rand(rows, generator=generator)
+        smallest_block = max(1, (grid // 3) ** 2)  # the iBOT code's `low`
+        mask = torch.zeros(rows, grid * grid, dtype=torch.bool)
+        for row in torch.nonzero(masked).flatten().tolist():
+            mask[row] = block_mask(1, grid, float(ratios[row]), min_patches=smallest_block, generator=generator)[0]
+        return mask
+
+
+@dataclass(frozen=True)
+class MultiBlock:
+    """I-JEPA's multi-block masks (`ijepa_masks`): (context (rows, Kc), targets (rows, T, Kt))."""
+
+    num_targets: int = 4
+    target_scale: tuple[float, float] = (0.15, 0.2)
+    target_aspect: tuple[float, float] = (0.75, 1.5)
+    context_scale: tuple[float, float] = (0.85, 1.0)
+
+    def draw(self, rows: int, grid: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        return ijepa_masks(rows, grid, num_targets=self.num_targets, target_scale=self.target_scale,
+                           target_aspect=self.target_aspect, context_scale=self.context_scale,
+                           generator=generator)
+
+
+@dataclass(frozen=True)
+class RandomKeep:
+    """MSN's patch dropping: the indices of the max(1, int(grid^2 (1 - ratio))) patches each row
+    keeps, uniformly at random and in random order (the first of a random permutation; a ViT's
+    `tokens(keep=...)` takes them in any order). (rows, kept) long."""
+
+    ratio: float
+
+    def draw(self, rows: int, grid: int, generator: torch.Generator) -> Tensor:
+        patches = grid * grid
+        kept = max(1, int(patches * (1 - self.ratio)))
+        return torch.rand(rows, patches, generator=generator).argsort(dim=1)[:, :kept]

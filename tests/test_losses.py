@@ -426,3 +426,52 @@ def test_sinkhorn_survives_peaked_scores_and_has_no_gradient():
     codes = losses.sinkhorn(scores, epsilon=0.05, iterations=10)
     assert torch.isfinite(codes).all() and not codes.requires_grad
     assert torch.allclose(codes.sum(dim=1), torch.ones(32), atol=1e-5)
+
+
+def test_moco_v3_contrastive_matches_a_hand_computation():
+    q = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    keys = torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])  # positives at rows 1 and 2
+    temperature = 0.5
+    # cosines of q0 with the keys: 0.6, 1, 0, -1; of q1: 0.8, 0, 1, 0
+    row0 = -math.log(math.exp(1 / 0.5) / sum(math.exp(c / 0.5) for c in (0.6, 1, 0, -1)))
+    row1 = -math.log(math.exp(1 / 0.5) / sum(math.exp(c / 0.5) for c in (0.8, 0, 1, 0)))
+    expected = (row0 + row1) / 2 * (2 * temperature)
+    assert losses.moco_v3_contrastive(q, keys, temperature, first_positive=1).item() == pytest.approx(expected, rel=1e-6)
+    # the positive's place matters: with the wrong offset the loss is another number
+    assert losses.moco_v3_contrastive(q, keys, temperature, first_positive=0).item() != pytest.approx(expected, rel=1e-3)
+
+
+def test_moco_v3_contrastive_is_float32_from_half_precision_inputs():
+    q, keys = torch.randn(4, 8).bfloat16(), torch.randn(4, 8).bfloat16()
+    loss = losses.moco_v3_contrastive(q, keys, 0.2)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(losses.moco_v3_contrastive(q.float(), keys.float(), 0.2).item(), rel=1e-6)
+
+
+def test_standardise_patches_matches_a_hand_computation():
+    patches = torch.tensor([[[1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 2.0, 2.0]]])        # (1, 2, 4)
+    std = math.sqrt(5 / 3 + 1e-6)                        # unbiased variance of 1..4 is 5/3
+    expected = torch.tensor([[[-1.5 / std, -0.5 / std, 0.5 / std, 1.5 / std], [0.0, 0.0, 0.0, 0.0]]])
+    assert torch.allclose(losses.standardise_patches(patches), expected, atol=1e-6)
+    mean, deviation = losses.patch_mean_std(patches)
+    assert mean.shape == deviation.shape == (1, 2, 1)
+    assert torch.allclose(mean.flatten(), torch.tensor([2.5, 2.0]))
+    assert torch.allclose(deviation.flatten(), torch.tensor([std, 1e-3]), rtol=1e-5)   # a flat patch: sqrt(1e-6)
+    # the moments it leaves: mean 0 and unbiased variance var / (var + 1e-6) in each patch
+    x = torch.randn(3, 5, 12, generator=torch.Generator().manual_seed(0)) * 4 + 2
+    out = losses.standardise_patches(x)
+    assert torch.allclose(out.mean(dim=-1), torch.zeros(3, 5), atol=1e-5)
+    variance = x.var(dim=-1)
+    assert torch.allclose(out.var(dim=-1), variance / (variance + 1e-6), atol=1e-5)
+    # a patch's brightness and contrast do not change it, and it undoes with its mean and deviation
+    assert torch.allclose(losses.standardise_patches(3 * x + 7), out, atol=1e-4)
+    mean, deviation = losses.patch_mean_std(x)
+    assert torch.allclose(out * deviation + mean, x, atol=1e-5)
+
+
+def test_masked_patch_mse_normalises_its_target_with_standardise_patches():
+    generator = torch.Generator().manual_seed(2)
+    pred, target = torch.randn(2, 6, 12, generator=generator), torch.randn(2, 6, 12, generator=generator) * 3 + 1
+    mask = torch.rand(2, 6, generator=generator) < 0.5
+    assert torch.allclose(losses.masked_patch_mse(pred, target, mask),
+                          losses.masked_patch_mse(pred, losses.standardise_patches(target), mask, normalize_target=False))

@@ -1,12 +1,14 @@
 """The shared patch masks: exact ratios, shapes, seeded reproducibility, BEiT's rectangles,
-I-JEPA's disjoint context and target blocks, and the pictures drawn from them."""
+I-JEPA's disjoint context and target blocks, the pictures drawn from them, and the mask
+strategies' one `draw(rows, grid, generator)` interface."""
 
 import math
 
 import pytest
 import torch
 
-from ssl_engine.masking import block_mask, ijepa_masks, mask_picture, random_patch_mask, visible_indices
+from ssl_engine.masking import (Blocks, MultiBlock, RandomKeep, RandomPatches, SometimesBlocks, block_mask,
+                                ijepa_masks, mask_picture, random_patch_mask, visible_indices)
 
 
 def seeded(seed):
@@ -141,3 +143,70 @@ def test_mask_picture_draws_masks_and_indices_at_image_size():
     covered = [len(set(t.flatten().tolist())) for t in targets]
     assert [int(u.sum()) // 16 for u in union] == covered
     assert math.isclose(float(mask_picture(random_patch_mask(1, 64, 0.75), 8, 32).mean()), 0.75)
+
+
+STRATEGIES = [RandomPatches(0.75), RandomPatches(0.5, square=2), Blocks(0.4), SometimesBlocks(0.5, 0.1, 0.5),
+              MultiBlock(), RandomKeep(0.15)]
+
+
+def _parts(drawn):
+    return drawn if isinstance(drawn, tuple) else (drawn,)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=lambda s: type(s).__name__)
+def test_every_strategy_draws_one_row_per_image_from_its_generator_only(strategy):
+    torch.manual_seed(5)
+    global_state = torch.get_rng_state()
+    first = _parts(strategy.draw(6, 8, seeded(3)))
+    assert torch.equal(torch.get_rng_state(), global_state)  # torch's own generator is left alone
+    assert all(len(part) == 6 for part in first)
+    assert all(torch.equal(a, b) for a, b in zip(first, _parts(strategy.draw(6, 8, seeded(3)))))
+    assert not all(torch.equal(a, b) for a, b in zip(first, _parts(strategy.draw(6, 8, seeded(4)))))
+
+
+def test_strategies_draw_what_the_functions_they_name_draw_for_the_same_generator_state():
+    assert torch.equal(RandomPatches(0.75).draw(5, 8, seeded(1)), random_patch_mask(5, 64, 0.75, generator=seeded(1)))
+    assert torch.equal(Blocks(0.4).draw(5, 8, seeded(1)), block_mask(5, 8, 0.4, generator=seeded(1)))
+    drawn = MultiBlock(3, (0.1, 0.2), (0.5, 2.0), (0.8, 1.0)).draw(5, 8, seeded(1))
+    expected = ijepa_masks(5, 8, num_targets=3, target_scale=(0.1, 0.2), target_aspect=(0.5, 2.0),
+                           context_scale=(0.8, 1.0), generator=seeded(1))
+    assert all(torch.equal(a, b) for a, b in zip(drawn, expected))
+    # the defaults are ijepa_masks' (the paper's)
+    assert all(torch.equal(a, b) for a, b in zip(MultiBlock().draw(5, 8, seeded(2)), ijepa_masks(5, 8, generator=seeded(2))))
+
+
+def test_random_patches_in_squares_hide_whole_squares_at_the_ratio_of_the_coarse_grid():
+    mask = RandomPatches(0.5, square=2).draw(8, 8, seeded(0))
+    assert mask.shape == (8, 64) and mask.dtype == torch.bool
+    squares = mask.reshape(8, 4, 2, 4, 2)              # (image, square row, patch row, square column, patch column)
+    assert (squares.all(dim=(2, 4)) == squares.any(dim=(2, 4))).all()
+    assert (mask.sum(dim=1) == 4 * round(0.5 * 16)).all()
+    # the coarse mask is random_patch_mask's on the 4 x 4 grid of squares, upscaled
+    assert torch.equal(squares[:, :, 0, :, 0], random_patch_mask(8, 16, 0.5, generator=seeded(0)).reshape(8, 4, 4))
+
+
+def test_sometimes_blocks_leaves_rows_whole_at_its_probability_and_masks_the_others_in_range():
+    never = SometimesBlocks(0.0, 0.1, 0.5).draw(16, 8, seeded(0))
+    assert never.shape == (16, 64) and not never.any()
+    always = SometimesBlocks(1.0, 0.25, 0.25).draw(16, 8, seeded(0))
+    assert (always.sum(dim=1) == 16).all()             # round(0.25 * 64) in every row
+    ranged = SometimesBlocks(1.0, 0.1, 0.5).draw(64, 8, seeded(1)).sum(dim=1)
+    assert ranged.min() >= round(0.1 * 64) and ranged.max() <= round(0.5 * 64) and len(ranged.unique()) > 3
+    half = SometimesBlocks(0.5, 0.1, 0.5).draw(400, 8, seeded(2)).any(dim=1).float().mean()
+    assert 0.4 < float(half) < 0.6
+    # a masked row is block_mask's with the iBOT code's smallest block, max(1, (grid // 3)^2)
+    generator = seeded(3)
+    masked = torch.rand(1, generator=generator) < 1.0
+    ratio = 0.1 + 0.4 * torch.rand(1, generator=generator)
+    assert bool(masked)
+    expected = block_mask(1, 8, float(ratio), min_patches=4, generator=generator)
+    assert torch.equal(SometimesBlocks(1.0, 0.1, 0.5).draw(1, 8, seeded(3)), expected)
+
+
+def test_random_keep_lists_distinct_kept_patches_in_random_order():
+    keep = RandomKeep(0.15).draw(32, 4, seeded(0))
+    assert keep.shape == (32, int(16 * 0.85)) and keep.dtype == torch.long
+    assert int(keep.min()) >= 0 and int(keep.max()) < 16
+    assert all(len(set(row.tolist())) == keep.shape[1] for row in keep)
+    assert not all(torch.equal(row, row.sort().values) for row in keep)   # the permutation's order, not sorted
+    assert RandomKeep(0.99).draw(2, 4, seeded(0)).shape == (2, 1)          # at least one patch stays

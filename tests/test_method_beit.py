@@ -85,7 +85,7 @@ def test_loss_is_the_cross_entropy_of_the_tokens_of_the_masked_patches():
     method = fitted_beit()
     x = images()
     output = method([x], step=3)
-    mask = method._step_mask(x, 3)  # the step's masks: the same draw forward made
+    mask = method.step_masks(x, 3)  # the step's masks: the same draw forward made
     assert mask.shape == (6, 16) and (mask.sum(dim=1) == 6).all()  # round(0.4 x 16) of each row, in blocks
     tokens = method.tokenizer(x)
     assert_nearest_tokens(tokens, x, method.tokenizer.codebook)
@@ -112,7 +112,7 @@ def test_token_usage_counts_the_targets_of_the_masked_patches():
     x = images()
     output = method([x], step=0)
     usage = method.histograms(output)["token usage"]
-    mask, tokens = method._step_mask(x, 0), method.tokenizer(x)
+    mask, tokens = method.step_masks(x, 0), method.tokenizer(x)
     assert_nearest_tokens(tokens, x, method.tokenizer.codebook)
     assert usage.shape == (8,) and usage.sum().item() == mask.sum().item() == 36
     assert torch.equal(usage, torch.bincount(tokens[mask], minlength=8).float())

@@ -8,8 +8,8 @@ import torch
 from torch.nn import functional as F
 
 from ssl_engine.errors import ConfigError
-from ssl_engine.methods.deepcluster import (DeepCluster, DeepClusterParams, fill_empty_clusters, kmeans,
-                                            nearest_centroid, pca_whiten)
+from ssl_engine.kmeans import fill_empty_clusters, kmeans, nearest_centroid
+from ssl_engine.methods.deepcluster import DeepCluster, DeepClusterParams, pca_whiten
 from ssl_engine.models.backbones import build_backbone
 from ssl_engine.train import EventRates, Trainer
 from ssl_engine.train.checkpoint import load_checkpoint

@@ -90,7 +90,7 @@ def test_loss_is_dino_on_class_tokens_plus_the_patch_loss_with_two_centres():
         for p in method.teacher_head.parameters():  # a teacher distinct from the student
             p.add_(0.01 * torch.randn_like(p))
     old_center, old_patch_center = method.center.clone(), method.patch_center.clone()
-    masks = method._step_masks(views[0], 2, step=5)
+    masks = method.step_masks(views[0], 5, views=2)
     assert masks.shape == (8, 16) and masks.any() and not masks.all(dim=1).any()
     with torch.no_grad():
         global_views = torch.cat(views[:2])
@@ -129,7 +129,7 @@ def test_the_teacher_gets_no_gradient_and_the_mask_token_does():
 def test_masks_hide_half_the_views_in_blocks_of_ten_to_fifty_percent():
     method = small_ibot(image_size=32)  # an 8 x 8 grid
     x = torch.zeros(200, 3, 32, 32)
-    masks = method._step_masks(x, 2, step=0)
+    masks = method.step_masks(x, 0, views=2)
     assert masks.shape == (400, 64)
     counts = masks.sum(dim=1)
     masked = counts > 0
@@ -140,10 +140,10 @@ def test_masks_hide_half_the_views_in_blocks_of_ten_to_fifty_percent():
     neighbours = (grid[:, :, 1:] & grid[:, :, :-1]).sum() + (grid[:, 1:] & grid[:, :-1]).sum()
     assert neighbours > 1.4 * 2 * 56 * (grid.float().mean() ** 2) * len(grid)  # far above random placement
     # per step, and the same in a run built after the same seed (a resumed run)
-    assert torch.equal(masks, method._step_masks(x, 2, step=0))
-    assert not torch.equal(masks, method._step_masks(x, 2, step=1))
-    assert torch.equal(small_ibot(image_size=32)._step_masks(x, 2, step=0), masks)
-    never = small_ibot(image_size=32, mask_probability=0.0)._step_masks(x, 2, step=0)
+    assert torch.equal(masks, method.step_masks(x, 0, views=2))
+    assert not torch.equal(masks, method.step_masks(x, 1, views=2))
+    assert torch.equal(small_ibot(image_size=32).step_masks(x, 0, views=2), masks)
+    never = small_ibot(image_size=32, mask_probability=0.0).step_masks(x, 0, views=2)
     assert not never.any()
 
 
@@ -191,7 +191,7 @@ def test_pictures_show_the_first_global_views_mask():
     assert name == "mask" and mask.shape == (16, 1, 16, 16) and set(mask.unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(method.pictures(x)["mask"], mask)  # a fixed seed: the same masks every call
     assert torch.equal(mask[:, :, ::4, ::4].reshape(16, 16).bool(),
-                       method._masks(1, 16, 4, torch.Generator().manual_seed(0), "cpu"))
+                       method.mask_strategy().draw(16, 4, torch.Generator().manual_seed(0)))
     assert 0 < mask.amax(dim=(1, 2, 3)).sum() < 16  # some images masked, some left whole
 
 

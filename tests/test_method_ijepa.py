@@ -57,7 +57,7 @@ def test_loss_is_smooth_l1_between_predicted_and_layer_normalised_target_blocks(
             p.add_(0.05 * torch.randn_like(p))
     x = images()
     output = method([x], step=2)
-    context, targets = method._step_masks(x, 2)  # the step's blocks: the same draw forward made
+    context, targets = method.step_masks(x, 2)  # the step's blocks: the same draw forward made
     n, num_targets, kt = targets.shape
     assert num_targets == 4 and context.shape[0] == n
     with torch.no_grad():
@@ -85,7 +85,7 @@ def test_loss_is_smooth_l1_between_predicted_and_layer_normalised_target_blocks(
 def test_the_context_encoder_never_sees_a_target_patch():
     method = small_ijepa()
     x = images()
-    context, targets = method._step_masks(x, 0)
+    context, targets = method.step_masks(x, 0)
     for i in range(len(x)):
         assert not set(context[i].tolist()) & set(targets[i].flatten().tolist())
     with torch.no_grad():
@@ -136,10 +136,10 @@ def test_target_momentum_rises_linearly_from_0996_to_one_over_the_run():
 def test_each_step_draws_its_own_blocks_the_same_in_a_resumed_run():
     x = images()
     method = small_ijepa()
-    first = method._step_masks(x, 5)
-    assert all(torch.equal(a, b) for a, b in zip(first, method._step_masks(x, 5)))
-    assert not all(torch.equal(a, b) for a, b in zip(first, method._step_masks(x, 6)))
-    assert all(torch.equal(a, b) for a, b in zip(first, small_ijepa()._step_masks(x, 5)))
+    first = method.step_masks(x, 5)
+    assert all(torch.equal(a, b) for a, b in zip(first, method.step_masks(x, 5)))
+    assert not all(torch.equal(a, b) for a, b in zip(first, method.step_masks(x, 6)))
+    assert all(torch.equal(a, b) for a, b in zip(first, small_ijepa().step_masks(x, 5)))
 
 
 def test_pictures_show_the_context_and_each_target_block_in_its_own_value():

@@ -205,15 +205,15 @@ def test_a_short_vit_run_writes_a_checkpoint_and_a_stopped_run_resumes_to_the_sa
 
 
 def test_each_process_keeps_its_rows_of_the_global_batchs_masks(monkeypatch):
-    """Method.step_masks, shared by every masked method: with 2 processes of 3 images, process 1
+    """MaskedMethod.step_masks, shared by every masked method: with 2 processes of 3 images, process 1
     gets rows 3..5 of the masks one process would draw for all 6 images at that step."""
-    import ssl_engine.methods.base as base
+    import ssl_engine.methods.masked as base
 
     method = small_mae()
     x = images(n=6)
-    whole = method._step_mask(x, 4)
+    whole = method.step_masks(x, 4)
     monkeypatch.setattr(base, "world_size", lambda: 2)
     monkeypatch.setattr(base, "rank", lambda: 1)
-    assert torch.equal(method._step_mask(x[3:], 4), whole[3:])
+    assert torch.equal(method.step_masks(x[3:], 4), whole[3:])
     monkeypatch.setattr(base, "rank", lambda: 0)
-    assert torch.equal(method._step_mask(x[:3], 4), whole[:3])
+    assert torch.equal(method.step_masks(x[:3], 4), whole[:3])

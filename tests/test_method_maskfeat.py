@@ -44,7 +44,7 @@ def test_loss_is_the_mse_of_predicted_hog_on_the_masked_patches(masking):
     method = small_maskfeat(masking=masking)
     x = images()
     output = method([x], step=3)
-    mask = method._step_mask(x, 3)  # the step's masks: the same draw forward made
+    mask = method.step_masks(x, 3)  # the step's masks: the same draw forward made
     assert mask.shape == (6, 16) and (mask.sum(dim=1) == 6).all()  # round(0.4 x 16) of each row
     with torch.no_grad():
         tokens = method.backbone.tokens(x, mask=mask)[:, 1:]
@@ -71,7 +71,7 @@ def test_block_masks_come_in_rectangles_and_random_ones_do_not_need_to():
         return (grid[:, :, 1:] & grid[:, :, :-1]).sum() + (grid[:, 1:] & grid[:, :-1]).sum()
 
     x = images(n=200)
-    block, random = small_maskfeat(masking="block")._step_mask(x, 0), small_maskfeat(masking="random")._step_mask(x, 0)
+    block, random = small_maskfeat(masking="block").step_masks(x, 0), small_maskfeat(masking="random").step_masks(x, 0)
     assert (block.sum(dim=1) == 6).all() and (random.sum(dim=1) == 6).all()
     assert neighbours(block) > 1.3 * neighbours(random)
 
@@ -79,10 +79,10 @@ def test_block_masks_come_in_rectangles_and_random_ones_do_not_need_to():
 def test_each_step_draws_its_own_masks_the_same_in_a_resumed_run():
     x = images()
     method = small_maskfeat()
-    assert torch.equal(method._step_mask(x, 7), method._step_mask(x, 7))
-    assert not torch.equal(method._step_mask(x, 7), method._step_mask(x, 8))
+    assert torch.equal(method.step_masks(x, 7), method.step_masks(x, 7))
+    assert not torch.equal(method.step_masks(x, 7), method.step_masks(x, 8))
     again = small_maskfeat()  # built after the same torch seed: the same mask seed
-    assert torch.equal(again._step_mask(x, 7), method._step_mask(x, 7))
+    assert torch.equal(again.step_masks(x, 7), method.step_masks(x, 7))
 
 
 def test_gradients_reach_the_mask_token_the_encoder_and_the_head():

@@ -192,3 +192,21 @@ def test_a_weight_decay_schedule_leaves_the_prototypes_undecayed():
     decay_of = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
     assert decay_of[id(method.prototypes)] == 0.0
     assert 0.3 in decay_of.values()
+
+
+def test_each_process_keeps_its_rows_of_every_views_masks(monkeypatch):
+    """MaskedMethod.step_masks with two views: the masks are drawn view by view for the global
+    batch, and each of 2 processes of 3 images keeps its rows of each view, (views * 3, kept)."""
+    import ssl_engine.methods.masked as masked
+
+    method = small_msn()
+    x = multi_crop(6)[0]
+    whole = method.step_masks(x, 4, views=2)                    # (2 views x 6 images, kept)
+    assert whole.shape == (12, 13) and torch.equal(whole, method.step_masks(x, 4, views=2))
+    first, second = whole[:6], whole[6:]
+    assert not torch.equal(first, second)                       # each view gets its own draw
+    monkeypatch.setattr(masked, "world_size", lambda: 2)
+    for rank in (0, 1):
+        monkeypatch.setattr(masked, "rank", lambda rank=rank: rank)
+        mine = method.step_masks(x[3 * rank:3 * rank + 3], 4, views=2)
+        assert torch.equal(mine, torch.cat([first[3 * rank:3 * rank + 3], second[3 * rank:3 * rank + 3]]))

@@ -83,10 +83,10 @@ def test_mask_tokens_replace_the_hidden_patches_and_the_loss_is_the_heads_l1(mon
         row, column = divmod(index, 4)
         changed[0, :, 4 * row:4 * row + 4, 4 * column:4 * column + 4] += 5.0
         with torch.no_grad():
-            return method._predict(changed, mask)
+            return method.predict_masked(changed, mask)
 
     with torch.no_grad():
-        before = method._predict(x, mask)
+        before = method.predict_masked(x, mask)
     assert torch.equal(predicted(hidden), before)
     assert not torch.allclose(predicted(visible)[0], before[0])
     output.loss.backward()
@@ -95,7 +95,7 @@ def test_mask_tokens_replace_the_hidden_patches_and_the_loss_is_the_heads_l1(mon
 
 def test_mask_squares_cover_whole_blocks_of_patches():
     method = small_simmim(mask_patch_size=8)          # 2 x 2 patches per square, a 2 x 2 grid of squares
-    mask = method._mask(images(n=8), torch.Generator().manual_seed(0)).reshape(8, 4, 4)
+    mask = method.mask_strategy().draw(8, 4, torch.Generator().manual_seed(0)).reshape(8, 4, 4)
     assert (mask.sum(dim=(1, 2)) == 4 * round(0.6 * 4)).all()
     squares = mask.reshape(8, 2, 2, 2, 2)                # (image, square row, patch row, square column, patch column)
     assert (squares.all(dim=(2, 4)) == squares.any(dim=(2, 4))).all()
@@ -110,7 +110,7 @@ def test_pictures_show_a_seeded_mask_and_the_input_where_visible():
     visible = pictures["mask"].expand(-1, 3, -1, -1) == 0
     assert torch.equal(pictures["reconstruction"][visible], x[visible])
     mask = pictures["mask"][:, 0, ::4, ::4].reshape(4, 16).bool()
-    assert torch.allclose(patchify(pictures["reconstruction"], 4)[mask], method._predict(x, mask)[mask])
+    assert torch.allclose(patchify(pictures["reconstruction"], 4)[mask], method.predict_masked(x, mask)[mask])
     assert torch.equal(method.pictures(x)["mask"], pictures["mask"])
 
 
@@ -129,13 +129,13 @@ def test_window_statistics_by_hand_and_the_standardised_target():
     output = method([x], 2)
     mask = random_patch_mask(2, 16, 0.6, generator=step_generator(method.mask_seed, 2))
     with torch.no_grad():
-        expected = losses.masked_pixel_l1(method._predict(x, mask), patchify((x - mean) / std, 4), mask)
-        raw = losses.masked_pixel_l1(method._predict(x, mask), patchify(x, 4), mask)
+        expected = losses.masked_pixel_l1(method.predict_masked(x, mask), patchify((x - mean) / std, 4), mask)
+        raw = losses.masked_pixel_l1(method.predict_masked(x, mask), patchify(x, 4), mask)
     assert output.loss.item() == pytest.approx(expected.item(), rel=1e-6) and abs(expected - raw) > 1e-3
     # pictures bring the prediction back to pixels with the true windows' statistics
     pictures = method.pictures(x)
     hidden = pictures["mask"][:, 0, ::4, ::4].reshape(2, 16).bool()
-    back = method._predict(x, hidden) * patchify(std, 4) + patchify(mean, 4)
+    back = method.predict_masked(x, hidden) * patchify(std, 4) + patchify(mean, 4)
     assert torch.allclose(patchify(pictures["reconstruction"], 4)[hidden], back[hidden], atol=1e-5)
     for bad in (4, 1):
         with pytest.raises(ConfigError, match="norm_target_window"):

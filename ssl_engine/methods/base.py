@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from .. import losses
-from ..distributed import rank, world_size
 from ..errors import ConfigError
 
 FAMILIES = {
@@ -142,20 +141,6 @@ class Method(nn.Module):
         masks from step to step. Default: none."""
         return {}
 
-    def step_masks(self, draw: Callable, images: torch.Tensor, step: int):
-        """This step's patch masks for this process's `images`: `draw(rows, grid, generator)` is
-        called for the global batch with the step's generator (seeded by `self.mask_seed`, which
-        the method draws when built) and this process keeps its rows, so that a resumed run and
-        N processes mask as one uninterrupted process. `draw` returns a tensor or a tuple of
-        tensors with one row per image; they come back on the images' device."""
-        n = len(images)
-        drawn = draw(n * world_size(), images.shape[-1] // self.backbone.patch_size,
-                     step_generator(self.mask_seed, step))
-        rows = slice(rank() * n, (rank() + 1) * n)
-        if isinstance(drawn, tuple):
-            return tuple(part[rows].to(images.device) for part in drawn)
-        return drawn[rows].to(images.device)
-
 
 def features_by_resolution(backbone: nn.Module, views: list[torch.Tensor]) -> list[torch.Tensor]:
     """Backbone features of each run of consecutive same-sized views, one pass per run (the
@@ -164,11 +149,18 @@ def features_by_resolution(backbone: nn.Module, views: list[torch.Tensor]) -> li
     return [backbone(torch.cat(list(run))) for _, run in itertools.groupby(views, key=lambda view: view.shape[-2:])]
 
 
+def draw_seed() -> int:
+    """A seed for one of a method's own generators (patch masks, a codebook, a shuffle), drawn
+    when the method is built from torch's generator, which the Trainer seeds from train.seed: a
+    rebuilt method (a resumed run, another process) draws the same seed."""
+    return int(torch.randint(0, 2 ** 31, ()))
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     """A CPU generator for one training step's own random draws (patch masks), seeded by `seed`
-    (a method draws it once when built, so it follows train.seed) and the step: a resumed run
-    draws at step k exactly what the uninterrupted run drew there, which torch's global
-    generator (not saved in checkpoints) would not give."""
+    (a method draws it once when built, `draw_seed`, so it follows train.seed) and the step: a
+    resumed run draws at step k exactly what the uninterrupted run drew there, which torch's
+    global generator (not saved in checkpoints) would not give."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 

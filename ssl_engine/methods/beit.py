@@ -40,14 +40,13 @@ from torch import Tensor, nn
 from .. import losses
 from ..distributed import all_reduce_mean, gather_no_grad
 from ..errors import ConfigError
-from ..masking import block_mask, mask_picture
+from ..kmeans import kmeans_centroids, nearest_centroid
+from ..masking import Blocks
 from ..models.vit import VisionTransformer, patchify, unpatchify
 from ..params import hyper
-from .base import Method, StepOutput, register
+from .base import StepOutput, draw_seed, register
+from .masked import MaskedMethod
 from ..recipes import NO_SMALL_RECIPE, QUICK_MASKED_LR, QUICK_VIT, Setting
-from .deepcluster import kmeans_centroids, nearest_centroid
-
-PICTURE_SEED = 0  # masks of `pictures`: the same images keep the same masks
 KMEANS_ITERATIONS = 20  # Lloyd iterations of the codebook's k-means (DeepCluster's faiss setting)
 # a larger sample is cut to this many patches per token (faiss's max_points_per_centroid)
 KMEANS_PATCHES_PER_TOKEN = 256
@@ -77,18 +76,11 @@ class PatchTokenizer(nn.Module):
         self.register_buffer("codebook", torch.zeros(codebook_size, 3 * patch_size ** 2))
         self.register_buffer("fitted", torch.tensor(False))
 
-    def _patches(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(N, P, D) pixels of every patch, with each patch's mean and standard deviation (N, P, 1)."""
-        patches = patchify(images.float(), self.patch_size)
-        mean = patches.mean(dim=-1, keepdim=True)
-        std = (patches.var(dim=-1, keepdim=True) + losses.NORM_PIX_EPS).sqrt()
-        return patches, mean, std
-
     def descriptors(self, images: Tensor) -> Tensor:
         """(N, P, D) what k-means sees of each patch (MAE's per-patch standardisation when `normalize`)."""
         with torch.autocast(device_type=images.device.type, enabled=False):
-            patches, mean, std = self._patches(images)
-            return (patches - mean) / std if self.normalize else patches
+            patches = patchify(images.float(), self.patch_size)
+            return losses.standardise_patches(patches) if self.normalize else patches
 
     @torch.no_grad()
     def fit(self, descriptors: Tensor, generator: torch.Generator) -> None:
@@ -110,7 +102,7 @@ class PatchTokenizer(nn.Module):
         back to the patch's own mean and deviation when standardised): how the tokenizer sees them."""
         entries = self.codebook[tokens]
         if self.normalize:
-            _, mean, std = self._patches(images)
+            mean, std = losses.patch_mean_std(patchify(images.float(), self.patch_size))
             entries = entries * std + mean
         return unpatchify(entries, self.patch_size)
 
@@ -139,7 +131,7 @@ class BEiTStepOutput(StepOutput):
 
 
 @register
-class BEiT(Method):
+class BEiT(MaskedMethod):
     name = "beit"
     family = "masked image modelling"
     summary = "mask 40% of the patches in blocks; predict their visual tokens (here a k-means codebook of the data's patches)"
@@ -176,10 +168,11 @@ class BEiT(Method):
         # the linear head over the codebook (the BEiT code's lm_head, truncated normal 0.02)
         self.head = nn.Linear(backbone.dim, params.codebook_size)
         VisionTransformer._init_weights(self.head)
-        # seeds of the masks and of the codebook: drawn from torch's generator, which the Trainer
-        # seeds from train.seed
-        self.mask_seed = int(torch.randint(0, 2 ** 31, ()))
-        self.codebook_seed = int(torch.randint(0, 2 ** 31, ()))
+        self.seed_masks()
+        self.codebook_seed = draw_seed()
+
+    def mask_strategy(self):
+        return Blocks(self.params.mask_ratio)
 
     @torch.no_grad()
     def before_epoch(self, epoch, dataset_features):
@@ -198,25 +191,13 @@ class BEiT(Method):
             descriptors = descriptors[torch.randperm(len(descriptors), generator=generator)[:most].to(descriptors.device)]
         self.tokenizer.fit(descriptors, generator)
 
-    def _mask(self, batch: int, grid: int, generator: torch.Generator, device) -> Tensor:
-        """(batch, grid^2) bool, True = replaced by the mask token: BEiT's block-wise masking."""
-        return block_mask(batch, grid, self.params.mask_ratio, generator=generator, device=device)
-
-    def _step_mask(self, images: Tensor, step: int) -> Tensor:
-        """This step's masks (see `Method.step_masks`)."""
-        return self.step_masks(lambda rows, grid, generator: self._mask(rows, grid, generator, "cpu"), images, step)
-
-    def _predict(self, images: Tensor, mask: Tensor) -> Tensor:
-        """(N, P, K) token scores of every patch, with mask tokens in place of the masked patches."""
-        return self.head(self.backbone.tokens(images, mask=mask)[:, 1:])
-
     def forward(self, views, step, indices=None):
         if not bool(self.tokenizer.fitted):
             raise RuntimeError("beit needs its codebook: before_epoch(0, dataset_features) builds it")
         images = views[0]
-        mask = self._step_mask(images, step)
+        mask = self.step_masks(images, step)
         tokens = self.tokenizer(images)
-        logits = self._predict(images, mask)
+        logits = self.predict_masked(images, mask)
         loss = losses.masked_token_cross_entropy(logits, tokens, mask)
         with torch.no_grad():
             masked_tokens = tokens[mask]
@@ -237,10 +218,8 @@ class BEiT(Method):
         """"mask" (N, 1, H, W), 1 on hidden patches; once the codebook exists, "tokens" (N, 1, H, W),
         each patch's token id scaled to 0..1, and "token_reconstruction" (N, 3, H, W), each patch
         replaced by its token's codebook entry (normalised like the input)."""
-        grid = images.shape[-1] // self.backbone.patch_size
-        size = tuple(images.shape[-2:])
-        mask = self._mask(len(images), grid, torch.Generator().manual_seed(PICTURE_SEED), images.device)
-        shown = {"mask": mask_picture(mask, grid, size)}
+        grid, size = self.grid(images), tuple(images.shape[-2:])
+        shown = super().pictures(images)
         if bool(self.tokenizer.fitted):
             tokens = self.tokenizer(images)
             scaled = tokens.float() / max(self.params.codebook_size - 1, 1)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import losses
-from ..models.ema import copy_as_frozen, cosine_momentum, ema_update
+from ..models.ema import MomentumTargets
 from ..models.heads import prediction_mlp, projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, register
@@ -57,8 +57,9 @@ class BYOL(Method):
         super().__init__(backbone, params, total_steps)
         self.projector = projection_mlp(backbone.feature_dim, params.hidden_dim, params.projection_dim)
         self.predictor = prediction_mlp(params.projection_dim, params.hidden_dim, params.projection_dim)
-        self.target_backbone = copy_as_frozen(self.backbone)
-        self.target_projector = copy_as_frozen(self.projector)
+        self.ema = MomentumTargets(params.base_momentum)  # a cosine to 1
+        self.target_backbone = self.ema.copy(self.backbone)
+        self.target_projector = self.ema.copy(self.projector)
         self.momentum = params.base_momentum
 
     def forward(self, views, step, indices=None):
@@ -74,9 +75,7 @@ class BYOL(Method):
 
     @torch.no_grad()
     def after_optimizer_step(self, step):
-        self.momentum = cosine_momentum(step, self.total_steps, base=self.params.base_momentum)
-        ema_update(self.target_backbone, self.backbone, self.momentum)
-        ema_update(self.target_projector, self.projector, self.momentum)
+        self.momentum = self.ema.update(step, self.total_steps)
 
     def parameter_groups(self):
         modules = (self.backbone, self.projector, self.predictor)

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from .. import losses
 from ..distributed import all_reduce_mean, gather_no_grad
-from ..models.ema import copy_as_frozen, cosine_momentum, ema_update
+from ..models.ema import MomentumTargets
 from ..params import hyper
 from .base import Method, StepOutput, features_by_resolution, register
 from ..recipes import QUICK_COLOUR, QUICK_LARS, QUICK_MOMENTUM, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
@@ -133,8 +133,9 @@ class DINO(Method):
     def __init__(self, backbone, params: DINOParams, total_steps: int):
         super().__init__(backbone, params, total_steps)
         self.head = self.build_head(backbone.feature_dim, params)
-        self.teacher_backbone = copy_as_frozen(self.backbone)
-        self.teacher_head = copy_as_frozen(self.head)
+        self.ema = MomentumTargets(params.base_momentum)  # a cosine to 1
+        self.teacher_backbone = self.ema.copy(self.backbone)
+        self.teacher_head = self.ema.copy(self.head)
         self.register_buffer("center", torch.zeros(1, params.out_dim))
         self.epoch = 0
         # Zeroing (not dropping, as the code does) the gradient keeps DDP's reduction intact.
@@ -193,9 +194,7 @@ class DINO(Method):
 
     @torch.no_grad()
     def after_optimizer_step(self, step):
-        momentum = cosine_momentum(step, self.total_steps, base=self.params.base_momentum)
-        ema_update(self.teacher_backbone, self.backbone, momentum)
-        ema_update(self.teacher_head, self.head, momentum)
+        self.ema.update(step, self.total_steps)
 
     def parameter_groups(self):
         return [{"params": [p for m in (self.backbone, self.head) for p in m.parameters() if p.requires_grad]}]

@@ -25,11 +25,11 @@ shared head by default).
 
 Masks, as the code's defaults for ViT-S/B (pred_ratio 0 0.3, pred_ratio_var 0 0.2): each global
 view of each image is left whole with probability 0.5 (`mask_probability`), and otherwise a ratio
-r uniform in [0.1, 0.5] of its patches is masked in blocks. `masking.block_mask` takes one ratio per
-call, so it is called once per masked image, with the code's smallest block, max(1, (grid // 3)^2)
-patches; it masks exactly round(r * grid^2) patches where the code stops at the first count at or
-above r * grid^2. Masks are drawn per step for the whole global batch from a seeded generator, so a
-resumed run and N processes mask alike.
+r uniform in [0.1, 0.5] of its patches is masked in blocks (`masking.SometimesBlocks`), with the
+code's smallest block, max(1, (grid // 3)^2) patches; exactly round(r * grid^2) patches, where the
+code stops at the first count at or above r * grid^2. Masks are drawn per step for the whole global batch from a seeded generator, so a
+resumed run and N processes mask alike. The app's "mask" picture is a first global view's mask
+(about half the images are left whole).
 
 Everything else is DINO's (this class extends `dino.DINO`): the head, the EMA teacher with its
 cosine momentum, the frozen last layer(s) in the first epoch, the teacher prototype usage for the
@@ -49,13 +49,12 @@ from torch import Tensor, nn
 from .. import losses
 from ..distributed import all_reduce_mean
 from ..errors import ConfigError
-from ..masking import block_mask, mask_picture
+from ..masking import SometimesBlocks
 from ..params import hyper
 from .base import features_by_resolution, register
+from .masked import MaskedMethod
 from ..recipes import NO_SMALL_RECIPE, QUICK_COLOUR, QUICK_LOCAL_VIEWS, QUICK_MOMENTUM, QUICK_VIT, Setting
 from .dino import DINO, DINOHead, DINOParams, DINOStepOutput, global_view_count, update_center, weight_normalised_layer
-
-PICTURE_SEED = 0  # masks of `pictures`: the same images keep the same masks
 
 
 class IBOTHead(DINOHead):
@@ -95,7 +94,7 @@ class IBOTParams(DINOParams):
 
 
 @register
-class IBOT(DINO):
+class IBOT(DINO, MaskedMethod):
     name = "ibot"
     family = "hybrid"
     summary = "DINO on the class token plus masked patch tokens distilled from the EMA teacher, the online tokenizer"
@@ -131,7 +130,7 @@ class IBOT(DINO):
         super().__init__(backbone, params, total_steps)
         patch_dim = params.out_dim if params.shared_head else params.patch_out_dim
         self.register_buffer("patch_center", torch.zeros(1, patch_dim))
-        self.mask_seed = int(torch.randint(0, 2 ** 31, ()))  # follows train.seed: the Trainer seeds torch first
+        self.seed_masks()
 
     def build_head(self, in_dim: int, params: IBOTParams) -> nn.Module:
         return IBOTHead(in_dim, params.out_dim, params.patch_out_dim, params.hidden_dim, params.bottleneck_dim,
@@ -140,32 +139,14 @@ class IBOT(DINO):
     def teacher_patch_temperature(self) -> float:
         return self._warmed_up(self.params.warmup_teacher_patch_temp, self.params.teacher_patch_temp)
 
-    def _masks(self, views: int, batch: int, grid: int, generator: torch.Generator, device) -> Tensor:
-        """(views * batch, grid^2) bool, True = replaced by the mask token, view by view: each row
-        left whole with probability 1 - mask_probability, else a ratio uniform in
-        [mask_ratio_min, mask_ratio_max] of it masked in blocks."""
+    def mask_strategy(self):
         p = self.params
-        rows = views * batch
-        masked = torch.rand(rows, generator=generator) < p.mask_probability
-        ratios = p.mask_ratio_min + (p.mask_ratio_max - p.mask_ratio_min) * torch.rand(rows, generator=generator)
-        smallest_block = max(1, (grid // 3) ** 2)  # the iBOT code's `low`, 16 on 14 x 14 as BEiT's
-        mask = torch.zeros(rows, grid * grid, dtype=torch.bool)
-        for row in torch.nonzero(masked).flatten().tolist():
-            mask[row] = block_mask(1, grid, float(ratios[row]), min_patches=smallest_block, generator=generator)[0]
-        return mask.to(device)
-
-    def _step_masks(self, images: Tensor, views: int, step: int) -> Tensor:
-        """This step's masks for `views` global views of this process's images, (views * N, P),
-        view by view (see `Method.step_masks`, which keeps this process's rows of each view)."""
-        def per_image(rows: int, grid: int, generator: torch.Generator) -> Tensor:   # (rows, views, P)
-            return self._masks(views, rows, grid, generator, "cpu").reshape(views, rows, -1).transpose(0, 1)
-
-        return self.step_masks(per_image, images, step).transpose(0, 1).reshape(views * len(images), -1)
+        return SometimesBlocks(p.mask_probability, p.mask_ratio_min, p.mask_ratio_max)
 
     def forward(self, views, step, indices=None):
         global_count = global_view_count(views)
         global_views = torch.cat(views[:global_count])
-        masks = self._step_masks(views[0], global_count, step)
+        masks = self.step_masks(views[0], step, views=global_count)
         student_cls, student_patches = self.head(self.backbone.tokens(global_views, mask=masks))
         student_logits = list(student_cls.chunk(global_count))
         local_views = views[global_count:]
@@ -188,11 +169,3 @@ class IBOT(DINO):
                       "patch center norm": self.patch_center.norm(), "masked share": all_reduce_mean(masks.float().mean())})
         embeddings = (student_logits[0].detach(), student_logits[1].detach()) if len(views) > 1 else None
         return DINOStepOutput(loss, terms, embeddings, teacher_assignments=assignments)
-
-    @torch.no_grad()
-    def pictures(self, images):
-        """"mask" (N, 1, H, W): 1 on the patches the student sees as mask tokens in the first global
-        view (a fixed seed: the same images keep the same masks; about half are left whole)."""
-        grid = images.shape[-1] // self.backbone.patch_size
-        mask = self._masks(1, len(images), grid, torch.Generator().manual_seed(PICTURE_SEED), images.device)
-        return {"mask": mask_picture(mask, grid, tuple(images.shape[-2:]))}

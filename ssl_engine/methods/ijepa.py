@@ -38,14 +38,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..masking import ijepa_masks, mask_picture
-from ..models.ema import copy_as_frozen, ema_update
+from ..masking import MultiBlock
+from ..models.ema import MomentumTargets
 from ..models.vit import Block, VisionTransformer, sincos_position_embedding
 from ..params import hyper
-from .base import Method, StepOutput, register
+from .base import StepOutput, register
+from .masked import MaskedMethod
 from ..recipes import NO_SMALL_RECIPE, QUICK_MASKED_LR, QUICK_MOMENTUM, QUICK_VIT, Setting
-
-PICTURE_SEED = 0  # masks of `pictures`: the same images keep the same blocks
 
 
 @dataclass
@@ -104,7 +103,7 @@ class Predictor(nn.Module):
 
 
 @register
-class IJEPA(Method):
+class IJEPA(MaskedMethod):
     name = "ijepa"
     family = "masked image modelling"
     summary = "from a large context block, a narrow predictor predicts an EMA encoder's representations of 4 target blocks"
@@ -147,22 +146,18 @@ class IJEPA(Method):
         if problems:
             raise ConfigError(problems)
         self.predictor = Predictor(backbone.dim, params.predictor_dim, params.predictor_depth, heads, backbone.grid)
-        self.target_backbone = copy_as_frozen(self.backbone)
+        # the code's schedule: linear from base_momentum at the first step to 1 at the run's end
+        self.ema = MomentumTargets(params.base_momentum, schedule="linear")
+        self.target_backbone = self.ema.copy(self.backbone)
         self.momentum = params.base_momentum
-        self.mask_seed = int(torch.randint(0, 2 ** 31, ()))  # follows train.seed: the Trainer seeds torch first
+        self.seed_masks()
 
-    def _masks(self, batch: int, grid: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor]:
+    def mask_strategy(self):
+        """(context, targets) blocks. Drawn for the global batch (`step_masks`), so the block sizes
+        are the global batch's, as one process would draw them."""
         p = self.params
-        return ijepa_masks(batch, grid, num_targets=p.num_targets,
-                           target_scale=(p.target_scale_min, p.target_scale_max),
-                           target_aspect=(p.target_aspect_min, p.target_aspect_max),
-                           context_scale=(p.context_scale_min, p.context_scale_max),
-                           generator=generator, device=device)
-
-    def _step_masks(self, images: Tensor, step: int) -> tuple[Tensor, Tensor]:
-        """This step's blocks (see `Method.step_masks`): drawn for the global batch, so the block
-        sizes are the global batch's, as one process would draw them."""
-        return self.step_masks(lambda rows, grid, generator: self._masks(rows, grid, generator, "cpu"), images, step)
+        return MultiBlock(p.num_targets, (p.target_scale_min, p.target_scale_max),
+                          (p.target_aspect_min, p.target_aspect_max), (p.context_scale_min, p.context_scale_max))
 
     def context_tokens(self, images: Tensor, context: Tensor) -> Tensor:
         """The context encoder's output patch tokens (N, Kc, dim), from the context patches only."""
@@ -179,29 +174,24 @@ class IJEPA(Method):
 
     def forward(self, views, step, indices=None):
         images = views[0]
-        context, targets = self._step_masks(images, step)
-        grid = images.shape[-1] // self.backbone.patch_size
+        context, targets = self.step_masks(images, step)
         target = self.target_tokens(images, targets)
-        prediction = self.predictor(self.context_tokens(images, context), context, targets, grid)
+        prediction = self.predictor(self.context_tokens(images, context), context, targets, self.grid(images))
         with torch.autocast(device_type=images.device.type, enabled=False):
             loss = F.smooth_l1_loss(prediction.float(), target.float())
         return StepOutput(loss, {"smooth l1": loss.detach()})
 
     @torch.no_grad()
     def after_optimizer_step(self, step):
-        # the code's schedule: linear from base_momentum at the first step to 1 at the run's end
-        self.momentum = min(1.0, self.params.base_momentum + (1 - self.params.base_momentum) * step / self.total_steps)
-        ema_update(self.target_backbone, self.backbone, self.momentum)
+        self.momentum = self.ema.update(step, self.total_steps)
 
     @torch.no_grad()
     def pictures(self, images):
         """"context" (N, 1, H, W), 1 on the patches the context encoder sees, and "targets"
         (N, 1, H, W): target block k (1..T) drawn at k / T, 0 elsewhere (where blocks overlap,
         the higher k shows), so that each block can take its own colour."""
-        grid = images.shape[-1] // self.backbone.patch_size
-        size = tuple(images.shape[-2:])
-        context, targets = self._masks(len(images), grid, torch.Generator().manual_seed(PICTURE_SEED), images.device)
+        context, targets = self.picture_masks(images)
         num_targets = targets.shape[1]
-        blocks = torch.stack([mask_picture(targets[:, k], grid, size) * (k + 1) / num_targets
+        blocks = torch.stack([self.mask_picture(targets[:, k], images) * (k + 1) / num_targets
                               for k in range(num_targets)])
-        return {"context": mask_picture(context, grid, size), "targets": blocks.amax(dim=0)}
+        return {"context": self.mask_picture(context, images), "targets": blocks.amax(dim=0)}

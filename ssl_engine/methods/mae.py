@@ -27,13 +27,12 @@ from torch import Tensor, nn
 
 from .. import losses
 from ..errors import ConfigError
-from ..masking import mask_picture, random_patch_mask, visible_indices
+from ..masking import RandomPatches, visible_indices
 from ..models.vit import Block, patchify, sincos_position_embedding, unpatchify
 from ..params import hyper
-from .base import Method, StepOutput, register
+from .base import StepOutput, register
+from .masked import MaskedMethod
 from ..recipes import QUICK_MASKED_LR, QUICK_VIT, SOLO_LEARN, Setting
-
-PICTURE_SEED = 0  # masks of `pictures` and `reconstruction_loss`: the same images keep the same masks
 
 
 @dataclass
@@ -88,7 +87,7 @@ class MAEDecoder(nn.Module):
 
 
 @register
-class MAE(Method):
+class MAE(MaskedMethod):
     name = "mae"
     family = "masked image modelling"
     summary = "hide 75% of the patches; the encoder sees the rest and a light decoder predicts the hidden pixels"
@@ -135,8 +134,10 @@ class MAE(Method):
             raise ConfigError([f"method.mask_ratio ({params.mask_ratio:g}) hides all {patches} patches: "
                                f"the encoder needs at least one"])
         self.decoder = MAEDecoder(backbone.dim, params, backbone.patch_size, backbone.grid)
-        # the masks' seed: drawn from torch's generator, which the Trainer seeds from train.seed
-        self.mask_seed = int(torch.randint(0, 2 ** 31, ()))
+        self.seed_masks()
+
+    def mask_strategy(self):
+        return RandomPatches(self.params.mask_ratio)
 
     def _reconstruct(self, images: Tensor, mask: Tensor) -> Tensor:
         """Predicted pixels of every patch, (N, P, patch_size^2 * 3), the encoder seeing only
@@ -150,19 +151,9 @@ class MAE(Method):
         target = patchify(images, self.backbone.patch_size)
         return losses.masked_patch_mse(prediction, target, mask, self.params.norm_pix_loss), prediction
 
-    def _mask(self, images: Tensor, generator: torch.Generator, rows: int | None = None) -> Tensor:
-        """(rows, P) bool on the generator's device: `mask_ratio` of the patches of images of
-        this size, at random (rows: one per image by default)."""
-        grid = images.shape[-1] // self.backbone.patch_size
-        return random_patch_mask(rows or len(images), grid * grid, self.params.mask_ratio, generator=generator)
-
-    def _step_mask(self, images: Tensor, step: int) -> Tensor:
-        """This step's masks (see `Method.step_masks`)."""
-        return self.step_masks(lambda rows, grid, generator: self._mask(images, generator, rows), images, step)
-
     def forward(self, views, step, indices=None):
         images = views[0]
-        mask = self._step_mask(images, step)
+        mask = self.step_masks(images, step)
         loss, _ = self._loss(images, mask)
         return StepOutput(loss, {"reconstruction": loss.detach()})
 
@@ -170,22 +161,18 @@ class MAE(Method):
     def reconstruction_loss(self, images: Tensor) -> float:
         """The loss on `images` (normalised, (N, 3, H, W)) under fixed, seeded masks: comparable
         from step to step, e.g. on held-out images to show it falls over a run."""
-        mask = self._mask(images, torch.Generator().manual_seed(PICTURE_SEED)).to(images.device)
-        return float(self._loss(images, mask)[0])
+        return float(self._loss(images, self.picture_masks(images))[0])
 
     @torch.no_grad()
     def pictures(self, images):
         """"mask" (N, 1, H, W), 1 on hidden patches, and "reconstruction" (N, 3, H, W): visible
         patches from the input, hidden ones from the prediction (with `norm_pix_loss`, brought back
         to pixels with each true patch's mean and standard deviation, as the MAE demo does)."""
-        mask = self._mask(images, torch.Generator().manual_seed(PICTURE_SEED)).to(images.device)
+        mask = self.picture_masks(images)
         prediction = self._reconstruct(images, mask).float()
         target = patchify(images.float(), self.backbone.patch_size)
         if self.params.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            std = (target.var(dim=-1, keepdim=True) + losses.NORM_PIX_EPS).sqrt()
+            mean, std = losses.patch_mean_std(target)
             prediction = prediction * std + mean
         pasted = torch.where(mask.unsqueeze(-1), prediction, target)
-        grid = images.shape[-1] // self.backbone.patch_size
-        return {"mask": mask_picture(mask, grid, tuple(images.shape[-2:])),
-                "reconstruction": unpatchify(pasted, self.backbone.patch_size)}
+        return {"mask": self.mask_picture(mask, images), "reconstruction": unpatchify(pasted, self.backbone.patch_size)}

@@ -27,13 +27,12 @@ from torch import Tensor, nn
 from .. import losses
 from ..errors import ConfigError
 from ..hog import default_cell_size, hog_feature_dim, hog_patch_targets, hog_picture
-from ..masking import block_mask, mask_picture, random_patch_mask
+from ..masking import Blocks, RandomPatches
 from ..models.vit import VisionTransformer
 from ..params import hyper
-from .base import Method, StepOutput, register
+from .base import StepOutput, register
+from .masked import MaskedMethod
 from ..recipes import NO_SMALL_RECIPE, QUICK_MASKED_LR, QUICK_VIT, Setting
-
-PICTURE_SEED = 0  # masks of `pictures`: the same images keep the same masks
 
 
 @dataclass
@@ -48,7 +47,7 @@ class MaskFeatParams:
 
 
 @register
-class MaskFeat(Method):
+class MaskFeat(MaskedMethod):
     name = "maskfeat"
     family = "masked image modelling"
     summary = "mask tokens replace 40% of the patches, in blocks; a linear head predicts their HOG features"
@@ -83,21 +82,11 @@ class MaskFeat(Method):
         self.head = nn.Linear(backbone.dim, hog_feature_dim(backbone.patch_size, bins=params.hog_bins,
                                                             cell_size=self.cell_size))
         VisionTransformer._init_weights(self.head)
-        self.mask_seed = int(torch.randint(0, 2 ** 31, ()))  # follows train.seed: the Trainer seeds torch first
+        self.seed_masks()
 
-    def _mask(self, batch: int, grid: int, generator: torch.Generator, device) -> Tensor:
-        """(batch, grid^2) bool, True = replaced by the mask token."""
-        if self.params.masking == "block":
-            return block_mask(batch, grid, self.params.mask_ratio, generator=generator, device=device)
-        return random_patch_mask(batch, grid * grid, self.params.mask_ratio, generator=generator, device=device)
-
-    def _step_mask(self, images: Tensor, step: int) -> Tensor:
-        """This step's masks (see `Method.step_masks`)."""
-        return self.step_masks(lambda rows, grid, generator: self._mask(rows, grid, generator, "cpu"), images, step)
-
-    def _predict(self, images: Tensor, mask: Tensor) -> Tensor:
-        """Predicted HOG of every patch, (N, P, D), with mask tokens in place of the masked patches."""
-        return self.head(self.backbone.tokens(images, mask=mask)[:, 1:])
+    def mask_strategy(self):
+        strategy = Blocks if self.params.masking == "block" else RandomPatches
+        return strategy(self.params.mask_ratio)
 
     def _targets(self, images: Tensor) -> Tensor:
         return hog_patch_targets(images, self.backbone.patch_size, bins=self.params.hog_bins,
@@ -105,8 +94,8 @@ class MaskFeat(Method):
 
     def forward(self, views, step, indices=None):
         images = views[0]
-        mask = self._step_mask(images, step)
-        loss = losses.masked_patch_mse(self._predict(images, mask), self._targets(images), mask,
+        mask = self.step_masks(images, step)
+        loss = losses.masked_patch_mse(self.predict_masked(images, mask), self._targets(images), mask,
                                        normalize_target=False)
         return StepOutput(loss, {"hog mse": loss.detach()})
 
@@ -116,13 +105,12 @@ class MaskFeat(Method):
         in [0, 1], HOG drawn as glyphs (`hog.hog_picture`: in every cell a stroke along each
         orientation's edge direction, as bright as its histogram value): the targets of every
         patch, and the head's predictions on the hidden patches only (visible ones stay black)."""
-        grid = images.shape[-1] // self.backbone.patch_size
-        mask = self._mask(len(images), grid, torch.Generator().manual_seed(PICTURE_SEED), images.device)
-        prediction = torch.where(mask.unsqueeze(-1), self._predict(images, mask).float(), 0.0)
+        mask = self.picture_masks(images)
+        prediction = torch.where(mask.unsqueeze(-1), self.predict_masked(images, mask).float(), 0.0)
         size = tuple(images.shape[-2:])
 
         def draw(hog: Tensor) -> Tensor:
             return hog_picture(hog, size, self.backbone.patch_size, bins=self.params.hog_bins, cell_size=self.cell_size)
 
-        return {"mask": mask_picture(mask, grid, size), "target_hog": draw(self._targets(images)),
+        return {"mask": self.mask_picture(mask, images), "target_hog": draw(self._targets(images)),
                 "predicted_hog": draw(prediction)}

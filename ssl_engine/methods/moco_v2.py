@@ -16,10 +16,10 @@ from torch.nn import functional as F
 
 from .. import losses
 from ..distributed import gather_no_grad, rank, world_size
-from ..models.ema import copy_as_frozen, ema_update
+from ..models.ema import MomentumTargets
 from ..models.heads import projection_mlp
 from ..params import hyper
-from .base import Method, StepOutput, register, step_generator
+from .base import Method, StepOutput, draw_seed, register, step_generator
 from ..recipes import QUICK_COLOUR, Setting
 
 _DEMO = "the MoCo authors' CIFAR-10 demo, facebookresearch/moco colab/moco_cifar10_demo.ipynb"
@@ -73,13 +73,14 @@ class MoCoV2(Method):
         # MoCo v2's head has no BatchNorm: Linear-ReLU-Linear.
         self.projector = projection_mlp(backbone.feature_dim, params.hidden_dim, params.projection_dim,
                                         batch_norm=False)
-        self.key_backbone = copy_as_frozen(self.backbone)
-        self.key_projector = copy_as_frozen(self.projector)
+        self.ema = MomentumTargets(params.momentum, schedule="constant")
+        self.key_backbone = self.ema.copy(self.backbone)
+        self.key_projector = self.ema.copy(self.projector)
         queue = F.normalize(torch.randn(params.queue_size, params.projection_dim), dim=1)
         self.register_buffer("queue", queue)
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
-        self.shuffle_seed = int(torch.randint(0, 2 ** 31, ()))  # follows train.seed: the Trainer seeds torch first
+        self.shuffle_seed = draw_seed()
 
     @torch.no_grad()
     def _keys(self, images: torch.Tensor, step: int) -> torch.Tensor:
@@ -124,8 +125,7 @@ class MoCoV2(Method):
 
     @torch.no_grad()
     def after_optimizer_step(self, step):
-        ema_update(self.key_backbone, self.backbone, self.params.momentum)
-        ema_update(self.key_projector, self.projector, self.params.momentum)
+        self.ema.update(step, self.total_steps)
 
     def parameter_groups(self):
         return [{"params": [p for m in (self.backbone, self.projector) for p in m.parameters()]}]

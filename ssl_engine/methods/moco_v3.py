@@ -6,7 +6,7 @@ MoCo without a queue: the keys of the current batch are the negatives. A base en
 base encoder whose momentum rises from `base_momentum` to 1 on a cosine, makes the keys k.
 Each view's query is contrasted with the other view's keys of the whole (global) batch:
 
-    ctr(q, k) = CrossEntropy(q k^T / T, positives on the diagonal) * 2T     (q, k L2-normalised)
+    ctr(q, k) = CrossEntropy(q k^T / T, positives on the diagonal) * 2T     (losses.moco_v3_contrastive)
     loss      = ctr(q1, k2) + ctr(q2, k1)
 
 The factor 2T is the reference code's; it makes the gradient's scale independent of T.
@@ -26,28 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
+from .. import losses
 from ..distributed import gather_no_grad, rank
-from ..models.ema import copy_as_frozen, cosine_momentum, ema_update
+from ..models.ema import MomentumTargets
 from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, register
 from ..recipes import QUICK_COLOUR, QUICK_LARS, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
-
-
-def contrastive_loss(q: Tensor, keys: Tensor, temperature: float, first_positive: int = 0) -> Tensor:
-    """MoCo v3's ctr: CrossEntropy(normalize(q) normalize(keys)^T / T, labels) * 2T.
-
-    `q`: (N, D) queries of this process; `keys`: (M, D) keys of the global batch, where the
-    positive of query n is key `first_positive + n` (this process's offset in the gather).
-    Computed in float32 with autocast off."""
-    with torch.autocast(device_type=q.device.type, enabled=False):
-        q = F.normalize(q.float(), dim=1)
-        keys = F.normalize(keys.float(), dim=1)
-        labels = torch.arange(len(q), device=q.device) + first_positive
-        return F.cross_entropy(q @ keys.T / temperature, labels) * (2 * temperature)
 
 
 @dataclass
@@ -101,8 +87,9 @@ class MoCoV3(Method):
                                         num_layers=2, last_batch_norm=is_vit, last_bn_affine=False, bias=False)
         if params.random_patch_projection and is_vit:
             backbone.patch_embed.requires_grad_(False)
-        self.momentum_backbone = copy_as_frozen(self.backbone)
-        self.momentum_projector = copy_as_frozen(self.projector)
+        self.ema = MomentumTargets(params.base_momentum)  # a cosine to 1
+        self.momentum_backbone = self.ema.copy(self.backbone)
+        self.momentum_projector = self.ema.copy(self.projector)
 
     def forward(self, views, step, indices=None):
         x1, x2 = views[:2]
@@ -113,18 +100,14 @@ class MoCoV3(Method):
             k2 = gather_no_grad(self.momentum_projector(self.momentum_backbone(x2)))
         offset = rank() * len(x1)
         temperature = self.params.temperature
-        loss = contrastive_loss(q1, k2, temperature, offset) + contrastive_loss(q2, k1, temperature, offset)
-        momentum = torch.tensor(self._momentum(step))
+        loss = (losses.moco_v3_contrastive(q1, k2, temperature, offset)
+                + losses.moco_v3_contrastive(q2, k1, temperature, offset))
+        momentum = torch.tensor(self.ema.momentum(step, self.total_steps))
         return StepOutput(loss, {"contrastive": loss.detach(), "momentum": momentum}, (z1.detach(), z2.detach()))
-
-    def _momentum(self, step: int) -> float:
-        return cosine_momentum(step, self.total_steps, base=self.params.base_momentum)
 
     @torch.no_grad()
     def after_optimizer_step(self, step):
-        momentum = self._momentum(step)
-        ema_update(self.momentum_backbone, self.backbone, momentum)
-        ema_update(self.momentum_projector, self.projector, momentum)
+        self.ema.update(step, self.total_steps)
 
     def parameter_groups(self):
         modules = (self.backbone, self.projector, self.predictor)

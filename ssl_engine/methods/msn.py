@@ -34,9 +34,11 @@ from torch.nn import functional as F
 
 from .. import losses
 from ..distributed import all_reduce_mean, all_reduce_sum
-from ..models.ema import copy_as_frozen, ema_update
+from ..masking import RandomKeep
+from ..models.ema import MomentumTargets
 from ..params import hyper
-from .base import Method, StepOutput, features_by_resolution, register
+from .base import StepOutput, features_by_resolution, register
+from .masked import MaskedMethod
 from ..recipes import NO_SMALL_RECIPE, QUICK_COLOUR, QUICK_LOCAL_VIEWS, QUICK_MOMENTUM, QUICK_VIT, Setting
 
 
@@ -70,7 +72,7 @@ def global_batch_mean(x: Tensor) -> Tensor:
 
 
 @register
-class MSN(Method):
+class MSN(MaskedMethod):
     name = "msn"
     family = "hybrid"
     summary = "a masked view predicts an unmasked view's prototype assignment; me-max spreads the assignments"
@@ -99,24 +101,27 @@ class MSN(Method):
         self.projector = projection_head(backbone.feature_dim, params.hidden_dim, params.projection_dim)
         bound = params.projection_dim ** -0.5
         self.prototypes = nn.Parameter(torch.empty(params.num_prototypes, params.projection_dim).uniform_(-bound, bound))
-        self.target_backbone = copy_as_frozen(self.backbone)
-        self.target_projector = copy_as_frozen(self.projector)
+        # the reference's schedule: linear from base_momentum, reaching 1 at 1.25 x the run's length
+        self.ema = MomentumTargets(params.base_momentum, schedule="linear", horizon=1.25)
+        self.target_backbone = self.ema.copy(self.backbone)
+        self.target_projector = self.ema.copy(self.projector)
         self.momentum = params.base_momentum
         self.prototype_usage = torch.zeros(params.num_prototypes)
-        self.mask_seed = int(torch.randint(0, 2 ** 31, ()))  # follows train.seed: the Trainer seeds torch first
+        self.seed_masks()
+
+    def mask_strategy(self):
+        return RandomKeep(self.params.mask_ratio)
+
+    @torch.no_grad()
+    def pictures(self, images):
+        """None: MSN's masks are the patches each view keeps, which the default "mask" picture
+        (hidden patches) would show inverted; the app has never shown MSN's masks."""
+        return {}
 
     def _masked_features(self, views: list[Tensor], step: int) -> Tensor:
         """Class tokens of `views` (one pass) with a random `mask_ratio` of each image's patches
-        dropped: this step's draw for the global batch, view by view (see `Method.step_masks`),
-        so that N processes and a resumed run drop what one uninterrupted process drops."""
-        patches = (views[0].shape[-2] // self.backbone.patch_size) * (views[0].shape[-1] // self.backbone.patch_size)
-        kept = max(1, int(patches * (1 - self.params.mask_ratio)))
-
-        def per_image(rows: int, grid: int, generator: torch.Generator) -> Tensor:  # (rows, views, kept)
-            order = torch.rand(len(views), rows, patches, generator=generator).argsort(dim=2)
-            return order[:, :, :kept].transpose(0, 1)
-
-        keep = self.step_masks(per_image, views[0], step).transpose(0, 1).reshape(len(views) * len(views[0]), kept)
+        dropped: this step's draw for the global batch, view by view (`step_masks`)."""
+        keep = self.step_masks(views[0], step, views=len(views))
         return self.backbone.tokens(torch.cat(views), keep=keep)[:, 0]
 
     def _log_targets(self, target_logits: Tensor) -> Tensor:
@@ -156,10 +161,7 @@ class MSN(Method):
 
     @torch.no_grad()
     def after_optimizer_step(self, step):
-        # the reference's schedule: linear from base_momentum, reaching 1 at 1.25 x the run's length
-        self.momentum = min(1.0, self.params.base_momentum + (1 - self.params.base_momentum) * step / (1.25 * self.total_steps))
-        ema_update(self.target_backbone, self.backbone, self.momentum)
-        ema_update(self.target_projector, self.projector, self.momentum)
+        self.momentum = self.ema.update(step, self.total_steps)
 
     @torch.no_grad()
     def histograms(self, output):

@@ -30,13 +30,12 @@ from torch import Tensor, nn
 
 from .. import losses
 from ..errors import ConfigError
-from ..masking import mask_picture, random_patch_mask
+from ..masking import RandomPatches
 from ..models.vit import patchify, unpatchify
 from ..params import hyper
-from .base import Method, StepOutput, register
+from .base import StepOutput, register
+from .masked import MaskedMethod
 from ..recipes import NO_SMALL_RECIPE, QUICK_MASKED_LR, QUICK_VIT, Setting
-
-PICTURE_SEED = 0  # masks of `pictures`: the same images keep the same masks
 
 
 @dataclass
@@ -49,7 +48,7 @@ class SimMIMParams:
 
 
 @register
-class SimMIM(Method):
+class SimMIM(MaskedMethod):
     name = "simmim"
     family = "masked image modelling"
     summary = "mask tokens replace 60% of the patches; a linear head predicts their raw pixels (L1)"
@@ -96,32 +95,18 @@ class SimMIM(Method):
                                f"centred on its pixel), got {window}"])
         # the paper's one-layer prediction head (a 1 x 1 convolution over the patch tokens)
         self.head = nn.Linear(backbone.dim, backbone.patch_size ** 2 * 3)
-        # the masks' seed: drawn from torch's generator, which the Trainer seeds from train.seed
-        self.mask_seed = int(torch.randint(0, 2 ** 31, ()))
+        self.seed_masks()
 
-    def _mask(self, images: Tensor, generator: torch.Generator, rows: int | None = None) -> Tensor:
-        """(rows, P) bool over the ViT's patches, on the generator's device: `mask_ratio` of the
-        mask squares, each covering patches_per_mask_side^2 patches (the code's MaskGenerator,
-        upscaled to the patch grid; rows: one per image by default)."""
-        scale = self.patches_per_mask_side
-        coarse = images.shape[-1] // self.backbone.patch_size // scale
-        mask = random_patch_mask(rows or len(images), coarse * coarse, self.params.mask_ratio, generator=generator)
-        mask = mask.reshape(-1, coarse, coarse).repeat_interleave(scale, 1).repeat_interleave(scale, 2)
-        return mask.flatten(1)
-
-    def _predict(self, images: Tensor, mask: Tensor) -> Tensor:
-        """Predicted pixels of every patch, (N, P, patch_size^2 * 3), with mask tokens in the input."""
-        return self.head(self.backbone.tokens(images, mask=mask)[:, 1:])
-
-    def _step_mask(self, images: Tensor, step: int) -> Tensor:
-        """This step's masks (see `Method.step_masks`)."""
-        return self.step_masks(lambda rows, grid, generator: self._mask(images, generator, rows), images, step)
+    def mask_strategy(self):
+        """`mask_ratio` of the mask squares, each covering patches_per_mask_side^2 patches (the
+        code's MaskGenerator, upscaled to the patch grid)."""
+        return RandomPatches(self.params.mask_ratio, square=self.patches_per_mask_side)
 
     def forward(self, views, step, indices=None):
         images = views[0]
-        mask = self._step_mask(images, step)
+        mask = self.step_masks(images, step)
         target = patchify(self._target(images), self.backbone.patch_size)
-        loss = losses.masked_pixel_l1(self._predict(images, mask), target, mask)
+        loss = losses.masked_pixel_l1(self.predict_masked(images, mask), target, mask)
         return StepOutput(loss, {"reconstruction": loss.detach()})
 
     def _target(self, images: Tensor) -> Tensor:
@@ -138,16 +123,14 @@ class SimMIM(Method):
         """"mask" (N, 1, H, W), 1 on hidden patches, and "reconstruction" (N, 3, H, W): visible
         patches from the input, hidden ones as predicted (with `norm_target_window`, brought back
         to pixels with the true windows' mean and standard deviation, as MAE's demo does)."""
-        mask = self._mask(images, torch.Generator().manual_seed(PICTURE_SEED)).to(images.device)
-        prediction = self._predict(images, mask).float()
+        mask = self.picture_masks(images)
+        prediction = self.predict_masked(images, mask).float()
         if self.params.norm_target_window:
             mean, std = window_statistics(images.float(), self.params.norm_target_window)
             prediction = prediction * patchify(std, self.backbone.patch_size) + patchify(mean, self.backbone.patch_size)
         target = patchify(images.float(), self.backbone.patch_size)
         pasted = torch.where(mask.unsqueeze(-1), prediction, target)
-        grid = images.shape[-1] // self.backbone.patch_size
-        return {"mask": mask_picture(mask, grid, tuple(images.shape[-2:])),
-                "reconstruction": unpatchify(pasted, self.backbone.patch_size)}
+        return {"mask": self.mask_picture(mask, images), "reconstruction": unpatchify(pasted, self.backbone.patch_size)}
 
 
 def window_statistics(images: Tensor, window: int) -> tuple[Tensor, Tensor]:
