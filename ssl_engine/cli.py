@@ -95,8 +95,8 @@ def experiment_config(args):
 
     if getattr(args, "resume", None):
         from .config import with_vit_layout_of
-        from .train.checkpoint import load_checkpoint
-        from .train.trainer import backbone_state
+        from .checkpoint import load_checkpoint
+        from .models.build import backbone_state
 
         run = Path(args.resume).expanduser()
         config = ExperimentConfig.load(run / "config.toml")
@@ -203,7 +203,7 @@ def _print_estimate(config, knn_every: int):
     the run then uses. A single process only: under torchrun each process would time itself."""
     from .train.estimate import measure, project
     from .train.events import EventRates
-    from .train.trainer import load_data_for
+    from .data.for_config import load_data_for
 
     data = load_data_for(config.validate())
     estimate = project(measure(config, data), config, data,
@@ -381,7 +381,9 @@ def run_eval(args) -> int:
     from .data import FOLDER_PREFIX
     from .data.stats import channel_stats
     from .eval.evaluate import evaluate_backbone, evaluate_pixels
-    from .train.trainer import build_backbone_for, load_data_for, resolve_device
+    from .data.for_config import load_data_for
+    from .devices import resolve_device
+    from .models.build import build_backbone_for
 
     _check_model_source(args)
     if args.k < 1:

@@ -10,7 +10,7 @@ import torch
 
 from ssl_engine.errors import UserError
 from ssl_engine.eval.model_source import at_image_size, list_runs, model_key, open_model, random_init_model
-from ssl_engine.train.trainer import backbone_state
+from ssl_engine.models.build import backbone_state
 from tests.helpers import train_tiny_run
 
 

@@ -7,7 +7,6 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
-from PySide6.QtCore import Qt  # noqa: E402
 
 from app.experiment_model import FIRST_EXPERIMENT, ExperimentModel  # noqa: E402
 from app.widgets.setup_panel import SetupPanel  # noqa: E402

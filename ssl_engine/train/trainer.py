@@ -21,27 +21,29 @@ import torch
 from torch import nn
 
 from .. import distributed as dist_utils
+from ..augment.display import to_display
 from ..augment.ops import normalize
 from ..augment.views import ViewAugmenter
-from ..config import ExperimentConfig, layer_scale_for, position_embedding_for, vit_features_for
-from ..data import load_data
+from ..checkpoint import first_line, load_checkpoint, save_checkpoint
+from ..config import ExperimentConfig
+from ..data.for_config import load_data_for
 from ..data.image_set import DataSplits
 from ..data.stats import channel_stats
+from ..devices import resolve_device, resolve_precision, synchronise
 from ..errors import ConfigError, UserError
 from ..eval.embed import embed
 from ..eval.evaluate import evaluate_backbone
 from ..eval.knn import knn_top1
 from ..eval.projection import pca_2d
 from ..methods import get_method
-from ..models.backbones import build_backbone
 from ..models.batch_norm import synchronise_batch_norm
+from ..models.build import build_backbone_for
+from ..models.ema import cosine_momentum
 from ..runs import RunFolder, new_run_dir
-from .checkpoint import first_line, load_checkpoint, save_checkpoint
 from .control import TrainingControl
 from .events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, EventRates, Failed,
                      Finished, MatrixSnapshot, MethodPictures, RandomInitKnn, RunStarted, StepMetrics,
                      Subscription)
-from ..models.ema import cosine_momentum
 from .optim import build_optimizer, clip_gradients, set_learning_rate, set_weight_decay
 from .schedules import warmup_cosine
 
@@ -62,77 +64,6 @@ class StepTimes:
     first_step_seconds: float   # the first step, which pays for allocation
     step_seconds: list[float]   # each timed step after it
     device: torch.device
-
-
-def synchronise(device: torch.device) -> None:
-    """Wait for the device's queued work (a GPU's kernels run asynchronously), so a clock read
-    next counts it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto` picks CUDA, then MPS, then the CPU; an unavailable device is a clear error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(["train.device is cuda but no CUDA GPU is available (use auto or cpu)"])
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError([f"train.device is {name} but only {torch.cuda.device_count()} GPU(s) exist"])
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError(["train.device is mps but MPS is not available (use auto or cpu)"])
-    return device
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full fp32. Mixed precision runs on CUDA only."""
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
-def backbone_state(checkpoint: dict) -> dict:
-    """The backbone's weights inside a checkpoint's method state."""
-    prefix = "backbone."
-    return {k[len(prefix):]: v for k, v in checkpoint["method"].items() if k.startswith(prefix)}
-
-
-def load_data_for(config: ExperimentConfig, *, source: str | None = None, image_size: int | None = None,
-                  seed: int | None = None) -> DataSplits:
-    """The data set `config` describes (or `source` at `image_size`, split with `seed`)."""
-    data = config.data
-    return load_data(source or data.source, image_size or data.image_size, test_fraction=data.test_fraction,
-                     seed=config.train.seed if seed is None else seed, root=data.root, download=data.download,
-                     shapes_count=data.shapes_count)
-
-
-def build_backbone_for(config: ExperimentConfig) -> nn.Module:
-    stem = {"auto": None, "on": True, "off": False}[config.backbone.small_stem]
-    backbone = build_backbone(config.backbone.name, small_stem=stem, image_size=config.data.image_size,
-                              patch_size=config.backbone.patch_size, vit_depth=config.backbone.vit_depth,
-                              position_embedding=position_embedding_for(config), layer_scale=layer_scale_for(config))
-    if hasattr(backbone, "evaluation_pooling"):
-        backbone.evaluation_pooling = vit_features_for(config)
-    return backbone
-
-
-def to_display(images: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) float in [0, 1] or uint8 -> uint8 (N, H, W, 3) numpy, a copy."""
-    if images.dtype != torch.uint8:
-        images = (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    return images.permute(0, 2, 3, 1).contiguous().cpu().numpy().copy()
 
 
 class Trainer:
