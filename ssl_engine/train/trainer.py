@@ -96,18 +96,20 @@ class Trainer:
             if wanted(subscription.rates):
                 subscription.callback(event)
 
-    def _wanted(self, field_name: str, counter: int) -> bool:
-        return any(getattr(s.rates, field_name) > 0 and counter % getattr(s.rates, field_name) == 0
-                   for s in self.subscriptions)
+    def _due(self, rates: EventRates, rate_name: str, counter: int, snapshot: bool = False) -> bool:
+        """Whether a listener at `rates` takes the event of rate `rate_name` at `counter` (a step
+        or an epoch): at its rate; a step `snapshot` (views, matrix) also after the run's first
+        step, so that a window shows it at once."""
+        every = getattr(rates, rate_name)
+        return every > 0 and (counter % every == 0 or (snapshot and counter == self.start_step + 1))
 
-    def _snapshot_due(self, rates: EventRates, field_name: str, step: int) -> bool:
-        """Whether a listener at `rates` takes the step snapshot `field_name` (views, matrix) of
-        `step`: at its rate, and after the run's first step, so that a window shows it at once."""
-        every = getattr(rates, field_name)
-        return every > 0 and (step % every == 0 or step == self.start_step + 1)
+    def _wanted(self, rate_name: str, counter: int, snapshot: bool = False) -> bool:
+        """Whether any listener takes it (else it is not computed)."""
+        return any(self._due(s.rates, rate_name, counter, snapshot) for s in self.subscriptions)
 
-    def _snapshot_wanted(self, field_name: str, step: int) -> bool:
-        return any(self._snapshot_due(s.rates, field_name, step) for s in self.subscriptions)
+    def _emit_due(self, event, rate_name: str, counter: int, snapshot: bool = False) -> None:
+        """Send `event` to the listeners that take it (`_due`)."""
+        self._emit(event, lambda rates: self._due(rates, rate_name, counter, snapshot))
 
     # -- the run --------------------------------------------------------------------------
     def run(self) -> dict:
@@ -348,7 +350,7 @@ class Trainer:
             floor = self._live_knn()
             if self.folder is not None:
                 self.folder.append_metrics({"kind": "init", "step": 0, "knn_top1": floor})
-            self._emit(RandomInitKnn(knn_top1=floor), lambda r: r.knn_every_epochs > 0)
+            self._emit_due(RandomInitKnn(knn_top1=floor), "knn_every_epochs", 0)
         summary = {"method": cfg.method.name, "data": cfg.data.source, "backbone": cfg.backbone.name}
         if self.start_step == 0 and self.folder is not None:
             summary["knn_top1_init"] = self._evaluate(linear_probe=False).get("knn_top1")
@@ -404,17 +406,17 @@ class Trainer:
                     step=step, epoch=epoch, epoch_progress=(position + 1) / self.steps_per_epoch, loss=loss,
                     terms={k: float(v.detach()) for k, v in output.terms.items()}, lr=lr, images_per_second=speed,
                     elapsed_seconds=seconds, eta_seconds=eta, total_steps=self.total_steps)
-                self._emit(metrics, lambda r: r.metrics_every_steps > 0 and step % r.metrics_every_steps == 0)
+                self._emit_due(metrics, "metrics_every_steps", step)
                 if log_now and self.folder is not None:
                     self.folder.append_metrics({"kind": "step", "step": step, "epoch": epoch + metrics.epoch_progress,
                                                 "loss": loss, **metrics.terms, "lr": lr,
                                                 "images_per_second": speed, "time": seconds})
-            if self._snapshot_wanted("matrix_every_steps", step):
+            if self._wanted("matrix_every_steps", step, snapshot=True):
                 matrices, histograms = self.method.matrices(output), self.method.histograms(output)
-                self._emit(MatrixSnapshot(step, {k: v.float().cpu().numpy().copy() for k, v in matrices.items()},
-                                          {k: v.float().cpu().numpy().copy() for k, v in histograms.items()}),
-                           lambda r: self._snapshot_due(r, "matrix_every_steps", step))
-            if self._snapshot_wanted("views_every_steps", step):
+                self._emit_due(MatrixSnapshot(step, {k: v.float().cpu().numpy().copy() for k, v in matrices.items()},
+                                              {k: v.float().cpu().numpy().copy() for k, v in histograms.items()}),
+                               "matrix_every_steps", step, snapshot=True)
+            if self._wanted("views_every_steps", step, snapshot=True):
                 samples = self._view_samples().to(self.device)
                 shown = to_display(samples)  # one read-only copy for both events
                 self._emit_views(step, samples, shown)
@@ -517,11 +519,11 @@ class Trainer:
             if want_knn:
                 knn = self._live_knn(features)
             if want_map:
-                self._emit(EmbeddingSnapshot(
+                self._emit_due(EmbeddingSnapshot(
                     step=step, epoch=epoch, embeddings=features.numpy().copy(),
                     labels=self.eval_set.labels.numpy().copy(), images=to_display(self.eval_set.images),
                     class_names=list(self.eval_set.class_names), projection_2d=pca_2d(features)),
-                    lambda r: r.embedding_every_epochs > 0 and epoch % r.embedding_every_epochs == 0)
+                    "embedding_every_epochs", epoch)
         if self.folder is not None:
             self.folder.append_metrics({"kind": "epoch", "epoch": epoch, "step": step, "loss": mean_loss,
                                         "knn_top1": knn, "time": seconds})
@@ -567,13 +569,13 @@ class Trainer:
         if hasattr(backbone, "class_token_attention"):
             attention = backbone.class_token_attention(images).cpu().numpy().copy()
         if pictures or attention is not None:
-            self._emit(MethodPictures(step=step, originals=shown, pictures=pictures, attention=attention),
-                       lambda r: self._snapshot_due(r, "views_every_steps", step))
+            self._emit_due(MethodPictures(step=step, originals=shown, pictures=pictures, attention=attention),
+                           "views_every_steps", step, snapshot=True)
 
     def _emit_views(self, step: int, originals: torch.Tensor, shown: np.ndarray) -> None:
         views = self._views(originals, step, global_batch=False)
-        self._emit(AugmentedViews(step=step, originals=shown, views=[to_display(v) for v in views]),
-                   lambda r: self._snapshot_due(r, "views_every_steps", step))
+        self._emit_due(AugmentedViews(step=step, originals=shown, views=[to_display(v) for v in views]),
+                       "views_every_steps", step, snapshot=True)
 
     def _evaluate(self, linear_probe: bool) -> dict:
         if not dist_utils.is_main_process():
