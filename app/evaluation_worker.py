@@ -26,7 +26,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from ssl_engine.errors import UserError
-from ssl_engine.eval.accuracy import AccuracyReport, accuracy_report
+from ssl_engine.eval.accuracy import AccuracyReport, folder_accuracy_report
 from ssl_engine.eval.folder_embedding import EmbeddingCancelled, FolderEmbedding, combine_embeddings, embed_folder
 from ssl_engine.eval.model_source import EvalModel, open_model, random_init_model
 
@@ -96,17 +96,12 @@ def accuracy_reports(models: list[EmbeddedFolders], protocol: Protocol, k: int, 
     """One report per model, on the protocol's folders, with the same seed for each."""
     reports = []
     for embedded in models:
-        train = embedded.folders[protocol.train]
-        test = None if protocol.test is None else embedded.folders[protocol.test]
         names = embedded.folder_names
-        reports.append(accuracy_report(
-            train.features, train.labels, train.class_names, model_name=embedded.model.name,
-            folder_name=names[protocol.train],
-            test_features=None if test is None else test.features,
-            test_labels=None if test is None else test.labels,
-            test_class_names=None if test is None else test.class_names,
-            test_folder_name="" if test is None else names[protocol.test],
-            k=k, linear_probe=linear_probe, seed=0, cancelled=cancelled))
+        test = None if protocol.test is None else embedded.folders[protocol.test]
+        reports.append(folder_accuracy_report(
+            embedded.folders[protocol.train], test, model_name=embedded.model.name, train_name=names[protocol.train],
+            test_name="" if test is None else names[protocol.test], k=k, linear_probe=linear_probe, seed=0,
+            cancelled=cancelled))
     return reports
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from ssl_engine.config import (ExperimentConfig, changed_settings, names_key, switched_table, table_image_size,
-                               table_key, table_problems)
+from ssl_engine.config import (ExperimentConfig, changed_settings, names_key, recipe_views, switched_table,
+                               table_image_size, table_key, table_problems, views_follow_size)
 from ssl_engine.errors import ConfigError
 from ssl_engine.params import to_dict
 from ssl_engine.recipes import RECIPES, recipe_for
@@ -65,7 +65,7 @@ class ExperimentModel(QObject):
         if node.get(path[-1], object()) == value and type(node.get(path[-1])) is type(value):
             return
         node[path[-1]] = value
-        if path == ("data", "image_size") and self._views_are_recipes and isinstance(value, int) and 8 <= value <= 512:
+        if path == ("data", "image_size") and self._views_are_recipes and views_follow_size(value):
             # views the user has not touched follow the recipe for the new size (blur is off at
             # 32 px and less, as in the papers' CIFAR settings)
             self._table["augment"]["views"] = self._recipe_views(value)
@@ -119,9 +119,7 @@ class ExperimentModel(QObject):
         return table_image_size(self._table)
 
     def _recipe_views(self, size: int) -> list[dict]:
-        method = self._table["method"]
-        return [to_dict(view) for view in
-                ExperimentConfig.for_method(method["name"], size, self.recipe).augment.views]
+        return [to_dict(view) for view in recipe_views(self._table["method"]["name"], size, self.recipe)]
 
     def set_config(self, config: ExperimentConfig) -> None:
         self._table = config.to_dict()

@@ -18,22 +18,22 @@ from PySide6.QtWidgets import (QApplication, QLabel, QMainWindow, QMessageBox, Q
                                QTabWidget, QToolBar)
 
 from ssl_engine.config import ExperimentConfig
+from ssl_engine.data.for_config import load_data_for
 from ssl_engine.errors import ConfigError
-from ssl_engine.train.trainer import load_data_for
 
 from .background import BackgroundCall
+from .experiment_model import ExperimentModel
 from .file_dialogs import open_file, save_file
 from .run_estimate import RunEstimate
-from .experiment_model import ExperimentModel
 from .settings import AppSettings
 from .wheel_guard import install_wheel_guard
-from .window_geometry import remember_geometry
 from .widgets.evaluate_panel import EvaluatePanel
 from .widgets.param_form import field_label, in_words
 from .widgets.preview_panel import PreviewPanel
 from .widgets.problem_summary import Problem, ProblemSummary
 from .widgets.setup_panel import SetupPanel
 from .widgets.training_panel import TrainingPanel
+from .window_geometry import remember_geometry
 from .worker import TrainingThread
 
 DRAIN_INTERVAL_MS = 100  # 10 redraws a second at most: smooth to the eye, cheap for training

@@ -15,7 +15,7 @@ import torch
 
 from ssl_engine.config import ExperimentConfig
 from ssl_engine.methods import get_method
-from ssl_engine.train.trainer import build_backbone_for
+from ssl_engine.models.build import build_backbone_for
 
 MASK_PICTURES = ("mask", "context", "targets")  # the masking, not what a network made of it
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtWidgets import QApplication
 
+from ssl_engine.checkpoint import checkpoint_file
 from ssl_engine.config import ExperimentConfig
-from ssl_engine.train.checkpoint import checkpoint_file
 
 from .main import make_application
 from .main_window import MainWindow

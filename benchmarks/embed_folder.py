@@ -161,7 +161,7 @@ def main() -> None:
     model = open_model(args.checkpoint) if args.checkpoint else \
         random_init_model(backbone=args.backbone, image_size=args.image_size)
 
-    from ssl_engine.train.trainer import resolve_device
+    from ssl_engine.devices import resolve_device
 
     print(f"model: {model.name} ({model.feature_dim} features, {model.image_size} px input); device "
           f"{resolve_device(args.device)}; {os.cpu_count()} CPU cores; files {args.size} px, half JPEG half PNG")

@@ -32,7 +32,7 @@ from ssl_engine.eval.evaluate import evaluate_pixels  # noqa: E402
 from ssl_engine.methods import METHODS  # noqa: E402
 from ssl_engine.recipes import RECIPES  # noqa: E402
 from ssl_engine.train import Trainer  # noqa: E402
-from ssl_engine.train.trainer import load_data_for  # noqa: E402
+from ssl_engine.data.for_config import load_data_for  # noqa: E402
 
 
 def configure(method: str, args, runs_dir: str) -> ExperimentConfig:

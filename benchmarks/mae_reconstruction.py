@@ -24,7 +24,7 @@ from ssl_engine.augment.ops import normalize  # noqa: E402
 from ssl_engine.config import ExperimentConfig  # noqa: E402
 from ssl_engine.train import EventRates, Trainer  # noqa: E402
 from ssl_engine.train.events import RunStarted  # noqa: E402
-from ssl_engine.train.trainer import load_data_for  # noqa: E402
+from ssl_engine.data.for_config import load_data_for  # noqa: E402
 
 
 def held_out_loss(trainer: Trainer, images_uint8: torch.Tensor) -> float:

@@ -28,8 +28,9 @@ import torch  # noqa: E402
 from ssl_engine.cli import add_experiment_arguments, experiment_config  # noqa: E402
 from ssl_engine.errors import UserError  # noqa: E402
 from ssl_engine.train import Trainer  # noqa: E402
-from ssl_engine.train.trainer import (build_backbone_for, load_data_for, resolve_device,  # noqa: E402
-                                     resolve_precision, synchronise)
+from ssl_engine.data.for_config import load_data_for  # noqa: E402
+from ssl_engine.devices import resolve_device, resolve_precision, synchronise  # noqa: E402
+from ssl_engine.models.build import build_backbone_for  # noqa: E402
 from ssl_engine.augment.views import ViewAugmenter  # noqa: E402
 from ssl_engine.methods.base import features_by_resolution  # noqa: E402
 

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import math
 import shlex
 import sys
@@ -76,11 +75,11 @@ from ssl_engine.config import ExperimentConfig  # noqa: E402
 from ssl_engine.data import load_data, read_folder, stratified_split  # noqa: E402
 from ssl_engine.data.image_set import DataSplits, ImageSet  # noqa: E402
 from ssl_engine.data.stats import channel_stats  # noqa: E402
-from ssl_engine.errors import ConfigError, DataError  # noqa: E402
+from ssl_engine.errors import DataError  # noqa: E402
 from ssl_engine.recipes import RECIPES, Setting, apply_settings  # noqa: E402
 from ssl_engine.eval.evaluate import evaluate_backbone  # noqa: E402
 from ssl_engine.train import Trainer  # noqa: E402
-from ssl_engine.train.trainer import build_backbone_for  # noqa: E402
+from ssl_engine.models.build import build_backbone_for  # noqa: E402
 
 METHODS = ("simclr", "moco_v2", "byol", "simsiam", "barlow_twins", "vicreg", "dino", "swav")
 MULTI_CROP = ("dino", "swav")

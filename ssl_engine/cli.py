@@ -95,8 +95,8 @@ def experiment_config(args):
 
     if getattr(args, "resume", None):
         from .config import with_vit_layout_of
-        from .train.checkpoint import load_checkpoint
-        from .train.trainer import backbone_state
+        from .checkpoint import load_checkpoint
+        from .models.build import backbone_state
 
         run = Path(args.resume).expanduser()
         config = ExperimentConfig.load(run / "config.toml")
@@ -203,7 +203,7 @@ def _print_estimate(config, knn_every: int):
     the run then uses. A single process only: under torchrun each process would time itself."""
     from .train.estimate import measure, project
     from .train.events import EventRates
-    from .train.trainer import load_data_for
+    from .data.for_config import load_data_for
 
     data = load_data_for(config.validate())
     estimate = project(measure(config, data), config, data,
@@ -301,7 +301,10 @@ def run_embed(args) -> int:
 
 
 def _folder_features(args, model, folder: str, flag: str):
-    """(features, labels, class_names, count line) of a labelled folder for `eval`."""
+    """(labelled features, count line) of a labelled folder for `eval`: the model's embedding,
+    or with `--baseline pixels` (model None) the flattened images in [0, 1]."""
+    from types import SimpleNamespace
+
     import numpy as np
 
     from .data import read_folder
@@ -319,28 +322,26 @@ def _folder_features(args, model, folder: str, flag: str):
                         f"(a folder with one subfolder per class)")
     cached = "" if model is None else f"{reused} reused from cache, "
     line = f"{flag} {folder}: {len(labels)} images ({cached}{len(skipped)} skipped)"
-    return features, labels, class_names, line
+    return SimpleNamespace(features=features, labels=labels, class_names=class_names), line
 
 
 def _run_eval_on_folders(args) -> int:
     import math
 
-    from .eval.accuracy import accuracy_report
+    from .eval.accuracy import folder_accuracy_report
     from .eval.export import save_accuracy_csv
 
     train_folder = _folder_path(args.data, "--data")
     test_folder = _folder_path(args.test, "--test") if args.test else None
     model = None if args.baseline == "pixels" else _eval_model(args)
     name = "raw pixels" if model is None else model.name
-    features, labels, class_names, train_line = _folder_features(args, model, train_folder, "--data")
-    test, lines = {}, [train_line]
+    train, train_line = _folder_features(args, model, train_folder, "--data")
+    test, lines = None, [train_line]
     if test_folder is not None:
-        test_features, test_labels, test_class_names, test_line = _folder_features(args, model, test_folder, "--test")
-        test = {"test_features": test_features, "test_labels": test_labels, "test_class_names": test_class_names,
-                "test_folder_name": Path(test_folder).name}
+        test, test_line = _folder_features(args, model, test_folder, "--test")
         lines.append(test_line)
-    report = accuracy_report(features, labels, class_names, model_name=name, folder_name=Path(train_folder).name,
-                             k=args.k, seed=args.seed, **test)
+    report = folder_accuracy_report(train, test, model_name=name, train_name=Path(train_folder).name,
+                                    test_name=Path(test_folder).name if test_folder else "", k=args.k, seed=args.seed)
     print("\n".join(lines), file=sys.stderr)  # after the report: a mistake stays one error line
     if args.csv:
         try:
@@ -381,7 +382,9 @@ def run_eval(args) -> int:
     from .data import FOLDER_PREFIX
     from .data.stats import channel_stats
     from .eval.evaluate import evaluate_backbone, evaluate_pixels
-    from .train.trainer import build_backbone_for, load_data_for, resolve_device
+    from .data.for_config import load_data_for
+    from .devices import resolve_device
+    from .models.build import build_backbone_for
 
     _check_model_source(args)
     if args.k < 1:

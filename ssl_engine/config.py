@@ -32,12 +32,13 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 DATA_SOURCES = ("digits", "shapes", "cifar10", "cifar100", "stl10")
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 512  # the sides, in pixels, images can be stored and trained at
 
 
 @dataclass
 class DataConfig:
     source: str = hyper("shapes", help="digits, shapes, cifar10, cifar100, stl10, or folder:PATH")
-    image_size: int = hyper(32, ge=8, le=512, help="side of the square images the set is stored and trained at")
+    image_size: int = hyper(32, ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE, help="side of the square images the set is stored and trained at")
     test_fraction: float = hyper(0.2, gt=0, lt=1, help="share of a labelled set held out for testing (sets without an official split)")
     shapes_count: int = hyper(10000, ge=100, le=50000, help="number of images generated for the shapes set")
     root: str = hyper("~/.cache/ssl_explorer/data", help="where downloadable sets (CIFAR, STL-10) are kept")
@@ -261,7 +262,7 @@ class ExperimentConfig:
                 base = base.switch_method(str(value))
             elif parts == ["method", "recipe"]:
                 base = base.switch_recipe(str(value))
-            elif parts == ["data", "image_size"] and isinstance(value, int) and value >= 8 and \
+            elif parts == ["data", "image_size"] and views_follow_size(value) and \
                     base.augment.views == base.recipe_views(base.data.image_size):
                 base = dataclasses.replace(base, augment=dataclasses.replace(
                     base.augment, views=base.recipe_views(value)))
@@ -303,7 +304,7 @@ class ExperimentConfig:
 
     def recipe_views(self, image_size: int) -> list[ViewConfig]:
         """The views this method's recipe gives images of side `image_size`."""
-        return ExperimentConfig.for_method(self.method.name, image_size, self.method.recipe).augment.views
+        return recipe_views(self.method.name, image_size, self.method.recipe)
 
     # -- checks ----------------------------------------------------------------------
     def problems(self) -> list[str]:
@@ -453,11 +454,23 @@ def switched_table(table: dict, name: str, recipe: str) -> dict:
     return out
 
 
+def recipe_views(method: str, image_size: int, recipe: str | None) -> list[ViewConfig]:
+    """The views method `method`'s recipe `recipe` gives images of side `image_size`."""
+    return ExperimentConfig.for_method(method, image_size, recipe).augment.views
+
+
+def views_follow_size(image_size) -> bool:
+    """Whether views the user has not edited follow a new image size (blur is off at 32 px and
+    less, as in the papers' CIFAR settings): for any size the data can have."""
+    return isinstance(image_size, int) and not isinstance(image_size, bool) and \
+        MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE
+
+
 def table_image_size(table: dict) -> int:
     """The image size of a config table that may hold a value being typed: 32 unless it is a
     usable size (8 to 512 px)."""
     size = table.get("data", {}).get("image_size", 32)
-    return size if isinstance(size, int) and 8 <= size <= 512 else 32
+    return size if views_follow_size(size) else 32
 
 
 def vit_features_for(config: "ExperimentConfig") -> str:

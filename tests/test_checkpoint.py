@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ssl_engine.errors import UserError
-from ssl_engine.train.checkpoint import load_checkpoint, save_checkpoint
+from ssl_engine.checkpoint import load_checkpoint, save_checkpoint
 
 
 class _RunsCode:

@@ -15,14 +15,9 @@ from ssl_engine.cli import main
 from ssl_engine.data import generate_shapes, load_digits
 from ssl_engine.eval.folder_embedding import embed_folder
 from ssl_engine.eval.model_source import open_model, random_init_model
-from tests.helpers import save_image_set, train_tiny_run, write_shapes_folder
+from tests.helpers import save_image_set, write_shapes_folder
 
 CLASSES = ["circle", "crescent", "cross", "ellipse", "heart", "ring", "semicircle", "square", "star", "triangle"]
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return train_tiny_run(tmp_path_factory.mktemp("training"))
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +36,12 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def test_embed_writes_the_folder_features_with_their_paths(run, folders, tmp_path, capsys, cache):
+def test_embed_writes_the_folder_features_with_their_paths(trained_run, folders, tmp_path, capsys, cache):
     out = tmp_path / "features.npz"
-    assert main(["embed", "--checkpoint", str(run), "--data", f"folder:{folders / 'train'}", "--out", str(out),
+    assert main(["embed", "--checkpoint", str(trained_run), "--data", f"folder:{folders / 'train'}", "--out", str(out),
                  "--device", "cpu", "--batch-size", "16"]) == 0
     line = capsys.readouterr().out
-    expected = embed_folder(open_model(run), str(folders / "train"), cache_dir="", device="cpu")
+    expected = embed_folder(open_model(trained_run), str(folders / "train"), cache_dir="", device="cpu")
     count = len(expected.paths)
     assert line.count("\n") == 1 and line.startswith(f"{count} images embedded (0 reused from cache, 2 skipped)")
     assert "images/s" in line and str(out) in line
@@ -54,9 +49,9 @@ def test_embed_writes_the_folder_features_with_their_paths(run, folders, tmp_pat
         np.testing.assert_allclose(saved["features"], expected.features, rtol=1e-4, atol=1e-5)
         assert saved["paths"].tolist() == expected.paths and saved["class_names"].tolist() == CLASSES
         np.testing.assert_array_equal(saved["labels"], expected.labels)
-        assert str(saved["model_key"]) == open_model(run).key
+        assert str(saved["model_key"]) == open_model(trained_run).key
 
-    assert main(["embed", "--checkpoint", str(run), "--data", f"folder:{folders / 'train'}", "--out",
+    assert main(["embed", "--checkpoint", str(trained_run), "--data", f"folder:{folders / 'train'}", "--out",
                  str(tmp_path / "features.csv"), "--device", "cpu"]) == 0
     assert f"({count} reused from cache" in capsys.readouterr().out
     with open(tmp_path / "features.csv", newline="") as file:
@@ -78,9 +73,9 @@ def test_embed_a_random_init_baseline_without_the_cache(folders, tmp_path, capsy
         assert saved["labels"].tolist() == [-1] * 10 and saved["class_names"].tolist() == []
 
 
-def test_eval_cross_validates_a_labelled_folder(run, folders, tmp_path, capsys):
+def test_eval_cross_validates_a_labelled_folder(trained_run, folders, tmp_path, capsys):
     table = tmp_path / "accuracy.csv"
-    assert main(["eval", "--checkpoint", str(run), "--data", f"folder:{folders / 'train'}", "--k", "5",
+    assert main(["eval", "--checkpoint", str(trained_run), "--data", f"folder:{folders / 'train'}", "--k", "5",
                  "--device", "cpu", "--json", "--csv", str(table)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["protocol"].startswith("5-fold cross-validation") and result["k"] == 5
@@ -94,8 +89,8 @@ def test_eval_cross_validates_a_labelled_folder(run, folders, tmp_path, capsys):
     assert {r["class"] for r in rows} == {"all", *CLASSES}
 
 
-def test_eval_trains_on_one_folder_and_tests_on_another(run, folders, capsys):
-    assert main(["eval", "--checkpoint", str(run), "--data", f"folder:{folders / 'train'}",
+def test_eval_trains_on_one_folder_and_tests_on_another(trained_run, folders, capsys):
+    assert main(["eval", "--checkpoint", str(trained_run), "--data", f"folder:{folders / 'train'}",
                  "--test", f"folder:{folders / 'test'}", "--device", "cpu", "--json"]) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)
@@ -144,8 +139,8 @@ def bad_inputs(tmp_path_factory, folders):
     (["eval", "--checkpoint", "{run}", "--baseline", "pixels", "--data", "folder:{data}/train"], "leave out --checkpoint"),
     (["embed", "--data", "folder:{data}/flat", "--out", "{tmp}/x.npz"], "give --checkpoint PATH or --baseline"),
 ])
-def test_bad_input_is_one_error_line_and_exit_2(argv, message, run, folders, bad_inputs, tmp_path, capsys):
-    argv = [a.format(run=run, data=folders, bad=bad_inputs, tmp=tmp_path) for a in argv]
+def test_bad_input_is_one_error_line_and_exit_2(argv, message, trained_run, folders, bad_inputs, tmp_path, capsys):
+    argv = [a.format(run=trained_run, data=folders, bad=bad_inputs, tmp=tmp_path) for a in argv]
     assert main([*argv, "--device", "cpu"]) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
@@ -153,12 +148,12 @@ def test_bad_input_is_one_error_line_and_exit_2(argv, message, run, folders, bad
     assert not (bad_inputs / "code-ran").exists()
 
 
-def test_the_random_floor_of_a_checkpoint_is_its_own_network_at_initialisation(run, folders, capsys):
+def test_the_random_floor_of_a_checkpoint_is_its_own_network_at_initialisation(trained_run, folders, capsys):
     """--baseline random --checkpoint: same architecture and normalisation, fresh weights."""
     argv = ["eval", "--data", f"folder:{folders / 'train'}", "--device", "cpu", "--json", "--seed", "3"]
-    assert main([*argv, "--checkpoint", str(run), "--baseline", "random"]) == 0
+    assert main([*argv, "--checkpoint", str(trained_run), "--baseline", "random"]) == 0
     floor = json.loads(capsys.readouterr().out)
-    trained = open_model(run)
+    trained = open_model(trained_run)
     expected = random_init_model(like=trained, seed=3)
     assert floor["model"] == expected.name
     # on the CPU, as the command did: a GPU's kernels round differently, and a kNN near-tie could flip

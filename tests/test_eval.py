@@ -146,3 +146,25 @@ def test_embed_transforms_each_batch_before_normalising():
 def test_embed_rejects_float_images():
     with pytest.raises(ValueError):
         embed(_TinyNet(), torch.rand(2, 3, 8, 8), mean=(0, 0, 0), std=(1, 1, 1))
+
+
+def test_unlabelled_training_rows_take_no_part_and_none_labelled_is_one_message():
+    from ssl_engine.eval.knn import knn_scores
+    from ssl_engine.eval.linear_probe import linear_probe_logits
+
+    generator = torch.Generator().manual_seed(0)
+    train = torch.randn(40, 8, generator=generator)
+    labels = torch.arange(40) % 2
+    test = train[:10] + 0.01 * torch.randn(10, 8, generator=generator)
+    # rows 20.. unlabelled and their features wild: the scores must not change
+    wild = train.clone()
+    wild[20:] = 1000 * torch.randn(20, 8, generator=generator)
+    hidden = labels.clone()
+    hidden[20:] = -1
+    torch.testing.assert_close(knn_scores(wild, hidden, test, k=5), knn_scores(train[:20], labels[:20], test, k=5))
+    torch.testing.assert_close(linear_probe_logits(wild, hidden, test, epochs=20),
+                               linear_probe_logits(train[:20], labels[:20], test, epochs=20))
+    nobody = torch.full((40,), -1)
+    for classify, name in ((knn_scores, "kNN evaluation"), (linear_probe_logits, "the linear probe")):
+        with pytest.raises(UserError, match=f"{name} needs labelled training images"):
+            classify(train, nobody, test)

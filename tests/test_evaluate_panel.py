@@ -28,7 +28,7 @@ from ssl_engine.data.shapes import SHAPE_NAMES, generate_shapes  # noqa: E402
 from ssl_engine.eval.accuracy import accuracy_report  # noqa: E402
 from ssl_engine.eval.neighbours import nearest_neighbours  # noqa: E402
 
-from tests.helpers import tiny_config, train_tiny_run  # noqa: E402
+from tests.helpers import tiny_config  # noqa: E402
 
 CLASSES = 4          # shape classes written to the folders
 PER_CLASS = 12
@@ -49,12 +49,6 @@ def write_shapes_folder(root, count: int, seed: int, classes: int = CLASSES, bro
     if broken:
         (root / SHAPE_NAMES[0] / "broken.png").write_bytes(b"not an image at all")
     return written
-
-
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory):
-    """The run folder of a one-epoch SimCLR run on shapes (its checkpoint is the trained model)."""
-    return train_tiny_run(tmp_path_factory.mktemp("training"))
 
 
 @pytest.fixture(scope="session")

@@ -16,11 +16,12 @@ from ssl_engine.eval import folder_embedding as folder_embedding_module
 from ssl_engine.eval.folder_embedding import (THUMBNAIL_SIZE, EmbeddingCancelled, default_cache_dir, embed_folder,
                                               embed_image_file)
 from ssl_engine.eval.model_source import open_model
-from tests.helpers import ODD_FILES, save_image_set, train_tiny_run, write_shapes_folder
+from tests.helpers import ODD_FILES, save_image_set, write_shapes_folder
+
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return open_model(train_tiny_run(tmp_path_factory.mktemp("training")))
+def model(trained_run):
+    return open_model(trained_run)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from ssl_engine.methods.beit import PATCHES_PER_IMAGE, BEiT, BEiTParams, _PatchS
 from ssl_engine.models.backbones import build_backbone
 from ssl_engine.models.vit import VisionTransformer, patchify
 from ssl_engine.train import Trainer
-from ssl_engine.train.checkpoint import load_checkpoint
+from ssl_engine.checkpoint import load_checkpoint
 from tests.helpers import assert_same_state, stopped_run, tiny_config
 
 

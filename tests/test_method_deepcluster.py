@@ -12,7 +12,7 @@ from ssl_engine.kmeans import fill_empty_clusters, kmeans, nearest_centroid
 from ssl_engine.methods.deepcluster import DeepCluster, DeepClusterParams, pca_whiten
 from ssl_engine.models.backbones import build_backbone
 from ssl_engine.train import EventRates, Trainer
-from ssl_engine.train.checkpoint import load_checkpoint
+from ssl_engine.checkpoint import load_checkpoint
 from ssl_engine.train.events import StepMetrics
 from tests.helpers import assert_same_state, stopped_run, tiny_config
 

@@ -11,7 +11,7 @@ from ssl_engine import losses
 from ssl_engine.methods.dino import DINO, DINOHead, DINOParams
 from ssl_engine.models.backbones import build_backbone
 from ssl_engine.train import Trainer
-from ssl_engine.train.checkpoint import load_checkpoint
+from ssl_engine.checkpoint import load_checkpoint
 from ssl_engine.models.ema import cosine_momentum
 from tests.helpers import assert_same_state, stopped_run, tiny_config
 

@@ -18,7 +18,7 @@ from ssl_engine.methods.ibot import IBOT, IBOTHead, IBOTParams
 from ssl_engine.models.backbones import build_backbone
 from ssl_engine.models.vit import VisionTransformer
 from ssl_engine.train import Trainer
-from ssl_engine.train.checkpoint import load_checkpoint
+from ssl_engine.checkpoint import load_checkpoint
 from tests.helpers import assert_same_state, stopped_run, tiny_config
 
 SMALL = {"out_dim": 32, "patch_out_dim": 24, "hidden_dim": 16, "bottleneck_dim": 8}

@@ -10,7 +10,7 @@ from ssl_engine import losses
 from ssl_engine.methods.moco_v3 import MoCoV3, MoCoV3Params
 from ssl_engine.models.backbones import build_backbone
 from ssl_engine.train import Trainer
-from ssl_engine.train.checkpoint import load_checkpoint
+from ssl_engine.checkpoint import load_checkpoint
 from tests.helpers import stopped_run, tiny_config
 
 SMALL = ["method.hidden_dim=32", "method.projection_dim=16"]

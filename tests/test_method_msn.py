@@ -12,7 +12,7 @@ from ssl_engine.methods.msn import MSN, MSNParams, global_batch_mean
 from ssl_engine.models.backbones import build_backbone
 from ssl_engine.models.vit import VisionTransformer
 from ssl_engine.train import EventRates, Trainer, TrainingControl
-from ssl_engine.train.checkpoint import load_checkpoint
+from ssl_engine.checkpoint import load_checkpoint
 from ssl_engine.train.events import RunStarted, StepMetrics
 from tests.helpers import reference_sinkhorn, tiny_config
 

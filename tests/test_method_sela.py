@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from ssl_engine.methods.sela import SeLa, SeLaParams, random_balanced_labels
 from ssl_engine.train import Trainer
-from ssl_engine.train.checkpoint import load_checkpoint
+from ssl_engine.checkpoint import load_checkpoint
 from tests.helpers import assert_same_state, stopped_run, tiny_config
 
 SMALL = ["method.num_clusters=10"]

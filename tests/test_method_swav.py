@@ -10,7 +10,7 @@ from torch import nn
 from ssl_engine import losses
 from ssl_engine.methods.swav import SwAV, SwAVParams, swapped_prediction_loss
 from ssl_engine.train import Trainer
-from ssl_engine.train.checkpoint import load_checkpoint
+from ssl_engine.checkpoint import load_checkpoint
 from tests.helpers import assert_same_state, stopped_run, tiny_config
 
 SMALL = ["method.hidden_dim=64", "method.projection_dim=16", "method.num_prototypes=12"]

@@ -10,24 +10,18 @@ import torch
 
 from ssl_engine.errors import UserError
 from ssl_engine.eval.model_source import at_image_size, list_runs, model_key, open_model, random_init_model
-from ssl_engine.train.trainer import backbone_state
-from tests.helpers import train_tiny_run
+from ssl_engine.models.build import backbone_state
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return train_tiny_run(tmp_path_factory.mktemp("training"))
-
-
-def test_a_run_folder_and_its_checkpoint_open_the_same_trained_backbone(run):
-    from_folder, from_file = open_model(run), open_model(run / "checkpoints" / "last.pt")
+def test_a_run_folder_and_its_checkpoint_open_the_same_trained_backbone(trained_run):
+    from_folder, from_file = open_model(trained_run), open_model(trained_run / "checkpoints" / "last.pt")
     assert from_folder.key == from_file.key and len(from_folder.key) == 40
-    assert from_folder.source == from_file.source == str(run / "checkpoints" / "last.pt")
-    assert from_folder.name == f"simclr · shapes · {run.name}"
+    assert from_folder.source == from_file.source == str(trained_run / "checkpoints" / "last.pt")
+    assert from_folder.name == f"simclr · shapes · {trained_run.name}"
     assert from_folder.image_size == 32 and from_folder.feature_dim == 256 == from_folder.backbone.feature_dim
     assert not from_folder.backbone.training
     assert all(p.device.type == "cpu" for p in from_folder.backbone.parameters())
-    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    state = torch.load(trained_run / "checkpoints" / "last.pt", weights_only=True)
     assert list(from_folder.mean) == pytest.approx(state["normalization"]["mean"])
     assert list(from_folder.std) == pytest.approx(state["normalization"]["std"])
     for name, tensor in backbone_state(state).items():
@@ -36,16 +30,16 @@ def test_a_run_folder_and_its_checkpoint_open_the_same_trained_backbone(run):
     assert features.shape == (2, 256)
 
 
-def test_a_copy_of_a_checkpoint_shares_the_key_and_a_changed_model_does_not(run, tmp_path):
+def test_a_copy_of_a_checkpoint_shares_the_key_and_a_changed_model_does_not(trained_run, tmp_path):
     copy = tmp_path / "elsewhere.pt"
-    shutil.copy(run / "checkpoints" / "last.pt", copy)
+    shutil.copy(trained_run / "checkpoints" / "last.pt", copy)
     model = open_model(copy)
-    assert model.key == open_model(run).key and model.name == "simclr · shapes · elsewhere"
+    assert model.key == open_model(trained_run).key and model.name == "simclr · shapes · elsewhere"
 
     with torch.no_grad():
         next(model.backbone.parameters()).add_(1e-3)
     assert model_key(model.backbone, model.image_size, model.mean, model.std) != model.key
-    original = open_model(run)
+    original = open_model(trained_run)
     assert at_image_size(original, 48).key != original.key and at_image_size(original, 48).image_size == 48
     assert model_key(original.backbone, 32, original.mean, (1.0, 1.0, 1.0)) != original.key
 
@@ -68,8 +62,8 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
         open_model(tmp_path / "nowhere.pt")
 
 
-def test_random_init_is_the_same_architecture_with_other_weights(run):
-    trained = open_model(run)
+def test_random_init_is_the_same_architecture_with_other_weights(trained_run):
+    trained = open_model(trained_run)
     floor = random_init_model(like=trained, seed=3)
     assert (floor.feature_dim, floor.image_size, floor.mean, floor.std) == \
         (trained.feature_dim, trained.image_size, trained.mean, trained.std)
@@ -88,22 +82,22 @@ def test_random_init_is_the_same_architecture_with_other_weights(run):
     assert plain.backbone(torch.rand(1, 3, 48, 48)).shape == (1, 512)
 
 
-def test_list_runs_reads_the_run_folders_newest_first(run, tmp_path):
+def test_list_runs_reads_the_run_folders_newest_first(trained_run, tmp_path):
     runs = tmp_path / "runs"
-    shutil.copytree(run, runs / "older")
-    shutil.copytree(run, runs / "newer")
+    shutil.copytree(trained_run, runs / "older")
+    shutil.copytree(trained_run, runs / "newer")
     (runs / "older" / "summary.json").unlink()
     os.utime(runs / "older" / "checkpoints" / "last.pt", (1_000_000, 1_000_000))
     (runs / "no-checkpoint").mkdir()
-    shutil.copy(run / "config.toml", runs / "no-checkpoint" / "config.toml")
-    shutil.copytree(run, runs / "bad-config")
+    shutil.copy(trained_run / "config.toml", runs / "no-checkpoint" / "config.toml")
+    shutil.copytree(trained_run, runs / "bad-config")
     (runs / "bad-config" / "config.toml").write_text("this = is [not toml")
-    (runs / "a-file.txt").write_text("not a run")
+    (runs / "a-file.txt").write_text("not a trained_run")
 
     listed = list_runs(runs)
     assert [os.path.basename(r.path) for r in listed] == ["newer", "older"]
     newer, older = listed
-    summary = json.loads((run / "summary.json").read_text())
+    summary = json.loads((trained_run / "summary.json").read_text())
     assert (newer.method, newer.data, newer.backbone) == ("simclr", "shapes", "small_cnn")
     assert newer.epochs_done == 1.0 and newer.knn_top1 == pytest.approx(summary["knn_top1"])
     assert older.epochs_done is None and older.knn_top1 is None and older.modified == 1_000_000
@@ -112,7 +106,7 @@ def test_list_runs_reads_the_run_folders_newest_first(run, tmp_path):
 
 def test_a_vit_run_opens_with_the_layout_its_weights_were_saved_with(tmp_path):
     """SimMIM's "auto" positions and LayerScale changed (to a relative position bias and LayerScale
-    on): a run saved before, with absolute embeddings and no LayerScale, still opens as it was built."""
+    on): a trained_run saved before, with absolute embeddings and no LayerScale, still opens as it was built."""
     from ssl_engine.train import Trainer
     from tests.helpers import tiny_config
     common = ["backbone.name=vit_tiny", "backbone.vit_depth=1", "backbone.patch_size=8", "train.eval_subset=16"]

@@ -7,7 +7,6 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
-from PySide6.QtCore import Qt  # noqa: E402
 
 from app.experiment_model import FIRST_EXPERIMENT, ExperimentModel  # noqa: E402
 from app.widgets.setup_panel import SetupPanel  # noqa: E402
@@ -74,3 +73,16 @@ def test_a_users_edit_elsewhere_survives_a_recipe_switch(qtbot):
     pick(setup.recipe, "small")
     assert setup.model.config.train.seed == 5
     assert seed.text() == "5"
+
+
+def test_the_form_and_the_command_line_let_untouched_views_follow_the_image_size_alike(qtbot):
+    base = ExperimentConfig.for_method("byol", 32, "imagenet")   # blur off at 32 px, on above
+    model = ExperimentModel(base)
+    model.set_value(("data", "image_size"), 96)
+    from_cli = base.with_overrides(["data.image_size=96"])
+    assert model.config.augment.views == from_cli.augment.views == base.recipe_views(96)
+    assert [view.blur_p for view in from_cli.augment.views] == [1.0, 0.1] != [v.blur_p for v in base.augment.views]
+    for size in (600, 4, True):   # sizes the data cannot have leave the views as they were
+        model.set_value(("data", "image_size"), size)
+        assert model.config is None
+        assert [view["blur_p"] for view in model._table["augment"]["views"]] == [1.0, 0.1]

@@ -97,7 +97,7 @@ def test_other_grids_use_the_same_offsets_and_clamp_beyond_the_table():
 
 
 def test_the_table_trains_from_zero_and_mixed_precision_runs():
-    from ssl_engine.train.trainer import build_backbone_for
+    from ssl_engine.models.build import build_backbone_for
     config = ExperimentConfig.for_method("simclr").with_overrides(
         ["backbone.name=vit_tiny", "backbone.patch_size=8", "backbone.vit_depth=2",
          "backbone.position_embedding=relative"]).validate()

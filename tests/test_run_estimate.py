@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 from ssl_engine.cli import main  # noqa: E402
 from ssl_engine.config import ExperimentConfig  # noqa: E402
 from ssl_engine.train.estimate import StepCosts, duration_in_words, measure, project, with_run_speed  # noqa: E402
-from ssl_engine.train.trainer import load_data_for  # noqa: E402
+from ssl_engine.data.for_config import load_data_for  # noqa: E402
 
 
 def costs(**changes) -> StepCosts:

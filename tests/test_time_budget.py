@@ -11,7 +11,7 @@ import pytest
 
 from ssl_engine.cli import main
 from ssl_engine.train import EventRates, Trainer, TrainingControl
-from ssl_engine.train.checkpoint import load_checkpoint
+from ssl_engine.checkpoint import load_checkpoint
 from ssl_engine.train.events import StepMetrics
 from tests.helpers import SMALL_HEADS, tiny_config
 

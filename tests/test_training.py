@@ -11,7 +11,7 @@ from ssl_engine import losses
 from ssl_engine.errors import UserError
 from ssl_engine.methods import METHODS
 from ssl_engine.train import EventRates, Trainer, TrainingControl, TrainingDiverged
-from ssl_engine.train.checkpoint import load_checkpoint
+from ssl_engine.checkpoint import load_checkpoint
 from ssl_engine.train.events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, Failed,
                                      Finished, MatrixSnapshot, RandomInitKnn, RunStarted, StepMetrics)
 from tests.helpers import assert_same_state, stopped_run, tiny_config

@@ -69,7 +69,7 @@ def test_evaluation_features_follow_the_config_and_the_methods_choice():
     the methods that evaluate it (I-JEPA, SimMIM, MaskFeat), and the user's explicit choice."""
     from ssl_engine.config import ExperimentConfig, vit_features_for
     from ssl_engine.eval.embed import embed
-    from ssl_engine.train.trainer import build_backbone_for
+    from ssl_engine.models.build import build_backbone_for
 
     def config(method, *extra):
         return ExperimentConfig.for_method(method).with_overrides(
@@ -95,7 +95,7 @@ def test_evaluation_features_follow_the_config_and_the_methods_choice():
 
 
 def test_vit_depth_from_the_config_sets_the_blocks_and_round_trips():
-    from ssl_engine.train.trainer import build_backbone_for
+    from ssl_engine.models.build import build_backbone_for
 
     config = ExperimentConfig.for_method("mae").with_overrides(["backbone.vit_depth=4", "backbone.patch_size=8"])
     vit = build_backbone_for(config.validate())
@@ -111,7 +111,7 @@ def test_position_embeddings_are_learnt_or_fixed_sincos_as_the_method_chose():
     when the backbone trains."""
     from ssl_engine.config import position_embedding_for
     from ssl_engine.models.vit import sincos_position_embedding
-    from ssl_engine.train.trainer import build_backbone_for
+    from ssl_engine.models.build import build_backbone_for
 
     def config(method, *extra):
         return ExperimentConfig.for_method(method).with_overrides(

@@ -29,11 +29,11 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFrame, QHBoxLayout, QLabel
                                QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox, QTabWidget, QToolButton,
                                QMenu, QVBoxLayout, QWidget)
 
+from ssl_engine.checkpoint import checkpoint_file
 from ssl_engine.errors import UserError
 from ssl_engine.eval.export import copy_selection, save_embeddings, save_selection_csv
 from ssl_engine.eval.model_source import EvalModel, RunInfo, list_runs, open_model
 from ssl_engine.eval.projection import kmeans_clusters, project_2d, projection_methods
-from ssl_engine.train.checkpoint import checkpoint_file
 
 from ..evaluation_worker import RANDOM_INIT, EmbeddedFolders, EmbeddingThread, LatestCall, ModelChoice
 from ..file_dialogs import existing_folder, open_file, save_file

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QPus
                                QWidget)
 
 from ssl_engine import params as P
+from ssl_engine.augment.display import to_display
 from ssl_engine.augment.presets import size_rule_notes
 from ssl_engine.augment.views import ViewAugmenter, ViewConfig
 from ssl_engine.config import ExperimentConfig
@@ -24,7 +25,6 @@ from ssl_engine.data.image_set import ImageSet
 from ssl_engine.errors import ConfigError
 from ssl_engine.methods import METHODS
 from ssl_engine.recipes import global_views, recipe_settings, view_scope
-from ssl_engine.train.trainer import to_display
 
 from ..experiment_model import ExperimentModel
 from ..mask_preview import MaskPreview

@@ -48,6 +48,19 @@ class AccuracyReport:
     train_count: int
 
 
+def folder_accuracy_report(train, test=None, *, model_name: str = "", train_name: str = "", test_name: str = "",
+                           k: int = 20, linear_probe: bool = True, seed: int = 0,
+                           cancelled: Callable[[], bool] | None = None) -> AccuracyReport:
+    """`accuracy_report` of labelled folders: `train` (and `test`, None for cross-validation
+    within `train`) are anything with `features`, `labels` and `class_names`, a FolderEmbedding
+    or the command line's raw pixels. The one entry point of the Evaluate tab and of `eval`."""
+    protocol = {} if test is None else {"test_features": test.features, "test_labels": test.labels,
+                                        "test_class_names": test.class_names, "test_folder_name": test_name}
+    return accuracy_report(train.features, train.labels, train.class_names, model_name=model_name,
+                           folder_name=train_name, k=k, linear_probe=linear_probe, seed=seed,
+                           cancelled=cancelled, **protocol)
+
+
 def accuracy_report(features, labels, class_names: list[str], *, model_name: str = "",
                     folder_name: str = "", test_features=None, test_labels=None,
                     test_class_names: list[str] | None = None, test_folder_name: str = "",

@@ -36,8 +36,8 @@ import torch
 
 from ..data.folder import (DECODE_WORKERS, UnreadableImage, class_labels, decode_image_and_thumbnail, list_folder,
                            no_readable_images)
+from ..devices import resolve_device
 from ..errors import DataError, UserError
-from ..train.trainer import resolve_device
 from .embed import embed
 from .model_source import EvalModel
 

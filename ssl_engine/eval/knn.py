@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from .labelled import labelled_rows
 
 _SIMILARITY_BUDGET = 1 << 24   # similarity entries per test chunk (64 MiB of float32)
 
@@ -29,13 +30,8 @@ def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor,
     so that the similarity matrix never exceeds ~16M entries.
     """
     device = test_features.device
-    labelled = train_labels >= 0
-    train_features = train_features[labelled.to(train_features.device)].to(device, torch.float32)
-    train_labels = train_labels[labelled].to(device, torch.long)
-    if train_labels.numel() == 0:
-        raise UserError("kNN evaluation needs labelled training images, but none have a label")
-    if num_classes is None:
-        num_classes = int(train_labels.max()) + 1
+    train_features, train_labels, num_classes = labelled_rows(train_features, train_labels, device, num_classes,
+                                                              "kNN evaluation")
     k = max(1, min(k, train_labels.numel()))
     train_normalised = F.normalize(train_features, dim=1).t()
     test_normalised = F.normalize(test_features.to(torch.float32), dim=1)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from .labelled import labelled_rows
 
 WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
 _MIN_ROWS_FOR_SWEEP = 50        # below this, no held-out split: the middle strength is used
@@ -65,13 +66,8 @@ def linear_probe_logits(train_features: torch.Tensor, train_labels: torch.Tensor
     iterations per fit (each one a full pass over the training features); `seed` fixes the
     held-out split used to pick the L2 strength.
     """
-    train_labelled = train_labels >= 0
-    train_x = train_features[train_labelled.to(train_features.device)].to(device, torch.float32)
-    train_y = train_labels[train_labelled].to(device, torch.long)
-    if train_y.numel() == 0:
-        raise UserError("the linear probe needs labelled training images")
-    if num_classes is None:
-        num_classes = int(train_y.max()) + 1
+    train_x, train_y, num_classes = labelled_rows(train_features, train_labels, device, num_classes,
+                                                  "the linear probe")
     test_x = test_features.to(device, torch.float32)
 
     mean = train_x.mean(dim=0)

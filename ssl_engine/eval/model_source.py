@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import checkpoint_file, load_checkpoint
 from ..config import ExperimentConfig, with_vit_layout_of
 from ..errors import UserError
-from ..train.checkpoint import checkpoint_file, load_checkpoint
-from ..train.trainer import backbone_state, build_backbone_for
+from ..models.build import backbone_state, build_backbone_for
 
 NEUTRAL_MEAN_STD = (0.5, 0.5, 0.5)  # normalisation of a random-init model with no `like`: [0, 1] -> [-1, 1]
 

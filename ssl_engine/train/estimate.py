@@ -26,15 +26,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..checkpoint import first_line
 from ..config import ExperimentConfig
 from ..data.image_set import DataSplits
+from ..devices import synchronise
 from ..errors import ConfigError, UserError
 from ..eval.embed import embed
 from ..eval.knn import knn_scores
-from .checkpoint import first_line
 from .control import TrainingControl
 from .events import EventRates
-from .trainer import LIVE_KNN_MEMORY, Trainer, synchronise
+from .trainer import LIVE_KNN_MEMORY, Trainer
 
 MEASURED_STEPS = 5          # timed steps after the first
 MEASURE_SECONDS = 2.0       # ...or fewer, once the steps (the first included) took this long
@@ -349,7 +350,7 @@ def estimate_duration(config: ExperimentConfig, data: DataSplits | None = None, 
     config = config.validate()
     trainer_data = data
     if trainer_data is None:
-        from .trainer import load_data_for
+        from ..data.for_config import load_data_for
 
         trainer_data = load_data_for(config)
     return project(measure(config, trainer_data), config, trainer_data, rates=rates, start_step=start_step,

@@ -21,27 +21,29 @@ import torch
 from torch import nn
 
 from .. import distributed as dist_utils
+from ..augment.display import to_display
 from ..augment.ops import normalize
 from ..augment.views import ViewAugmenter
-from ..config import ExperimentConfig, layer_scale_for, position_embedding_for, vit_features_for
-from ..data import load_data
+from ..checkpoint import first_line, load_checkpoint, save_checkpoint
+from ..config import ExperimentConfig
+from ..data.for_config import load_data_for
 from ..data.image_set import DataSplits
 from ..data.stats import channel_stats
+from ..devices import resolve_device, resolve_precision, synchronise
 from ..errors import ConfigError, UserError
 from ..eval.embed import embed
 from ..eval.evaluate import evaluate_backbone
 from ..eval.knn import knn_top1
 from ..eval.projection import pca_2d
 from ..methods import get_method
-from ..models.backbones import build_backbone
 from ..models.batch_norm import synchronise_batch_norm
+from ..models.build import build_backbone_for
+from ..models.ema import cosine_momentum
 from ..runs import RunFolder, new_run_dir
-from .checkpoint import first_line, load_checkpoint, save_checkpoint
 from .control import TrainingControl
 from .events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, EventRates, Failed,
                      Finished, MatrixSnapshot, MethodPictures, RandomInitKnn, RunStarted, StepMetrics,
                      Subscription)
-from ..models.ema import cosine_momentum
 from .optim import build_optimizer, clip_gradients, set_learning_rate, set_weight_decay
 from .schedules import warmup_cosine
 
@@ -62,77 +64,6 @@ class StepTimes:
     first_step_seconds: float   # the first step, which pays for allocation
     step_seconds: list[float]   # each timed step after it
     device: torch.device
-
-
-def synchronise(device: torch.device) -> None:
-    """Wait for the device's queued work (a GPU's kernels run asynchronously), so a clock read
-    next counts it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto` picks CUDA, then MPS, then the CPU; an unavailable device is a clear error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(["train.device is cuda but no CUDA GPU is available (use auto or cpu)"])
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError([f"train.device is {name} but only {torch.cuda.device_count()} GPU(s) exist"])
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError(["train.device is mps but MPS is not available (use auto or cpu)"])
-    return device
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full fp32. Mixed precision runs on CUDA only."""
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
-def backbone_state(checkpoint: dict) -> dict:
-    """The backbone's weights inside a checkpoint's method state."""
-    prefix = "backbone."
-    return {k[len(prefix):]: v for k, v in checkpoint["method"].items() if k.startswith(prefix)}
-
-
-def load_data_for(config: ExperimentConfig, *, source: str | None = None, image_size: int | None = None,
-                  seed: int | None = None) -> DataSplits:
-    """The data set `config` describes (or `source` at `image_size`, split with `seed`)."""
-    data = config.data
-    return load_data(source or data.source, image_size or data.image_size, test_fraction=data.test_fraction,
-                     seed=config.train.seed if seed is None else seed, root=data.root, download=data.download,
-                     shapes_count=data.shapes_count)
-
-
-def build_backbone_for(config: ExperimentConfig) -> nn.Module:
-    stem = {"auto": None, "on": True, "off": False}[config.backbone.small_stem]
-    backbone = build_backbone(config.backbone.name, small_stem=stem, image_size=config.data.image_size,
-                              patch_size=config.backbone.patch_size, vit_depth=config.backbone.vit_depth,
-                              position_embedding=position_embedding_for(config), layer_scale=layer_scale_for(config))
-    if hasattr(backbone, "evaluation_pooling"):
-        backbone.evaluation_pooling = vit_features_for(config)
-    return backbone
-
-
-def to_display(images: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) float in [0, 1] or uint8 -> uint8 (N, H, W, 3) numpy, a copy."""
-    if images.dtype != torch.uint8:
-        images = (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    return images.permute(0, 2, 3, 1).contiguous().cpu().numpy().copy()
 
 
 class Trainer:
@@ -165,18 +96,20 @@ class Trainer:
             if wanted(subscription.rates):
                 subscription.callback(event)
 
-    def _wanted(self, field_name: str, counter: int) -> bool:
-        return any(getattr(s.rates, field_name) > 0 and counter % getattr(s.rates, field_name) == 0
-                   for s in self.subscriptions)
+    def _due(self, rates: EventRates, rate_name: str, counter: int, snapshot: bool = False) -> bool:
+        """Whether a listener at `rates` takes the event of rate `rate_name` at `counter` (a step
+        or an epoch): at its rate; a step `snapshot` (views, matrix) also after the run's first
+        step, so that a window shows it at once."""
+        every = getattr(rates, rate_name)
+        return every > 0 and (counter % every == 0 or (snapshot and counter == self.start_step + 1))
 
-    def _snapshot_due(self, rates: EventRates, field_name: str, step: int) -> bool:
-        """Whether a listener at `rates` takes the step snapshot `field_name` (views, matrix) of
-        `step`: at its rate, and after the run's first step, so that a window shows it at once."""
-        every = getattr(rates, field_name)
-        return every > 0 and (step % every == 0 or step == self.start_step + 1)
+    def _wanted(self, rate_name: str, counter: int, snapshot: bool = False) -> bool:
+        """Whether any listener takes it (else it is not computed)."""
+        return any(self._due(s.rates, rate_name, counter, snapshot) for s in self.subscriptions)
 
-    def _snapshot_wanted(self, field_name: str, step: int) -> bool:
-        return any(self._snapshot_due(s.rates, field_name, step) for s in self.subscriptions)
+    def _emit_due(self, event, rate_name: str, counter: int, snapshot: bool = False) -> None:
+        """Send `event` to the listeners that take it (`_due`)."""
+        self._emit(event, lambda rates: self._due(rates, rate_name, counter, snapshot))
 
     # -- the run --------------------------------------------------------------------------
     def run(self) -> dict:
@@ -417,7 +350,7 @@ class Trainer:
             floor = self._live_knn()
             if self.folder is not None:
                 self.folder.append_metrics({"kind": "init", "step": 0, "knn_top1": floor})
-            self._emit(RandomInitKnn(knn_top1=floor), lambda r: r.knn_every_epochs > 0)
+            self._emit_due(RandomInitKnn(knn_top1=floor), "knn_every_epochs", 0)
         summary = {"method": cfg.method.name, "data": cfg.data.source, "backbone": cfg.backbone.name}
         if self.start_step == 0 and self.folder is not None:
             summary["knn_top1_init"] = self._evaluate(linear_probe=False).get("knn_top1")
@@ -473,17 +406,17 @@ class Trainer:
                     step=step, epoch=epoch, epoch_progress=(position + 1) / self.steps_per_epoch, loss=loss,
                     terms={k: float(v.detach()) for k, v in output.terms.items()}, lr=lr, images_per_second=speed,
                     elapsed_seconds=seconds, eta_seconds=eta, total_steps=self.total_steps)
-                self._emit(metrics, lambda r: r.metrics_every_steps > 0 and step % r.metrics_every_steps == 0)
+                self._emit_due(metrics, "metrics_every_steps", step)
                 if log_now and self.folder is not None:
                     self.folder.append_metrics({"kind": "step", "step": step, "epoch": epoch + metrics.epoch_progress,
                                                 "loss": loss, **metrics.terms, "lr": lr,
                                                 "images_per_second": speed, "time": seconds})
-            if self._snapshot_wanted("matrix_every_steps", step):
+            if self._wanted("matrix_every_steps", step, snapshot=True):
                 matrices, histograms = self.method.matrices(output), self.method.histograms(output)
-                self._emit(MatrixSnapshot(step, {k: v.float().cpu().numpy().copy() for k, v in matrices.items()},
-                                          {k: v.float().cpu().numpy().copy() for k, v in histograms.items()}),
-                           lambda r: self._snapshot_due(r, "matrix_every_steps", step))
-            if self._snapshot_wanted("views_every_steps", step):
+                self._emit_due(MatrixSnapshot(step, {k: v.float().cpu().numpy().copy() for k, v in matrices.items()},
+                                              {k: v.float().cpu().numpy().copy() for k, v in histograms.items()}),
+                               "matrix_every_steps", step, snapshot=True)
+            if self._wanted("views_every_steps", step, snapshot=True):
                 samples = self._view_samples().to(self.device)
                 shown = to_display(samples)  # one read-only copy for both events
                 self._emit_views(step, samples, shown)
@@ -586,11 +519,11 @@ class Trainer:
             if want_knn:
                 knn = self._live_knn(features)
             if want_map:
-                self._emit(EmbeddingSnapshot(
+                self._emit_due(EmbeddingSnapshot(
                     step=step, epoch=epoch, embeddings=features.numpy().copy(),
                     labels=self.eval_set.labels.numpy().copy(), images=to_display(self.eval_set.images),
                     class_names=list(self.eval_set.class_names), projection_2d=pca_2d(features)),
-                    lambda r: r.embedding_every_epochs > 0 and epoch % r.embedding_every_epochs == 0)
+                    "embedding_every_epochs", epoch)
         if self.folder is not None:
             self.folder.append_metrics({"kind": "epoch", "epoch": epoch, "step": step, "loss": mean_loss,
                                         "knn_top1": knn, "time": seconds})
@@ -636,13 +569,13 @@ class Trainer:
         if hasattr(backbone, "class_token_attention"):
             attention = backbone.class_token_attention(images).cpu().numpy().copy()
         if pictures or attention is not None:
-            self._emit(MethodPictures(step=step, originals=shown, pictures=pictures, attention=attention),
-                       lambda r: self._snapshot_due(r, "views_every_steps", step))
+            self._emit_due(MethodPictures(step=step, originals=shown, pictures=pictures, attention=attention),
+                           "views_every_steps", step, snapshot=True)
 
     def _emit_views(self, step: int, originals: torch.Tensor, shown: np.ndarray) -> None:
         views = self._views(originals, step, global_batch=False)
-        self._emit(AugmentedViews(step=step, originals=shown, views=[to_display(v) for v in views]),
-                   lambda r: self._snapshot_due(r, "views_every_steps", step))
+        self._emit_due(AugmentedViews(step=step, originals=shown, views=[to_display(v) for v in views]),
+                       "views_every_steps", step, snapshot=True)
 
     def _evaluate(self, linear_probe: bool) -> dict:
         if not dist_utils.is_main_process():

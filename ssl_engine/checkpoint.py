@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from .errors import UserError
 
 
 def first_line(error: Exception) -> str:
