@@ -221,7 +221,6 @@ def mask_picture(mask: Tensor, grid: int, image_size: int | tuple[int, int]) -> 
     return F.interpolate(chosen.reshape(n, 1, grid, grid), size=size, mode="nearest")
 
 
-
 # -- mask strategies: one `draw(rows, grid, generator)` for every method ------------------------
 
 class MaskStrategy(Protocol):

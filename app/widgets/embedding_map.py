@@ -47,6 +47,7 @@ GRID_ICON_PIXELS = 64
 LEGEND_ROWS = 20               # more groups than this are laid out in several legend columns...
 MAX_LEGEND_COLUMNS = 3         # ...up to this many
 NO_GROUP_COLOUR = (150, 150, 150)
+UNGROUPED = "no group"         # the legend's name of the points of group -1, unless the colouring names it
 UNCOLOURED = (70, 130, 220)
 SELECTION_RING = (255, 170, 0)
 HIGHLIGHT_RING = (230, 30, 200)
@@ -305,7 +306,7 @@ class EmbeddingMap(QWidget):
         self._colouring_title = ""
         self._drawable = np.empty(0, bool)          # points shown by the filter, of groups not hidden in the legend
         self._shown: np.ndarray | None = None       # the filter: which points are shown (None: all)
-        self._ungrouped_name = "no group"
+        self._ungrouped_name = UNGROUPED
         self._selection = np.empty(0, np.int64)
         self._highlighted = np.empty(0, np.int64)
         self._shape_points: list[QPointF] = []      # the rectangle's corners or the lasso, data coordinates
@@ -450,7 +451,7 @@ class EmbeddingMap(QWidget):
             self._show_selection()
         self.fit()
 
-    def set_colouring(self, values: np.ndarray, names: list[str], title: str, ungrouped: str = "no group") -> None:
+    def set_colouring(self, values: np.ndarray, names: list[str], title: str, ungrouped: str = UNGROUPED) -> None:
         """Colour point i by group `values[i]` (-1: grey, named `ungrouped`), named `names[v]` in
         the legend under the heading `title` ("label", "cluster", ...)."""
         values = np.asarray(values, dtype=np.int64).reshape(-1)

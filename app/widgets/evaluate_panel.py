@@ -613,14 +613,12 @@ class EvaluatePanel(QWidget):
             self.label_check.set_embedding(combined)
             self._show_counts()
             if primary is None:
+                self.map.set_points(np.zeros((0, 2), np.float32), np.zeros((0, 64, 64, 3), np.uint8), [])
                 self.map_tags.clear()
+                self.map_status.setText("")
             else:
                 self.map_tags.set_images([folder.root for folder in primary.folders], combined.paths,
                                          primary.folder_of)
-            if primary is None:
-                self.map.set_points(np.zeros((0, 2), np.float32), np.zeros((0, 64, 64, 3), np.uint8), [])
-                self.map_status.setText("")
-            else:
                 self._update_colour_controls()
                 self._project()
         self.compared = compared

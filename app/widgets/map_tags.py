@@ -15,8 +15,9 @@ from PySide6.QtWidgets import QComboBox, QInputDialog, QMenu, QPushButton
 from ssl_engine.errors import UserError
 from ssl_engine.eval.tags import ImageTags, checked_tag
 
-SHOW_ALL, SHOW_UNTAGGED = "all images", "untagged images"
-TAGGED_PREFIX = "tagged "
+# The Show box's entries hold what they show: a tag, SHOW_UNTAGGED ("", which no tag can be) or
+# None for all images.
+SHOW_UNTAGGED = ""
 
 
 class MapTags(QObject):
@@ -47,7 +48,8 @@ class MapTags(QObject):
         self._update_enabled()
 
     def set_images(self, roots: list[str], paths: list[str], folder_of: np.ndarray) -> None:
-        """The images on the map (rows of an embedding of the folders `roots`); their tags are read."""
+        """The images the map will show (rows of an embedding of the folders `roots`); their tags
+        are read. The owner calls `apply_filter` once the map has these points."""
         self.tags = None
         try:
             self.tags = ImageTags.load(roots, paths, folder_of, self.cache_dir)
@@ -59,6 +61,7 @@ class MapTags(QObject):
     def clear(self) -> None:
         self.tags = None
         self._fill_show_combo()
+        self.apply_filter()
         self._update_enabled()
 
     def names(self) -> list[str]:
@@ -98,17 +101,13 @@ class MapTags(QObject):
         self.changed.emit()
         return count
 
-    def shown_tag(self) -> str | None:
+    def shown_tag(self):
         """The tag the map is filtered to, SHOW_UNTAGGED, or None for all images."""
-        text = self.show_combo.currentText()
-        if text.startswith(TAGGED_PREFIX):
-            return text[len(TAGGED_PREFIX):].strip("'")
-        return SHOW_UNTAGGED if text == SHOW_UNTAGGED else None
+        return self.show_combo.currentData()
 
-    def show_only(self, tag: str | None) -> None:
+    def show_only(self, tag) -> None:
         """Filter the map to the images tagged `tag` (SHOW_UNTAGGED: the untagged ones; None: all)."""
-        text = SHOW_ALL if tag is None else SHOW_UNTAGGED if tag == SHOW_UNTAGGED else f"{TAGGED_PREFIX}'{tag}'"
-        index = self.show_combo.findText(text)
+        index = next((i for i in range(self.show_combo.count()) if self.show_combo.itemData(i) == tag), -1)
         if index < 0:
             raise ValueError(f"no such tag: {tag}")
         self.show_combo.setCurrentIndex(index)
@@ -120,27 +119,27 @@ class MapTags(QObject):
         if self.tags is None or tag is None or len(self.map.shown()) != len(self.tags.paths):
             self.map.set_filter(None)
             return
-        shown = np.zeros(len(self.tags.paths), bool)
         if tag == SHOW_UNTAGGED:
-            shown[:] = True
-            for name in self.tags.names():
-                shown[self.tags.rows(name)] = False
+            shown = self.tags.groups()[0] < 0
         else:
+            shown = np.zeros(len(self.tags.paths), bool)
             shown[self.tags.rows(tag)] = True
         self.map.set_filter(shown)
 
     def _fill_show_combo(self) -> None:
-        """All images, each tag, the untagged; keeps the choice while it still exists."""
-        current = self.show_combo.currentText()
+        """All images, each tag, the untagged; keeps the choice while it still exists (the
+        caller applies the filter)."""
+        current = self.shown_tag()
         names = self.names()
-        items = [SHOW_ALL] + [f"{TAGGED_PREFIX}'{name}'" for name in names] + ([SHOW_UNTAGGED] if names else [])
+        entries = [("all images", None)] + [(f"tagged '{name}'", name) for name in names]
+        entries += [("untagged images", SHOW_UNTAGGED)] if names else []
         with QSignalBlocker(self.show_combo):
             self.show_combo.clear()
-            self.show_combo.addItems(items)
-            self.show_combo.setCurrentIndex(max(items.index(current) if current in items else 0, 0))
-        self.show_combo.setEnabled(len(items) > 1)
-        if current != self.show_combo.currentText():
-            self.apply_filter()
+            for text, tag in entries:
+                self.show_combo.addItem(text, tag)
+            kept = [tag for _, tag in entries]
+            self.show_combo.setCurrentIndex(kept.index(current) if current in kept else 0)
+        self.show_combo.setEnabled(len(entries) > 1)
 
     @Slot()
     def _update_enabled(self, *_) -> None:

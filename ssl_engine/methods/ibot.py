@@ -27,8 +27,8 @@ Masks, as the code's defaults for ViT-S/B (pred_ratio 0 0.3, pred_ratio_var 0 0.
 view of each image is left whole with probability 0.5 (`mask_probability`), and otherwise a ratio
 r uniform in [0.1, 0.5] of its patches is masked in blocks (`masking.SometimesBlocks`), with the
 code's smallest block, max(1, (grid // 3)^2) patches; exactly round(r * grid^2) patches, where the
-code stops at the first count at or above r * grid^2. Masks are drawn per step for the whole global batch from a seeded generator, so a
-resumed run and N processes mask alike. The app's "mask" picture is a first global view's mask
+code stops at the first count at or above r * grid^2. Masks are drawn per step for the whole
+global batch from a seeded generator, so a resumed run and N processes mask alike. The app's "mask" picture is a first global view's mask
 (about half the images are left whole).
 
 Everything else is DINO's (this class extends `dino.DINO`): the head, the EMA teacher with its
