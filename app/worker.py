@@ -2,8 +2,9 @@
 
 The Trainer calls its listener from the training thread at every step. Sending a Qt signal
 per step floods the UI (see QT-NOTES.md), so the listener only files each event in a small
-lock-protected mailbox: metrics and epoch ends are queued, the heavy snapshots (views, matrix,
-embedding map) keep only the latest. A QTimer in the UI thread drains it 10 times a second.
+lock-protected mailbox: metrics, epoch ends and curve probes are queued, of every other probe
+(views, matrices, embedding map, ...) only the latest is kept. A QTimer in the UI thread
+drains it 10 times a second.
 The thread's own `finished` signal, delivered to the UI thread, is the one signal used.
 """
 
@@ -20,16 +21,15 @@ from ssl_engine.data.image_set import DataSplits
 from ssl_engine.errors import UserError
 from ssl_engine.train import Trainer
 from ssl_engine.train.control import TrainingControl
-from ssl_engine.train.events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, EventRates,
-                                     Failed, Finished, MatrixSnapshot, MethodPictures, RandomInitKnn, RunStarted,
+from ssl_engine.probes import PROBES, default_rates
+from ssl_engine.train.events import (CheckpointSaved, EpochEnd, EventRates, Failed, Finished, ProbeResult, RunStarted,
                                      StepMetrics)
 
 from .compute_threads import use_all_cores_in_this_thread
 
-# What the window asks of the trainer. Views and matrices are cheap next to a step (8 images,
-# one 256 x 256 matrix); the embedding map and kNN run once per epoch, outside the timed steps.
-UI_RATES = EventRates(metrics_every_steps=1, views_every_steps=10, matrix_every_steps=10,
-                      embedding_every_epochs=1, knn_every_epochs=1, views_count=8)
+# What the window asks of the trainer: every step's metrics and every probe at its default rate
+# (views and matrices every 10 steps, the embedding map and kNN once per epoch).
+UI_RATES = EventRates(metrics_every_steps=1, probes=default_rates(), views_count=8)
 
 
 @dataclass
@@ -37,13 +37,9 @@ class Delivery:
     """Everything that arrived since the last drain, in the order the UI should apply it."""
 
     started: RunStarted | None = None
-    floor: RandomInitKnn | None = None
     metrics: list[StepMetrics] = field(default_factory=list)
     epochs: list[EpochEnd] = field(default_factory=list)
-    views: AugmentedViews | None = None
-    matrix: MatrixSnapshot | None = None
-    pictures: MethodPictures | None = None
-    embedding: EmbeddingSnapshot | None = None
+    probes: dict[str, list[ProbeResult]] = field(default_factory=dict)  # probe name -> results, oldest first
     checkpoints: list[CheckpointSaved] = field(default_factory=list)
     finished: Finished | None = None
     failed: Failed | None = None
@@ -51,12 +47,15 @@ class Delivery:
     def empty(self) -> bool:
         return not any(getattr(self, f.name) for f in fields(self))
 
+    def latest(self, probe: str):
+        """The newest value of `probe` in this delivery, or None."""
+        results = self.probes.get(probe)
+        return results[-1].value if results else None
+
 
 # Events the UI needs every one of, and events where only the newest matters.
 _QUEUED = {StepMetrics: "metrics", EpochEnd: "epochs", CheckpointSaved: "checkpoints"}
-_LATEST = {RunStarted: "started", RandomInitKnn: "floor", AugmentedViews: "views", MatrixSnapshot: "matrix",
-           MethodPictures: "pictures", EmbeddingSnapshot: "embedding",
-           Finished: "finished", Failed: "failed"}
+_LATEST = {RunStarted: "started", Finished: "finished", Failed: "failed"}
 
 
 class Mailbox:
@@ -72,6 +71,12 @@ class Mailbox:
             name = _QUEUED.get(type(event))
             if name is not None:
                 getattr(self._pending, name).append(event)
+            elif isinstance(event, ProbeResult):
+                results = self._pending.probes.setdefault(event.name, [])
+                if PROBES[event.name].keeps_every_value:
+                    results.append(event)
+                else:
+                    results[:] = [event]
             elif type(event) in _LATEST:
                 setattr(self._pending, _LATEST[type(event)], event)
             self.saw_failure = self.saw_failure or isinstance(event, Failed)

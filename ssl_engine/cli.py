@@ -175,10 +175,10 @@ def run_train(args) -> int:
                       data=data)
     if not args.quiet and main_process:
         trainer.subscribe(_ProgressBar(), EventRates(metrics_every_steps=max(1, config.train.log_every_steps // 5),
-                                                     knn_every_epochs=max(0, args.knn_every)))
+                                                     probes={"knn_top1": max(0, args.knn_every)}))
     elif args.knn_every > 0 and main_process:
         # no bar, but the kNN asked for is still measured (and written to metrics.jsonl)
-        trainer.subscribe(_print_knn, EventRates(metrics_every_steps=0, knn_every_epochs=args.knn_every))
+        trainer.subscribe(_print_knn, EventRates(metrics_every_steps=0, probes={"knn_top1": args.knn_every}))
 
     def interrupt(signum, frame):  # first Ctrl-C: stop with a checkpoint; second: abort
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -207,7 +207,7 @@ def _print_estimate(config, knn_every: int):
 
     data = load_data_for(config.validate())
     estimate = project(measure(config, data), config, data,
-                       rates=EventRates(metrics_every_steps=0, knn_every_epochs=knn_every))
+                       rates=EventRates(metrics_every_steps=0, probes={"knn_top1": knn_every}))
     print(f"expected: {estimate.line()}", file=sys.stderr, flush=True)
     return data
 

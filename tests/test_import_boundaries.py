@@ -1,13 +1,15 @@
 """The engine's seams, read from the source: which packages import which.
 
-The engine never imports Qt; evaluation reaches backbones, devices and checkpoints through
-their own modules and never through training (the trainer imports evaluation for its live
-kNN and map, so the reverse would be a cycle); only the command line and the app import the
+The engine never imports Qt; evaluation and the probes (the live views) reach backbones,
+devices and checkpoints through their own modules and never through training (the trainer
+imports both, so the reverse would be a cycle); only the command line and the app import the
 trainer module, and then only for `Trainer` and its error.
 """
 
 import ast
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,8 +41,10 @@ def test_the_engine_never_imports_qt():
     assert offenders == []
 
 
-def test_evaluation_does_not_import_training():
-    offenders = [(path.name, module) for path in python_files("ssl_engine/eval") for module, _ in imports_of(path)
+@pytest.mark.parametrize("package", ["eval", "probes"])
+def test_evaluation_and_the_probes_do_not_import_training(package):
+    # the trainer imports both (its live views are probes, which evaluate), so the reverse would be a cycle
+    offenders = [(path.name, module) for path in python_files(f"ssl_engine/{package}") for module, _ in imports_of(path)
                  if module == "ssl_engine.train" or module.startswith("ssl_engine.train.")]
     assert offenders == []
 

@@ -210,22 +210,23 @@ def test_a_masked_vit_run_shows_its_masks_reconstructions_and_attention(qtbot, t
     of the fixed sample images, and the panel shows them in their own tabs."""
     from app.widgets.training_panel import TrainingPanel
     from app.worker import Mailbox
+    from ssl_engine.probes.images import MethodPictures
     from ssl_engine.train import EventRates, Trainer
-    from ssl_engine.train.events import MethodPictures
 
     mailbox = Mailbox()
     trainer = Trainer(tiny_config(tmp_path, "mae"))
-    trainer.subscribe(mailbox.put, EventRates(views_every_steps=2, views_count=4))
+    trainer.subscribe(mailbox.put, EventRates(probes={"views": 2, "pictures": 2, "attention": 2}, views_count=4))
     trainer.run()
     delivery = mailbox.drain()
-    shown = delivery.pictures
+    shown, attention = delivery.latest("pictures"), delivery.latest("attention")
     assert isinstance(shown, MethodPictures)
     assert set(shown.pictures) == {"mask", "reconstruction"}
     assert shown.pictures["mask"].shape == (4, 32, 32, 1) and shown.pictures["reconstruction"].shape == (4, 32, 32, 3)
     hidden = shown.pictures["mask"].mean()
     assert abs(hidden - 0.75) < 1e-6  # MAE hides 75% of the patches
-    assert shown.attention.shape == (4, 3, 4, 4)  # vit_tiny: 3 heads over a 4 x 4 grid
-    np.testing.assert_allclose(shown.attention.max(axis=(2, 3)), 1.0, rtol=1e-5)
+    assert np.array_equal(attention.originals, shown.originals)
+    assert attention.attention.shape == (4, 3, 4, 4)  # vit_tiny: 3 heads over a 4 x 4 grid
+    np.testing.assert_allclose(attention.attention.max(axis=(2, 3)), 1.0, rtol=1e-5)
 
     panel = TrainingPanel()
     qtbot.addWidget(panel)
@@ -248,10 +249,11 @@ def test_a_masked_vit_run_shows_its_masks_reconstructions_and_attention(qtbot, t
 
 def test_a_cnn_run_sends_no_pictures(tmp_path):
     from ssl_engine.train import EventRates, Trainer
-    from ssl_engine.train.events import MethodPictures
+    from ssl_engine.train.events import ProbeResult
 
     seen = []
     trainer = Trainer(tiny_config(tmp_path, "simclr"))
-    trainer.subscribe(seen.append, EventRates(views_every_steps=1, views_count=4))
+    trainer.subscribe(seen.append, EventRates(probes={"views": 1, "pictures": 1, "attention": 1}, views_count=4))
     trainer.run()
-    assert not any(isinstance(event, MethodPictures) for event in seen)
+    probes = {event.name for event in seen if isinstance(event, ProbeResult)}
+    assert probes == {"views"}  # a CNN and a method without pictures: no pictures, no attention

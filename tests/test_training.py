@@ -12,8 +12,7 @@ from ssl_engine.errors import UserError
 from ssl_engine.methods import METHODS
 from ssl_engine.train import EventRates, Trainer, TrainingControl, TrainingDiverged
 from ssl_engine.checkpoint import load_checkpoint
-from ssl_engine.train.events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, Failed,
-                                     Finished, MatrixSnapshot, RandomInitKnn, RunStarted, StepMetrics)
+from ssl_engine.train.events import CheckpointSaved, EpochEnd, Failed, Finished, ProbeResult, RunStarted, StepMetrics
 from tests.helpers import assert_same_state, stopped_run, tiny_config
 
 
@@ -61,37 +60,44 @@ def test_training_changes_the_backbone_and_reports_method_terms(tmp_path):
     assert set(weights) <= set(changed), set(weights) - set(changed)
 
 
+
+def probed(events, name):
+    """The results of probe `name` among `events`, in order."""
+    return [e for e in events if isinstance(e, ProbeResult) and e.name == name]
+
+
 def test_events_stream_at_the_rates_asked(tmp_path):
     trainer = Trainer(tiny_config(tmp_path, "barlow_twins", epochs=2))
     events = []
-    trainer.subscribe(events.append, EventRates(metrics_every_steps=2, views_every_steps=3, matrix_every_steps=5,
-                                                embedding_every_epochs=1, knn_every_epochs=1, views_count=4))
+    trainer.subscribe(events.append, EventRates(metrics_every_steps=2, probes={"views": 3, "matrices": 5, "map": 1,
+                                                                              "knn_top1": 1}, views_count=4))
     headless = []
     trainer.subscribe(headless.append, EventRates(metrics_every_steps=0))
     trainer.run()
     kinds = [type(e) for e in events]
     assert kinds[0] is RunStarted and kinds[-1] is Finished
     assert [e.step for e in events if isinstance(e, StepMetrics)] == [2, 4, 6, 8, 10]
-    views = [e for e in events if isinstance(e, AugmentedViews)]
+    views = probed(events, "views")
     assert [e.step for e in views] == [1, 3, 6, 9]  # after the first step too, then at the rate
-    assert views[0].originals.shape == (4, 32, 32, 3) and views[0].originals.dtype.name == "uint8"
-    assert len(views[0].views) == 2 and views[0].views[0].shape == (4, 32, 32, 3)
-    matrices = [e for e in events if isinstance(e, MatrixSnapshot)]
+    assert views[0].value.originals.shape == (4, 32, 32, 3) and views[0].value.originals.dtype.name == "uint8"
+    assert len(views[0].value.views) == 2 and views[0].value.views[0].shape == (4, 32, 32, 3)
+    matrices = probed(events, "matrices")
     assert [e.step for e in matrices] == [1, 5, 10]
-    assert set(matrices[0].matrices) == {"cross-correlation", "similarity"}
-    assert matrices[0].matrices["cross-correlation"].shape == (64, 64)
-    maps = [e for e in events if isinstance(e, EmbeddingSnapshot)]
+    assert set(matrices[0].value.matrices) == {"cross-correlation", "similarity"}
+    assert matrices[0].value.matrices["cross-correlation"].shape == (64, 64)
+    maps = [e.value for e in probed(events, "map")]
     assert len(maps) == 2 and maps[0].embeddings.shape == (64, 256) and maps[0].projection_2d.shape == (64, 2)
     assert maps[0].images.shape == (64, 32, 32, 3) and (maps[0].labels >= 0).all()
     epochs = [e for e in events if isinstance(e, EpochEnd)]
     assert [e.epoch for e in epochs] == [1, 2] and all(0 <= e.knn_top1 <= 1 for e in epochs)
+    knn = probed(events, "knn_top1")
+    assert [(e.epoch, e.value) for e in knn[1:]] == [(e.epoch, e.knn_top1) for e in epochs]
     assert any(isinstance(e, CheckpointSaved) for e in events)
-    floors = [e for e in events if isinstance(e, RandomInitKnn)]  # before the first step, once
-    assert len(floors) == 1 and 0 <= floors[0].knn_top1 <= 1
+    floors = [e for e in knn if e.step == 0]  # before the first step, once
+    assert len(floors) == 1 and floors[0].epoch == 0 and 0 <= floors[0].value <= 1
     assert events.index(floors[0]) < kinds.index(StepMetrics)
     # a listener that asked for nothing costly gets none of it
-    assert not any(isinstance(e, (AugmentedViews, MatrixSnapshot, EmbeddingSnapshot, StepMetrics, RandomInitKnn))
-                   for e in headless)
+    assert not any(isinstance(e, (ProbeResult, StepMetrics)) for e in headless)
 
 
 def test_stop_from_another_thread_ends_with_a_checkpoint(tmp_path):

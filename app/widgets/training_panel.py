@@ -2,7 +2,8 @@
 prototype usage, masks and reconstructions, ViT attention), embedding map.
 
 The panel draws what the worker's mailbox delivered since the last timer tick: all the step
-metrics (appended to the curves in one call), the latest views, matrix and map.
+metrics (appended to the curves in one call), every point of the curve probes (the kNN), and
+the latest result of each other probe, each through the display its probe declares.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from PySide6.QtWidgets import (QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPro
                                QWidget)
 
 from ssl_engine.methods import get_method
+from ssl_engine.probes import PROBES
 from ssl_engine.train.events import RunStarted
 
 from ..worker import Delivery
@@ -22,6 +24,9 @@ from .loss_plot import LossPlot
 from .matrix_view import MatrixView
 from .overlays import attention_columns, picture_columns
 from .projection_view import ProjectionView
+
+
+KNN = "knn_top1"  # the curve the progress row shows, and whose value before training is the floor
 
 
 def duration(seconds: float) -> str:
@@ -148,6 +153,9 @@ class TrainingPanel(QWidget):
         layout.addWidget(self.progress)
         layout.addLayout(grid, 1)
         self.progress.labels["knn"].setAlignment(Qt.AlignmentFlag.AlignRight)
+        self._displays = {"views": self._show_views, "matrices": self._show_matrices,
+                          "histograms": self._show_histograms, "pictures": self._show_pictures,
+                          "attention": self._show_attention, "map": self._show_map}
 
     def reset(self) -> None:
         """Every view back to what it shows before a run (a new run starts from nothing)."""
@@ -164,7 +172,8 @@ class TrainingPanel(QWidget):
         self.projection.clear()
 
     def apply(self, delivery: Delivery) -> None:
-        """Draw one mailbox delivery."""
+        """Draw one mailbox delivery: the run's start, the step metrics, then each probe's results
+        by the kind of display it declares."""
         if delivery.started is not None:
             self.class_names = delivery.started.class_names
             self.progress.start(delivery.started)
@@ -182,38 +191,56 @@ class TrainingPanel(QWidget):
             last = metrics[-1]
             self.progress.set_total_steps(last.total_steps)
             self.progress.show_step(last.step, last.epoch, last.images_per_second, last.eta_seconds)
-        if delivery.floor is not None:
-            self.progress.set_floor(delivery.floor.knn_top1)
-            self.loss_plot.set_floor(delivery.floor.knn_top1)
-        for epoch in delivery.epochs:
-            if epoch.knn_top1 is not None:
-                self.loss_plot.add_epoch_metric("knn_top1", epoch.step, epoch.knn_top1)
-                self.progress.show_knn(epoch.epoch, epoch.knn_top1)
-        if delivery.views is not None:
-            self.views.set_images(delivery.views.originals, delivery.views.views)
-        if delivery.matrix is not None:
-            self.matrix.set_matrices(delivery.matrix.matrices)
-            if delivery.matrix.histograms:
-                self.method_views.setTabVisible(1, True)
-                self.histogram.set_histograms(delivery.matrix.histograms)
-        if delivery.pictures is not None:
-            self._show_pictures(delivery.pictures)
-        if delivery.embedding is not None:
-            snapshot = delivery.embedding
-            self.projection.set_snapshot(snapshot.projection_2d, snapshot.labels, snapshot.class_names,
-                                         snapshot.images, snapshot.embeddings,
-                                         f"epoch {snapshot.epoch}, {len(snapshot.labels)} test images")
+        for name, results in delivery.probes.items():
+            probe = PROBES[name]
+            if probe.keeps_every_value:
+                self._show_curve(name, results)
+            else:
+                self._displays[probe.display](results[-1])
 
-    def _show_pictures(self, shown) -> None:
-        """A masked method's pictures and a ViT's attention maps, each in its own tab."""
-        if shown.pictures:
-            names = ", ".join(name.replace("_", " ") for name in shown.pictures)
-            self.masks.set_images(shown.originals, picture_columns(shown.originals, shown.pictures),
-                                  f"each row: an image, then {names}")
-            self.method_views.setTabVisible(2, True)
-        if shown.attention is not None:
-            heads = shown.attention.shape[1]
-            self.attention.set_images(shown.originals, attention_columns(shown.originals, shown.attention),
-                                      f"each row: an image, then the last block's class-token attention, "
-                                      f"{heads} heads")
-            self.method_views.setTabVisible(3, True)
+    def _show_curve(self, name: str, results) -> None:
+        """Points on the epoch-metric axis; before the first step the kNN is the floor, a line."""
+        for result in results:
+            columns = result.value if isinstance(result.value, dict) else {name: result.value}
+            for column, value in columns.items():
+                if column == KNN and result.step == 0:
+                    self.progress.set_floor(value)
+                    self.loss_plot.set_floor(value)
+                    continue
+                self.loss_plot.add_epoch_metric(column, result.step, value)
+                if column == KNN:
+                    self.progress.show_knn(result.epoch, value)
+
+    # Each display takes a probe's newest ProbeResult.
+    def _show_views(self, result) -> None:
+        self.views.set_images(result.value.originals, result.value.views)
+
+    def _show_matrices(self, result) -> None:
+        self.matrix.set_matrices(result.value.matrices)
+
+    def _show_histograms(self, result) -> None:
+        self.method_views.setTabVisible(1, True)
+        self.histogram.set_histograms(result.value.histograms)
+
+    def _show_map(self, result) -> None:
+        snapshot = result.value
+        self.projection.set_snapshot(snapshot.projection_2d, snapshot.labels, snapshot.class_names,
+                                     snapshot.images, snapshot.embeddings,
+                                     f"epoch {result.epoch}, {len(snapshot.labels)} test images")
+
+    def _show_pictures(self, result) -> None:
+        """A masked method's masks and reconstructions, in their own tab."""
+        shown = result.value
+        names = ", ".join(name.replace("_", " ") for name in shown.pictures)
+        self.masks.set_images(shown.originals, picture_columns(shown.originals, shown.pictures),
+                              f"each row: an image, then {names}")
+        self.method_views.setTabVisible(2, True)
+
+    def _show_attention(self, result) -> None:
+        """A ViT's class-token attention maps, in their own tab."""
+        shown = result.value
+        heads = shown.attention.shape[1]
+        self.attention.set_images(shown.originals, attention_columns(shown.originals, shown.attention),
+                                  f"each row: an image, then the last block's class-token attention, "
+                                  f"{heads} heads")
+        self.method_views.setTabVisible(3, True)

@@ -325,8 +325,8 @@ def project(costs: StepCosts, config: ExperimentConfig, data: DataSplits, *, rat
     # the live evaluation at the end of each epoch a listener asked for
     rates = rates or EventRates(metrics_every_steps=0)
     first_end, last_end = start_step // steps_per_epoch + 1, steps // steps_per_epoch
-    knn_every = rates.knn_every_epochs if evaluated else 0
-    map_every = rates.embedding_every_epochs
+    knn_every = rates.every("knn_top1") if evaluated else 0
+    map_every = rates.every("map")
     knn_epochs = _multiples(first_end, last_end, knn_every)
     both = _multiples(first_end, last_end, math.lcm(knn_every, map_every)) if knn_every and map_every else 0
     embedded_epochs = knn_epochs + _multiples(first_end, last_end, map_every) - both

@@ -1,27 +1,30 @@
 """What the Trainer tells its listeners: small dataclasses of plain numbers and numpy arrays.
 
-A listener subscribes with `EventRates`, saying how often it wants each kind of event; the
-costly kinds (augmented views, matrices, embedding snapshots) are computed only when at
-least one listener asked for them, so a headless run pays nothing for the UI.
+A listener subscribes with `EventRates`, saying how often it wants the step metrics and each
+live view (a probe, `ssl_engine.probes`); a probe is computed only when at least one listener
+asked for it at that step or epoch, so a headless run pays nothing for the UI.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
-import numpy as np
+from ..probes.base import ProbeResult  # noqa: F401  (an event, defined beside the probes)
 
 
 @dataclass(frozen=True)
 class EventRates:
-    """How often a listener wants each event kind; 0 means never."""
+    """How often a listener wants the step metrics (steps) and each probe (in steps or epochs,
+    the probe's own unit, `Probe.per`); 0 or absent means never. `views_count`: how many of
+    the fixed sample images its image probes show."""
 
     metrics_every_steps: int = 1
-    views_every_steps: int = 0
-    matrix_every_steps: int = 0
-    embedding_every_epochs: int = 0
-    knn_every_epochs: int = 0
-    views_count: int = 8  # images whose views are sent
+    probes: Mapping[str, int] = field(default_factory=dict)
+    views_count: int = 8
+
+    def every(self, probe: str) -> int:
+        return int(self.probes.get(probe, 0))
 
 
 @dataclass
@@ -53,58 +56,12 @@ class StepMetrics:
 
 
 @dataclass
-class AugmentedViews:
-    step: int
-    originals: np.ndarray      # uint8 (n, H, W, 3)
-    views: list[np.ndarray]    # one uint8 (n, S, S, 3) array per view
-
-
-@dataclass
-class MethodPictures:
-    """What a masked method and a ViT show on the fixed sample images, sent with the views.
-
-    `pictures`: the method's own (`Method.pictures`), name -> float32 (n, H, W, C) in 0..1:
-    C = 3 for images (a reconstruction, de-normalised), C = 1 for masks and maps to lay over the
-    originals. `attention`: a ViT's last-block class-token attention over the patches, float32
-    (n, heads, grid, grid), each map scaled to a maximum of 1; None for other backbones."""
-    step: int
-    originals: np.ndarray      # uint8 (n, H, W, 3)
-    pictures: dict[str, np.ndarray]
-    attention: np.ndarray | None = None
-
-
-@dataclass
-class MatrixSnapshot:
-    step: int
-    matrices: dict[str, np.ndarray]  # name -> float32 (d, d)
-    histograms: dict[str, np.ndarray] = field(default_factory=dict)  # name -> float32 (K,) counts
-
-
-@dataclass
-class EmbeddingSnapshot:
-    step: int
-    epoch: int
-    embeddings: np.ndarray     # float32 (M, D) backbone features of the fixed evaluation subset
-    labels: np.ndarray         # int64 (M,), -1 where unknown
-    images: np.ndarray         # uint8 (M, H, W, 3) the subset's images, for thumbnails
-    class_names: list[str]
-    projection_2d: np.ndarray  # float32 (M, 2) PCA of the embeddings
-
-
-@dataclass
 class EpochEnd:
     epoch: int
     step: int
     mean_loss: float
     knn_top1: float | None
     elapsed_seconds: float
-
-
-@dataclass
-class RandomInitKnn:
-    """The live kNN of the backbone before its first step: the floor each epoch's kNN is read
-    against (the same evaluation images and memory)."""
-    knn_top1: float
 
 
 @dataclass
@@ -127,8 +84,7 @@ class Failed:
     run_dir: str | None = None
 
 
-Event = (RunStarted | StepMetrics | AugmentedViews | MatrixSnapshot | EmbeddingSnapshot | EpochEnd
-         | RandomInitKnn | CheckpointSaved | Finished | Failed)
+Event = RunStarted | StepMetrics | ProbeResult | EpochEnd | CheckpointSaved | Finished | Failed
 
 
 @dataclass

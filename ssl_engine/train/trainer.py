@@ -16,12 +16,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from .. import distributed as dist_utils
-from ..augment.display import to_display
 from ..augment.ops import normalize
 from ..augment.views import ViewAugmenter
 from ..checkpoint import first_line, load_checkpoint, save_checkpoint
@@ -33,16 +31,15 @@ from ..devices import resolve_device, resolve_precision, synchronise
 from ..errors import ConfigError, UserError
 from ..eval.embed import embed
 from ..eval.evaluate import evaluate_backbone
-from ..eval.knn import knn_top1
-from ..eval.projection import pca_2d
 from ..methods import get_method
 from ..models.batch_norm import synchronise_batch_norm
 from ..models.build import build_backbone_for
 from ..models.ema import cosine_momentum
+from ..probes import PROBES, ProbeContext, check_probe_names
+from ..probes.record import ProbeRecorder
 from ..runs import RunFolder, new_run_dir
 from .control import TrainingControl
-from .events import (AugmentedViews, CheckpointSaved, EmbeddingSnapshot, EpochEnd, EventRates, Failed,
-                     Finished, MatrixSnapshot, MethodPictures, RandomInitKnn, RunStarted, StepMetrics,
+from .events import (CheckpointSaved, EpochEnd, EventRates, Failed, Finished, ProbeResult, RunStarted, StepMetrics,
                      Subscription)
 from .optim import build_optimizer, clip_gradients, set_learning_rate, set_weight_decay
 from .schedules import warmup_cosine
@@ -88,28 +85,72 @@ class Trainer:
 
     def subscribe(self, callback, rates: EventRates | None = None) -> None:
         """Call `callback(event)` for events at the given rates (from the training thread)."""
-        self.subscriptions.append(Subscription(callback, rates or EventRates()))
+        rates = rates or EventRates()
+        check_probe_names(rates.probes)
+        self.subscriptions.append(Subscription(callback, rates))
 
     # -- events -------------------------------------------------------------------------
-    def _emit(self, event, wanted=lambda rates: True) -> None:
-        for subscription in self.subscriptions:
-            if wanted(subscription.rates):
-                subscription.callback(event)
+    def _emit(self, event, subscriptions=None) -> None:
+        for subscription in self.subscriptions if subscriptions is None else subscriptions:
+            subscription.callback(event)
 
-    def _due(self, rates: EventRates, rate_name: str, counter: int, snapshot: bool = False) -> bool:
-        """Whether a listener at `rates` takes the event of rate `rate_name` at `counter` (a step
-        or an epoch): at its rate; a step `snapshot` (views, matrix) also after the run's first
-        step, so that a window shows it at once."""
-        every = getattr(rates, rate_name)
-        return every > 0 and (counter % every == 0 or (snapshot and counter == self.start_step + 1))
+    def _due(self, every: int, counter: int, first_step: bool = False) -> bool:
+        """Whether a rate of `every` (steps or epochs) takes `counter` (a step or an epoch): at
+        its rate; with `first_step`, also after the run's first step, so a window shows a
+        step probe at once."""
+        return every > 0 and (counter % every == 0 or (first_step and counter == self.start_step + 1))
 
-    def _wanted(self, rate_name: str, counter: int, snapshot: bool = False) -> bool:
-        """Whether any listener takes it (else it is not computed)."""
-        return any(self._due(s.rates, rate_name, counter, snapshot) for s in self.subscriptions)
+    def _probe(self, per: str, step: int, epoch: int, output=None, at_start: bool = False) -> dict:
+        """Compute the probes of `per` ("step" or "epoch") that some listener takes now (with
+        `at_start`: those measured before the first step, for every listener that asked for
+        them at all), send each result to its listeners, and return the values (name -> value).
+        Nothing is computed that no listener takes."""
+        takers = {}
+        for probe in PROBES.values():
+            if probe.per != per or (at_start and not probe.at_start):
+                continue
+            counter = step if per == "step" else epoch
+            wanted = [s for s in self.subscriptions
+                      if (s.rates.every(probe.name) > 0 if at_start
+                          else self._due(s.rates.every(probe.name), counter, probe.first_step and per == "step"))]
+            if wanted:
+                takers[probe] = wanted
+        if not takers:
+            return {}
+        context = ProbeContext(
+            step=step, epoch=epoch, method=self.method, output=output, device=self.device, mean_std=self._mean_std,
+            mean=self.mean, std=self.std, train_images=self.data.train.images, sample_index=self.view_index,
+            samples_count=max(s.rates.views_count for wanted in takers.values() for s in wanted),
+            augment=lambda images: self._views(images, step, global_batch=False), eval_set=self.eval_set,
+            knn_memory=self.knn_memory, knn_k=self.config.train.knn_k)
+        values = {}
+        for probe, wanted in takers.items():
+            value = probe.compute(context)
+            if value is not None:
+                values[probe.name] = value
+                self._emit(ProbeResult(name=probe.name, step=step, epoch=epoch, value=value), wanted)
+        return values
 
-    def _emit_due(self, event, rate_name: str, counter: int, snapshot: bool = False) -> None:
-        """Send `event` to the listeners that take it (`_due`)."""
-        self._emit(event, lambda rates: self._due(rates, rate_name, counter, snapshot))
+    @staticmethod
+    def _curves(values: dict) -> dict:
+        """The values of curve probes, as metrics.jsonl columns (a dict value gives its keys)."""
+        columns = {}
+        for name, value in values.items():
+            if PROBES[name].display == "curve":
+                columns.update(value if isinstance(value, dict) else {name: value})
+        return columns
+
+    def _record_probes(self) -> None:
+        """Record in the run folder, once per epoch, every probe some listener asked for (a
+        headless run that asked for none computes none for the record)."""
+        asking = [s for s in self.subscriptions if any(every > 0 for every in s.rates.probes.values())]
+        asked = {name for s in asking for name, every in s.rates.probes.items() if every > 0}
+        rates = {name: (self.steps_per_epoch if PROBES[name].per == "step" else 1) for name in asked
+                 if PROBES[name].display != "curve"}  # curves are in metrics.jsonl
+        if rates:
+            self.subscribe(ProbeRecorder(self.folder.path / "probes"),
+                           EventRates(metrics_every_steps=0, probes=rates,
+                                      views_count=max(s.rates.views_count for s in asking)))
 
     # -- the run --------------------------------------------------------------------------
     def run(self) -> dict:
@@ -145,6 +186,7 @@ class Trainer:
             self.folder.save_config(self.config)
             for path, reason in self.data.skipped:
                 self.folder.log(f"skipped unreadable file {path}: {reason}")
+            self._record_probes()
         self._choose_eval_subsets()
 
     def _build(self):
@@ -345,12 +387,11 @@ class Trainer:
             train_size=len(self.data.train), test_size=len(self.data.test) if self.data.test is not None else 0,
             class_names=list(self.data.train.class_names), skipped_files=list(self.data.skipped)))
 
-        if self.start_step == 0 and self.knn_memory is not None and self._wanted("knn_every_epochs", 0):
-            # the live kNN's floor, measured as each epoch's kNN will be: shown beside it from the start
-            floor = self._live_knn()
-            if self.folder is not None:
-                self.folder.append_metrics({"kind": "init", "step": 0, "knn_top1": floor})
-            self._emit_due(RandomInitKnn(knn_top1=floor), "knn_every_epochs", 0)
+        if self.start_step == 0:
+            # the floors (the live kNN at random init), measured as each epoch's will be: shown from the start
+            floors = self._curves(self._probe("epoch", 0, 0, at_start=True))
+            if floors and self.folder is not None:
+                self.folder.append_metrics({"kind": "init", "step": 0, **floors})
         summary = {"method": cfg.method.name, "data": cfg.data.source, "backbone": cfg.backbone.name}
         if self.start_step == 0 and self.folder is not None:
             summary["knn_top1_init"] = self._evaluate(linear_probe=False).get("knn_top1")
@@ -390,7 +431,8 @@ class Trainer:
             epoch_losses.append(output.loss.detach())
 
             log_now = step % cfg.train.log_every_steps == 0
-            if log_now or self._wanted("metrics_every_steps", step):
+            metrics_to = [s for s in self.subscriptions if self._due(s.rates.metrics_every_steps, step)]
+            if log_now or metrics_to:
                 loss = output.loss.item()
                 if not math.isfinite(loss):
                     raise TrainingDiverged(
@@ -406,21 +448,12 @@ class Trainer:
                     step=step, epoch=epoch, epoch_progress=(position + 1) / self.steps_per_epoch, loss=loss,
                     terms={k: float(v.detach()) for k, v in output.terms.items()}, lr=lr, images_per_second=speed,
                     elapsed_seconds=seconds, eta_seconds=eta, total_steps=self.total_steps)
-                self._emit_due(metrics, "metrics_every_steps", step)
+                self._emit(metrics, metrics_to)
                 if log_now and self.folder is not None:
                     self.folder.append_metrics({"kind": "step", "step": step, "epoch": epoch + metrics.epoch_progress,
                                                 "loss": loss, **metrics.terms, "lr": lr,
                                                 "images_per_second": speed, "time": seconds})
-            if self._wanted("matrix_every_steps", step, snapshot=True):
-                matrices, histograms = self.method.matrices(output), self.method.histograms(output)
-                self._emit_due(MatrixSnapshot(step, {k: v.float().cpu().numpy().copy() for k, v in matrices.items()},
-                                              {k: v.float().cpu().numpy().copy() for k, v in histograms.items()}),
-                               "matrix_every_steps", step, snapshot=True)
-            if self._wanted("views_every_steps", step, snapshot=True):
-                samples = self._view_samples().to(self.device)
-                shown = to_display(samples)  # one read-only copy for both events
-                self._emit_views(step, samples, shown)
-                self._emit_pictures(step, samples, shown)
+            self._probe("step", step, epoch, output)
 
             if position + 1 == self.steps_per_epoch:
                 train_seconds += self.clock() - tick
@@ -510,35 +543,14 @@ class Trainer:
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(f"the loss became {mean_loss} in epoch {epoch}: lower optim.lr or raise "
                                    f"optim.warmup_epochs; the last good checkpoint is kept")
-        knn = None
-        want_knn = self._wanted("knn_every_epochs", epoch) and self.knn_memory is not None
-        want_map = self._wanted("embedding_every_epochs", epoch)
-        if want_knn or want_map:
-            features = embed(self.method.backbone, self.eval_set.images, mean=self.mean, std=self.std,
-                             device=self.device)
-            if want_knn:
-                knn = self._live_knn(features)
-            if want_map:
-                self._emit_due(EmbeddingSnapshot(
-                    step=step, epoch=epoch, embeddings=features.numpy().copy(),
-                    labels=self.eval_set.labels.numpy().copy(), images=to_display(self.eval_set.images),
-                    class_names=list(self.eval_set.class_names), projection_2d=pca_2d(features)),
-                    "embedding_every_epochs", epoch)
+        curves = self._curves(self._probe("epoch", step, epoch))
+        knn = curves.get("knn_top1")
         if self.folder is not None:
             self.folder.append_metrics({"kind": "epoch", "epoch": epoch, "step": step, "loss": mean_loss,
-                                        "knn_top1": knn, "time": seconds})
+                                        "knn_top1": knn, **curves, "time": seconds})
         self._emit(EpochEnd(epoch=epoch, step=step, mean_loss=mean_loss, knn_top1=knn, elapsed_seconds=seconds))
         if epoch % self.config.train.checkpoint_every_epochs == 0 and step < self.total_steps:
             self._checkpoint(step, seconds)
-
-    def _live_knn(self, features: torch.Tensor | None = None) -> float:
-        """The live kNN top-1: the fixed evaluation images (`features`, when already embedded)
-        against the fixed memory of training images, as every epoch's kNN is measured."""
-        if features is None:
-            features = embed(self.method.backbone, self.eval_set.images, mean=self.mean, std=self.std,
-                             device=self.device)
-        memory = embed(self.method.backbone, self.knn_memory.images, mean=self.mean, std=self.std, device=self.device)
-        return knn_top1(memory, self.knn_memory.labels, features, self.eval_set.labels, k=self.config.train.knn_k)
 
     def _dataset_features(self, encoder: nn.Module | None = None, transform=None) -> torch.Tensor:
         """Features of every training image, un-augmented, on the device (eval mode): the backbone's,
@@ -546,36 +558,6 @@ class Trainer:
         `transform` maps the [0, 1] images first (DeepCluster's greyscale)."""
         return embed(self.method.backbone if encoder is None else encoder, self.images, mean=self.mean,
                      std=self.std, device=self.device, for_evaluation=False, transform=transform).to(self.device)
-
-    def _view_samples(self) -> torch.Tensor:
-        """The fixed training images (uint8, as stored) whose views and pictures listeners see."""
-        count = max(s.rates.views_count for s in self.subscriptions if s.rates.views_every_steps > 0)
-        return self.data.train.images[self.view_index[:count]]
-
-    @torch.no_grad()
-    def _emit_pictures(self, step: int, originals: torch.Tensor, shown: np.ndarray) -> None:
-        """The method's pictures and a ViT's attention maps of the sample images; nothing for
-        methods and backbones that have neither."""
-        backbone = self.method.backbone
-        images = normalize(originals.float() / 255.0, *self._mean_std)
-        mean, std = (t.view(1, -1, 1, 1) for t in self._mean_std)
-        pictures = {}
-        for name, picture in self.method.pictures(images).items():
-            picture = picture.float()
-            if picture.shape[1] == 3:  # an image, normalised like the input
-                picture = picture * std + mean
-            pictures[name] = picture.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy().copy()
-        attention = None
-        if hasattr(backbone, "class_token_attention"):
-            attention = backbone.class_token_attention(images).cpu().numpy().copy()
-        if pictures or attention is not None:
-            self._emit_due(MethodPictures(step=step, originals=shown, pictures=pictures, attention=attention),
-                           "views_every_steps", step, snapshot=True)
-
-    def _emit_views(self, step: int, originals: torch.Tensor, shown: np.ndarray) -> None:
-        views = self._views(originals, step, global_batch=False)
-        self._emit_due(AugmentedViews(step=step, originals=shown, views=[to_display(v) for v in views]),
-                       "views_every_steps", step, snapshot=True)
 
     def _evaluate(self, linear_probe: bool) -> dict:
         if not dist_utils.is_main_process():

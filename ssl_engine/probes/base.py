@@ -1,0 +1,134 @@
+"""A live view is a probe: a name, a default rate, a `compute(context)` and a kind of display.
+
+The trainer asks each registered probe for its value only at the steps (or epochs) some
+listener asked for it, through one `ProbeContext` per step or epoch end whose costly
+inputs (the sample images, the evaluation images' features) are made once, on first use,
+and shared by every probe of that moment. A probe returns plain numbers or a dataclass of
+numpy arrays (its payload), or None when it has nothing to show for this method or backbone.
+
+Displays say how a window draws the payload: "views" (image columns), "matrices",
+"histograms", "pictures" (masks and images over the originals), "attention", "map" (a 2D
+embedding map) and "curve" (a number, or a dict of numbers, per epoch; these also go in the
+epoch rows of metrics.jsonl).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Callable, Literal
+
+import numpy as np
+import torch
+
+from ..augment.display import to_display
+from ..augment.ops import normalize
+from ..eval.embed import embed
+
+DISPLAYS = ("views", "matrices", "histograms", "pictures", "attention", "map", "curve")
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    compute: Callable[["ProbeContext"], Any]
+    per: Literal["step", "epoch"]
+    every: int          # the default rate, in steps or epochs (what the window asks for)
+    display: str        # one of DISPLAYS
+    help: str
+    first_step: bool = False   # a step probe also after the run's first step, so a window shows it at once
+    at_start: bool = False     # an epoch probe also before the first step (epoch 0): the random-init floor
+
+    @property
+    def keeps_every_value(self) -> bool:
+        """A curve needs each point; of a picture only the newest matters."""
+        return self.display == "curve"
+
+
+@dataclass
+class ProbeResult:
+    """What probe `name` measured at `step` (after that many optimiser steps) in `epoch` (the
+    epochs completed; 0 with step 0 is the network before training). `value`: the probe's
+    payload, plain numbers or a dataclass of numpy arrays (see the probe)."""
+    name: str
+    step: int
+    epoch: int
+    value: Any
+
+
+PROBES: dict[str, Probe] = {}
+
+
+def probe(name: str, *, per: Literal["step", "epoch"], every: int, display: str, help: str,
+          first_step: bool = False, at_start: bool = False):
+    """Register the decorated `compute(context)` as probe `name`."""
+    if display not in DISPLAYS:
+        raise ValueError(f"probe {name}: display {display!r} is not one of {', '.join(DISPLAYS)}")
+
+    def register(compute):
+        if name in PROBES:
+            raise ValueError(f"a probe named {name!r} is already registered")
+        PROBES[name] = Probe(name=name, compute=compute, per=per, every=every, display=display, help=help,
+                             first_step=first_step, at_start=at_start)
+        return compute
+    return register
+
+
+def default_rates() -> dict[str, int]:
+    """Every registered probe at its default rate: what a window asks for."""
+    return {name: p.every for name, p in PROBES.items()}
+
+
+def check_probe_names(names) -> None:
+    unknown = sorted(set(names) - set(PROBES))
+    if unknown:
+        raise ValueError(f"unknown probe {', '.join(unknown)}; the probes are {', '.join(sorted(PROBES))}")
+
+
+class ProbeContext:
+    """What a probe may read at one step or epoch end. The costly inputs are computed on first
+    use and shared by the probes of the same moment.
+
+    `output`: the method's output of this step (None at an epoch end); the sample images are the
+    training images at `sample_index` (a fixed, seeded order), the first `samples_count` of them;
+    `augment(images)`: the step's augmentation of uint8 images (a list of float views in [0, 1]);
+    `eval_set` and `knn_memory`: the fixed evaluation images and the live kNN's labelled memory
+    (None without labels)."""
+
+    def __init__(self, *, step: int, epoch: int, method, output, device: torch.device,
+                 mean_std: tuple[torch.Tensor, torch.Tensor], mean, std, train_images: torch.Tensor,
+                 sample_index: torch.Tensor, samples_count: int,
+                 augment: Callable[[torch.Tensor], list[torch.Tensor]], eval_set, knn_memory, knn_k: int):
+        self.step, self.epoch = step, epoch
+        self.method, self.output, self.device = method, output, device
+        self.mean_std, self.mean, self.std = mean_std, mean, std
+        self._train_images, self._sample_index, self.samples_count = train_images, sample_index, samples_count
+        self.augment = augment
+        self.eval_set, self.knn_memory, self.knn_k = eval_set, knn_memory, knn_k
+
+    @property
+    def backbone(self):
+        return self.method.backbone
+
+    @cached_property
+    def samples(self) -> torch.Tensor:
+        """The fixed sample images (uint8, as stored) on the device."""
+        return self._train_images[self._sample_index[:self.samples_count]].to(self.device)
+
+    @cached_property
+    def shown(self) -> np.ndarray:
+        """The sample images for display: uint8 (n, H, W, 3), one read-only copy for every probe."""
+        return to_display(self.samples)
+
+    @cached_property
+    def normalised_samples(self) -> torch.Tensor:
+        """The sample images as the network takes them."""
+        return normalize(self.samples.float() / 255.0, *self.mean_std)
+
+    @cached_property
+    def features(self) -> torch.Tensor:
+        """The backbone's features of the fixed evaluation images (CPU, float32, eval mode)."""
+        return self.embed(self.eval_set.images)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return embed(self.backbone, images, mean=self.mean, std=self.std, device=self.device)
