@@ -25,13 +25,23 @@ def first_line(error: Exception) -> str:
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
+    """Write `state` to `path` through a temporary file: a write that fails (a full or failing
+    disk) leaves the previous checkpoint as it was and says so in one line."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb+") as file:  # make the bytes durable before the rename exposes them
-        os.fsync(file.fileno())
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, tmp)
+        with open(tmp, "rb+") as file:  # make the bytes durable before the rename exposes them
+            os.fsync(file.fileno())
+        tmp.replace(path)
+    except (OSError, RuntimeError) as error:  # torch.save words a failed write as a RuntimeError
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # the failing disk may refuse this too; the temporary file is never read
+            pass
+        kept = "the previous checkpoint is intact" if path.is_file() else "no earlier checkpoint exists"
+        raise UserError(f"could not write the checkpoint {path}: {first_line(error)}; {kept}") from None
     return path
 
 

@@ -123,6 +123,7 @@ class TrainConfig:
     run_name: str = hyper("", help="name of the run's folder (empty: date, method and data)")
     log_every_steps: int = hyper(10, ge=1, le=100000, help="steps between metrics written to metrics.jsonl")
     checkpoint_every_epochs: int = hyper(1, ge=1, le=100000, help="epochs between checkpoints (one is always written at the end and on stop)")
+    checkpoint_every_minutes: float = hyper(10.0, ge=0, le=100000, help="minutes of training between checkpoints within an epoch (0: at epoch ends only), so a crash loses at most this much")
     eval_subset: int = hyper(1000, ge=0, le=100000, help="images of the test split embedded for live kNN and projections")
     knn_k: int = hyper(20, ge=1, le=1000, help="neighbours in the kNN evaluation")
     linear_probe: bool = hyper(True, help="fit a linear probe on frozen features when training ends (slower on large sets)")

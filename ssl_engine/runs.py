@@ -1,4 +1,4 @@
-"""A run is a folder: config.toml, metrics.jsonl, run.log, checkpoints/, summary.json.
+"""A run is a folder: config.toml, metrics.jsonl, run.log, checkpoints/, summary.json, probes/.
 
 Everything the app shows about a finished run can be rebuilt from that folder.
 """
@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 
 from .config import ExperimentConfig
+
+PROBES_DIR = "probes"        # the recorded live views (ssl_engine.probes.record)
+PROBE_INDEX = "index.jsonl"  # in PROBES_DIR, one line per recorded result
 
 
 def new_run_dir(config: ExperimentConfig) -> Path:
@@ -58,10 +61,41 @@ class RunFolder:
         with open(self.path / "run.log", "a") as file:
             file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
+    def forget_after(self, step: int) -> int:
+        """Drop what was logged after `step` (a resumed run goes on from its checkpoint there,
+        so each step is logged once): metrics rows and recorded probes. Returns the count of
+        metrics rows dropped."""
+        dropped = keep_lines(self.path / "metrics.jsonl", lambda record: record.get("step", 0) <= step)
+        probes, later = self.path / PROBES_DIR, []
+
+        def earlier(entry: dict) -> bool:
+            if entry["step"] <= step:
+                return True
+            later.append(entry["file"])
+            return False
+        keep_lines(probes / PROBE_INDEX, earlier)
+        for relative in later:
+            (probes / relative).unlink(missing_ok=True)
+        return dropped
+
     def write_summary(self, summary: dict) -> None:
         tmp = self.path / "summary.json.tmp"
         tmp.write_text(json.dumps(_clean(summary), indent=2) + "\n")
         tmp.replace(self.path / "summary.json")
+
+
+def keep_lines(path: Path, keep) -> int:
+    """Rewrite the JSON-lines file `path` (atomically) with the records `keep(record)` accepts;
+    returns how many it dropped. A missing file drops nothing."""
+    if not path.is_file():
+        return 0
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if keep(json.loads(line))]
+    if len(kept) < len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
+    return len(lines) - len(kept)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

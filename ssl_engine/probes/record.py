@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runs import PROBE_INDEX as INDEX
 from .base import ProbeResult
-
-INDEX = "index.jsonl"
 FLOAT16_LIMIT = 60000.0
 
 

@@ -37,7 +37,7 @@ from ..models.build import build_backbone_for
 from ..models.ema import cosine_momentum
 from ..probes import PROBES, ProbeContext, check_probe_names
 from ..probes.record import ProbeRecorder
-from ..runs import RunFolder, new_run_dir
+from ..runs import PROBES_DIR, RunFolder, new_run_dir
 from .control import TrainingControl
 from .events import (CheckpointSaved, EpochEnd, EventRates, Failed, Finished, ProbeResult, RunStarted, StepMetrics,
                      Subscription)
@@ -148,7 +148,7 @@ class Trainer:
         rates = {name: (self.steps_per_epoch if PROBES[name].per == "step" else 1) for name in asked
                  if PROBES[name].display != "curve"}  # curves are in metrics.jsonl
         if rates:
-            self.subscribe(ProbeRecorder(self.folder.path / "probes"),
+            self.subscribe(ProbeRecorder(self.folder.path / PROBES_DIR),
                            EventRates(metrics_every_steps=0, probes=rates,
                                       views_count=max(s.rates.views_count for s in asking)))
 
@@ -183,6 +183,10 @@ class Trainer:
             if self.run_dir is None:
                 self.run_dir = new_run_dir(self.config)
             self.folder = RunFolder(self.run_dir)
+            if self.start_step:
+                dropped = self.folder.forget_after(self.start_step)
+                self.folder.log(f"resumed from the checkpoint at step {self.start_step}"
+                                + (f"; dropped {dropped} metrics rows logged after it" if dropped else ""))
             self.folder.save_config(self.config)
             for path, reason in self.data.skipped:
                 self.folder.log(f"skipped unreadable file {path}: {reason}")
@@ -404,6 +408,8 @@ class Trainer:
         epoch_losses: list[torch.Tensor] = []
         stopped = False
         probe = None  # (step, training seconds) after the first step, for a time budget's speed
+        checkpoint_seconds = cfg.train.checkpoint_every_minutes * 60.0
+        last_checkpoint = 0.0  # training seconds at the last checkpoint
         self.method.train()
         tick = self.clock()
         while step < self.total_steps:
@@ -457,9 +463,15 @@ class Trainer:
 
             if position + 1 == self.steps_per_epoch:
                 train_seconds += self.clock() - tick
-                self._end_epoch(epoch + 1, step, epoch_losses, train_seconds)
+                if self._end_epoch(epoch + 1, step, epoch_losses, train_seconds):
+                    last_checkpoint = train_seconds
                 epoch_losses = []
                 tick = self.clock()
+            elif checkpoint_seconds and step < self.total_steps:
+                seconds = train_seconds + self.clock() - tick
+                if seconds - last_checkpoint >= checkpoint_seconds:  # a long epoch: a crash loses at most this
+                    self._checkpoint(step, seconds)
+                    last_checkpoint = seconds
         train_seconds += self.clock() - tick
 
         self._checkpoint(step, train_seconds)
@@ -537,7 +549,9 @@ class Trainer:
         return StepTimes(setup_seconds=setup, epoch_work_seconds=epoch_work, first_step_seconds=first,
                          step_seconds=timed, device=self.device)
 
-    def _end_epoch(self, epoch: int, step: int, losses: list[torch.Tensor], seconds: float) -> None:
+    def _end_epoch(self, epoch: int, step: int, losses: list[torch.Tensor], seconds: float) -> bool:
+        """The epoch's mean loss, its probes, its row and, when due, a checkpoint (returns
+        whether one was written)."""
         mean_loss = float(torch.stack(losses).mean())
         self._last_epoch_loss = mean_loss
         if not math.isfinite(mean_loss):
@@ -551,6 +565,8 @@ class Trainer:
         self._emit(EpochEnd(epoch=epoch, step=step, mean_loss=mean_loss, knn_top1=knn, elapsed_seconds=seconds))
         if epoch % self.config.train.checkpoint_every_epochs == 0 and step < self.total_steps:
             self._checkpoint(step, seconds)
+            return True
+        return False
 
     def _dataset_features(self, encoder: nn.Module | None = None, transform=None) -> torch.Tensor:
         """Features of every training image, un-augmented, on the device (eval mode): the backbone's,
