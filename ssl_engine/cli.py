@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="neither read nor write the embedding cache (~/.cache/ssl_explorer/embeddings)")
 
     commands.add_parser("methods", help="list the methods with their hyperparameters")
+
+    runs = commands.add_parser("runs", help="list the runs: status, method, data, time, kNN against the random-init floor")
+    runs.add_argument("--runs-dir", default="runs", help="the runs folder (default: runs)")
+    runs.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
     return parser
 
 
@@ -474,10 +478,28 @@ def _print_recipes(method) -> None:
             print(f"          {setting.key} = {setting.value}  ({setting.source})")
 
 
+def run_runs(args) -> int:
+    """The table of runs under --runs-dir (the Runs tab shows the same)."""
+    from .run_store import format_table, list_runs
+
+    records = list_runs(args.runs_dir)
+    if args.json:
+        for record in records:
+            fields = {k: v for k, v in vars(record).items() if k != "path"}
+            print(json.dumps({"run": record.name, "path": str(record.path), **fields}))
+        return 0
+    if not records:
+        print(f"no runs in {Path(args.runs_dir).expanduser()}", file=sys.stderr)
+        return 0
+    print(format_table(records))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"train": run_train, "eval": run_eval, "embed": run_embed, "methods": run_methods}[args.command](args)
+        return {"train": run_train, "eval": run_eval, "embed": run_embed, "methods": run_methods,
+                "runs": run_runs}[args.command](args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR

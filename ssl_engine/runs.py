@@ -1,4 +1,5 @@
-"""A run is a folder: config.toml, metrics.jsonl, run.log, checkpoints/, summary.json, probes/.
+"""A run is a folder: config.toml, metrics.jsonl, run.log, checkpoints/, summary.json, probes/,
+status.json and the user's meta.json.
 
 Everything the app shows about a finished run can be rebuilt from that folder.
 """
@@ -7,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -15,6 +18,8 @@ from .config import ExperimentConfig
 
 PROBES_DIR = "probes"        # the recorded live views (ssl_engine.probes.record)
 PROBE_INDEX = "index.jsonl"  # in PROBES_DIR, one line per recorded result
+STATUS_FILE = "status.json"  # running, finished, stopped or failed, and the process that runs it
+META_FILE = "meta.json"      # the user's tags and note (ssl_engine.run_store)
 
 
 def new_run_dir(config: ExperimentConfig) -> Path:
@@ -77,6 +82,21 @@ class RunFolder:
         for relative in later:
             (probes / relative).unlink(missing_ok=True)
         return dropped
+
+    def set_status(self, status: str, message: str = "") -> None:
+        """Say what the run is doing (see ssl_engine.run_store): "running" names this process,
+        so that a run whose process died can be told from one still training. The first start's
+        time is kept across resumes."""
+        path = self.path / STATUS_FILE
+        try:
+            started = json.loads(path.read_text()).get("started")
+        except (OSError, ValueError, AttributeError):
+            started = None
+        record = {"status": status, "pid": os.getpid(), "host": socket.gethostname(),
+                  "started": started or time.time(), "updated": time.time(), "message": message}
+        tmp = path.with_name(STATUS_FILE + ".tmp")
+        tmp.write_text(json.dumps(record) + "\n")
+        tmp.replace(path)
 
     def write_summary(self, summary: dict) -> None:
         tmp = self.path / "summary.json.tmp"

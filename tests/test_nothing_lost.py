@@ -15,6 +15,7 @@ import torch
 
 from ssl_engine.checkpoint import load_checkpoint, save_checkpoint
 from ssl_engine.errors import UserError
+from ssl_engine.run_store import read_run
 from ssl_engine.runs import RunFolder, read_metrics
 from ssl_engine.train import Trainer
 from ssl_engine.train.events import CheckpointSaved
@@ -46,6 +47,7 @@ def test_a_run_killed_with_kill_9_resumes_from_its_checkpoint_with_every_step_lo
     finally:
         if process.poll() is None:
             process.kill()
+    assert read_run(run).status == "interrupted" and read_run(run).resumable
     logged = [r["step"] for r in read_metrics(run) if r["kind"] == "step"]
     checkpoint_step = load_checkpoint(run)["step"]
     assert logged[-1] > checkpoint_step  # steps after the checkpoint were logged, and are lost with the kill
@@ -59,6 +61,7 @@ def test_a_run_killed_with_kill_9_resumes_from_its_checkpoint_with_every_step_lo
     assert steps == list(range(1, 21))  # each step once, none missing
     assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [1, 2, 3, 4]
     assert f"resumed from the checkpoint at step {checkpoint_step}" in (run / "run.log").read_text()
+    assert read_run(run).status == "finished"
 
 
 class SteppedClock:

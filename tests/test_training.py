@@ -10,6 +10,7 @@ import torch
 from ssl_engine import losses
 from ssl_engine.errors import UserError
 from ssl_engine.methods import METHODS
+from ssl_engine.run_store import read_run
 from ssl_engine.train import EventRates, Trainer, TrainingControl, TrainingDiverged
 from ssl_engine.checkpoint import load_checkpoint
 from ssl_engine.train.events import CheckpointSaved, EpochEnd, Failed, Finished, ProbeResult, RunStarted, StepMetrics
@@ -175,6 +176,8 @@ def test_diverging_loss_fails_with_one_clear_message_and_keeps_the_last_checkpoi
     assert "Traceback" in failed[0].details
     assert load_checkpoint(trainer.run_dir)["step"] == 5  # the end of the last good epoch
     assert "failed: the loss became nan" in (trainer.run_dir / "run.log").read_text()
+    record = read_run(trainer.run_dir)
+    assert record.status == "failed" and record.message == failed[0].message and record.resumable
 
 
 def test_batch_larger_than_the_data_is_a_clear_error(tmp_path):

@@ -161,6 +161,10 @@ class Trainer:
             details = traceback.format_exc()
             if self.folder is not None:
                 self.folder.log(f"failed: {message}\n{details}")
+                try:
+                    self.folder.set_status("failed", message)
+                except OSError:  # a failing disk: the message still reaches the user
+                    pass
             self._emit(Failed(message=message, details=details, run_dir=str(self.run_dir) if self.run_dir else None))
             if isinstance(error, UserError):
                 raise
@@ -188,6 +192,7 @@ class Trainer:
                 self.folder.log(f"resumed from the checkpoint at step {self.start_step}"
                                 + (f"; dropped {dropped} metrics rows logged after it" if dropped else ""))
             self.folder.save_config(self.config)
+            self.folder.set_status("running")
             for path, reason in self.data.skipped:
                 self.folder.log(f"skipped unreadable file {path}: {reason}")
             self._record_probes()
@@ -487,6 +492,7 @@ class Trainer:
         if self.folder is not None:
             self.folder.write_summary(summary)
             self.folder.log(f"finished at step {step}: {summary}")
+            self.folder.set_status("stopped" if stopped else "finished")
         self._emit(Finished(run_dir=str(self.run_dir) if self.run_dir else "", summary=summary, stopped_early=stopped))
         return summary
 
