@@ -19,7 +19,8 @@ from PySide6.QtWidgets import (QApplication, QLabel, QMainWindow, QMessageBox, Q
 
 from ssl_engine.config import ExperimentConfig
 from ssl_engine.data.for_config import load_data_for
-from ssl_engine.errors import ConfigError
+from ssl_engine.errors import ConfigError, UserError
+from ssl_engine.run_store import resume_config
 
 from .background import BackgroundCall
 from .experiment_model import ExperimentModel
@@ -31,6 +32,7 @@ from .widgets.evaluate_panel import EvaluatePanel
 from .widgets.param_form import field_label, in_words
 from .widgets.preview_panel import PreviewPanel
 from .widgets.problem_summary import Problem, ProblemSummary
+from .widgets.runs_panel import RunsPanel
 from .widgets.setup_panel import SetupPanel
 from .widgets.training_panel import TrainingPanel
 from .window_geometry import remember_geometry
@@ -87,6 +89,9 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.preview, "Augmentations")
         self.tabs.addTab(self.training, "Training")
         self.tabs.addTab(self.evaluate, "Evaluate")
+        self.runs = RunsPanel(runs_dir=self.model.table["train"].get("runs_dir") or "runs")
+        self.runs.resume_requested.connect(self.resume_run)
+        self.tabs.addTab(self.runs, "Runs")
         splitter = QSplitter()
         splitter.addWidget(scroll)
         splitter.addWidget(self.tabs)
@@ -107,6 +112,7 @@ class MainWindow(QMainWindow):
         self.model.changed.connect(self._model_changed)
         self._model_changed()
         self.load_data()
+        QTimer.singleShot(0, self._offer_interrupted_runs)
 
     # -- building ---------------------------------------------------------------------
     def _build_toolbar(self) -> None:
@@ -154,6 +160,7 @@ class MainWindow(QMainWindow):
         runs_dir = table["train"].get("runs_dir")
         if isinstance(runs_dir, str) and runs_dir:
             self.evaluate.set_runs_dir(runs_dir)
+            self.runs.set_runs_dir(runs_dir)
         self._update_actions()
         self._update_estimate()
 
@@ -315,10 +322,44 @@ class MainWindow(QMainWindow):
     def start(self) -> None:
         if self.start_blocked_by() is not None:
             return
+        self._train(self.model.config, self.data)
+
+    def resume_run(self, run_dir: str) -> None:
+        """Train the run in `run_dir` on from its last checkpoint, with its own config."""
+        if self.worker is not None:
+            QMessageBox.warning(self, "Cannot resume", "a run is training: stop it first")
+            return
+        try:
+            config = resume_config(run_dir).validate()
+        except UserError as error:
+            QMessageBox.warning(self, "Cannot resume", str(error))
+            return
+        self._train(config, None, resume=run_dir)
+
+    def _offer_interrupted_runs(self) -> None:
+        """Runs whose process ended without finishing (killed, or the machine stopped): offer
+        the newest for resuming; the Runs tab lists them all."""
+        interrupted = [r for r in self.runs.records if r.status == "interrupted" and r.resumable]
+        if not interrupted or self.worker is not None:
+            return
+        newest = interrupted[0]
+        more = f" ({len(interrupted) - 1} more in the Runs tab)" if len(interrupted) > 1 else ""
+        epochs = f" at epoch {newest.epochs:.3g}" if newest.epochs is not None else ""
+        box = QMessageBox(QMessageBox.Icon.Question, "Interrupted run",
+                          f"The run {newest.name} ({newest.method} on {newest.data}) was interrupted{epochs}{more}. "
+                          f"Resume it from its last checkpoint?", parent=self)
+        box.setObjectName("interrupted_runs")
+        resume = box.addButton("Resume", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Later", QMessageBox.ButtonRole.RejectRole)
+        box.buttonClicked.connect(lambda button: self.resume_run(str(newest.path)) if button is resume else None)
+        box.open()  # not exec(): the window stays live behind it
+        self.interrupted_box = box
+
+    def _train(self, config: ExperimentConfig, data, resume: str | None = None) -> None:
         self.training.reset()
         self.estimate.pause()
-        self.run_config = self.model.config
-        self.worker = TrainingThread(self.model.config, self.data, parent=self)
+        self.run_config = config
+        self.worker = TrainingThread(config, data, resume=resume, parent=self)
         self.worker.finished.connect(self._worker_finished)
         self.worker.start()
         self.drain_timer.start()
@@ -355,6 +396,7 @@ class MainWindow(QMainWindow):
         self.training.apply(delivery)
         if delivery.started is not None:
             self.last_run_dir = delivery.started.run_dir
+            self.runs.refresh()
         if delivery.failed is not None:
             self._show_failure(delivery.failed.message, delivery.failed.run_dir)
         if delivery.finished is not None:
@@ -367,6 +409,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"{verb} after {summary.get('epochs', 0):.2f} epochs{result}; "
                                          f"run folder {delivery.finished.run_dir}")
             self.evaluate.run_finished(delivery.finished.run_dir)
+            self.runs.refresh()
             self.estimate.run_finished(self.run_config, summary, self.data)
 
     def _show_failure(self, message: str, run_dir: str | None) -> None:

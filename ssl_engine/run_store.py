@@ -228,3 +228,17 @@ def format_table(records: list[RunRecord]) -> str:
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [headers, *rows]]
     return "\n".join(lines)
+
+
+def resume_config(run_dir: str | Path):
+    """The config a run resumes with: its own, with a ViT built as its checkpoint's weights were
+    (whatever the method's layout choices are today)."""
+    from .checkpoint import load_checkpoint
+    from .config import ExperimentConfig, with_vit_layout_of
+    from .models.build import backbone_state
+
+    run = Path(run_dir).expanduser()
+    config = ExperimentConfig.load(run / "config.toml")
+    if config.backbone.is_vit:  # the checkpoint is read only where the layout can differ
+        config = with_vit_layout_of(config, backbone_state(load_checkpoint(run)))
+    return config
