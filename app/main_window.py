@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (QApplication, QLabel, QMainWindow, QMessageBox, Q
 from ssl_engine.config import ExperimentConfig
 from ssl_engine.data.for_config import load_data_for
 from ssl_engine.errors import ConfigError, UserError
+from ssl_engine.run_replay import replay_run
 from ssl_engine.run_store import resume_config
 
 from .background import BackgroundCall
@@ -91,6 +92,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.evaluate, "Evaluate")
         self.runs = RunsPanel(runs_dir=self.model.table["train"].get("runs_dir") or "runs")
         self.runs.resume_requested.connect(self.resume_run)
+        self.runs.open_requested.connect(self.open_run)
         self.tabs.addTab(self.runs, "Runs")
         splitter = QSplitter()
         splitter.addWidget(scroll)
@@ -335,6 +337,23 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "Cannot resume", str(error))
             return
         self._train(config, None, resume=run_dir)
+
+    def open_run(self, run_dir: str) -> None:
+        """Show a run's curves and views, rebuilt from its folder, in the Training tab."""
+        if self.worker is not None:
+            QMessageBox.warning(self, "Cannot open the run", "a run is training: its views are on show")
+            return
+        try:
+            replay = replay_run(run_dir)
+        except UserError as error:
+            QMessageBox.warning(self, "Cannot open the run", str(error))
+            return
+        self.training.show_run(replay)
+        self.last_run_dir = run_dir
+        self.tabs.setCurrentWidget(self.training)
+        self.statusBar().showMessage(f"run {Path(run_dir).name}: {len(replay.metrics)} logged steps, "
+                                     f"{len(replay.recorded.get('map', []))} maps")
+        self._update_actions()
 
     def _offer_interrupted_runs(self) -> None:
         """Runs whose process ended without finishing (killed, or the machine stopped): offer

@@ -20,6 +20,7 @@ PROBES_DIR = "probes"        # the recorded live views (ssl_engine.probes.record
 PROBE_INDEX = "index.jsonl"  # in PROBES_DIR, one line per recorded result
 STATUS_FILE = "status.json"  # running, finished, stopped or failed, and the process that runs it
 META_FILE = "meta.json"      # the user's tags and note (ssl_engine.run_store)
+STARTED_FILE = "started.json"  # the run's shape as its start announced it (steps, data sizes, classes)
 
 
 def new_run_dir(config: ExperimentConfig) -> Path:
@@ -97,6 +98,14 @@ class RunFolder:
         tmp = path.with_name(STATUS_FILE + ".tmp")
         tmp.write_text(json.dumps(record) + "\n")
         tmp.replace(path)
+
+    def write_started(self, started) -> None:
+        """What the run's start told its listeners (a RunStarted, less its config, which is in
+        config.toml): a reopened run tells its views the same."""
+        fields = {k: v for k, v in vars(started).items() if k != "config"}
+        tmp = self.path / (STARTED_FILE + ".tmp")
+        tmp.write_text(json.dumps(_clean(fields), indent=2) + "\n")
+        tmp.replace(self.path / STARTED_FILE)
 
     def write_summary(self, summary: dict) -> None:
         tmp = self.path / "summary.json.tmp"

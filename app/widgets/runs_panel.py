@@ -1,6 +1,7 @@
 """The Runs tab: every run under the runs folder in a sortable, filterable table (the same
-table as `python main.py runs`), with rename, tags, a note, delete (to the system trash, or
-for good after a confirmation) and resume for runs that were stopped, failed or interrupted.
+table as `python main.py runs`), with open (the run's views rebuilt in the Training tab), rename,
+tags, a note, delete (to the system trash, or for good after a confirmation) and resume for runs
+that were stopped, failed or interrupted.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class RunsPanel(QWidget):
     """Observes the runs folder; asks the window to resume a run through `resume_requested`."""
 
     resume_requested = Signal(str)  # the run folder
+    open_requested = Signal(str)    # the run folder, to show its views
 
     def __init__(self, runs_dir: str = "runs", parent=None):
         super().__init__(parent)
@@ -44,7 +46,7 @@ class RunsPanel(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.verticalHeader().hide()
         self.table.selectionModel().selectionChanged.connect(self._update_buttons)
-        self.table.doubleClicked.connect(lambda _: self.edit_note())
+        self.table.doubleClicked.connect(lambda _: self.open())
 
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("filter: method, data, status, tag…")
@@ -57,6 +59,7 @@ class RunsPanel(QWidget):
         top.addWidget(self.count)
         for name, text, slot, tip in (
                 ("refresh", "Refresh", self.refresh, "read the runs folder again"),
+                ("open", "Open", self.open, "show the selected run's curves and views in the Training tab"),
                 ("rename", "Rename…", self.rename, "rename the selected run's folder"),
                 ("tags", "Tags…", self.edit_tags, "tags of the selected run, separated by commas"),
                 ("note", "Note…", self.edit_note, "a note on the selected run"),
@@ -146,6 +149,7 @@ class RunsPanel(QWidget):
             self.buttons[name].setEnabled(idle)
         for name in ("tags", "note"):
             self.buttons[name].setEnabled(record is not None)
+        self.buttons["open"].setEnabled(idle)
         self.buttons["resume"].setEnabled(bool(record and record.resumable))
         if record is not None:
             parts = [f"{record.name}: {record.status}", record.message, record.note]
@@ -205,6 +209,11 @@ class RunsPanel(QWidget):
             if permanently != QMessageBox.StandardButton.Yes or not self._act(lambda: delete_run(record)):
                 return
         self.refresh()
+
+    def open(self) -> None:
+        record = self.selected()
+        if record is not None and record.status != "running":
+            self.open_requested.emit(str(record.path))
 
     def resume(self) -> None:
         record = self.selected()

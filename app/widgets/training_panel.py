@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QGridLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QTabWidget, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QGridLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QSlider, QTabWidget,
+                               QVBoxLayout, QWidget)
 
 from ssl_engine.methods import get_method
 from ssl_engine.probes import PROBES
@@ -138,11 +138,30 @@ class TrainingPanel(QWidget):
         for tab in (1, 2, 3):
             self.method_views.setTabVisible(tab, False)
         self.projection = ProjectionView()
+        # a reopened run's map at any recorded epoch (hidden during a live run)
+        self.map_epochs = QSlider(Qt.Orientation.Horizontal)
+        self.map_epochs.setObjectName("map_epochs")
+        self.map_epochs.setToolTip("the embedding map after each recorded epoch")
+        self.map_epochs.valueChanged.connect(self._show_recorded_map)
+        self.map_epoch_label = QLabel()
+        self.map_row = QWidget()
+        row = QHBoxLayout(self.map_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(QLabel("epoch"))
+        row.addWidget(self.map_epochs, 1)
+        row.addWidget(self.map_epoch_label)
+        self.map_row.hide()
+        self.replay = None  # the reopened run whose views are shown, or None
+        embeddings = QWidget()
+        column = QVBoxLayout(embeddings)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.projection, 1)
+        column.addWidget(self.map_row)
         self.class_names: list[str] = []
         grid = QGridLayout()
         for (row, column), (title, widget) in {
                 (0, 0): ("Loss", self.loss_plot), (0, 1): ("Augmented views, as trained on", self.views),
-                (1, 0): ("What the method sees", self.method_views), (1, 1): ("Embeddings of the evaluation images", self.projection),
+                (1, 0): ("What the method sees", self.method_views), (1, 1): ("Embeddings of the evaluation images", embeddings),
         }.items():
             box = QGroupBox(title)
             QVBoxLayout(box).addWidget(widget)
@@ -170,6 +189,8 @@ class TrainingPanel(QWidget):
         for tab in (1, 2, 3):
             self.method_views.setTabVisible(tab, False)
         self.projection.clear()
+        self.replay = None
+        self.map_row.hide()
 
     def apply(self, delivery: Delivery) -> None:
         """Draw one mailbox delivery: the run's start, the step metrics, then each probe's results
@@ -197,6 +218,38 @@ class TrainingPanel(QWidget):
                 self._show_curve(name, results)
             else:
                 self._displays[probe.display](results[-1])
+
+    def show_run(self, replay) -> None:
+        """Every view of a finished or cut-short run, rebuilt from its folder (a `Replay`): its
+        curves, the last recorded result of each probe, and a slider over its maps' epochs."""
+        self.reset()
+        probes = {}
+        for result in replay.curves:
+            probes.setdefault(result.name, []).append(result)
+        for name in replay.recorded:
+            last = replay.load(name)
+            if last is not None and name in PROBES:
+                probes[name] = [last]
+        self.apply(Delivery(started=replay.started, metrics=replay.metrics, probes=probes))
+        self.progress.stopped()
+        self.replay = replay
+        maps = replay.recorded.get("map", [])
+        if len(maps) > 1:
+            self.map_epochs.blockSignals(True)
+            self.map_epochs.setRange(0, len(maps) - 1)
+            self.map_epochs.setValue(len(maps) - 1)
+            self.map_epochs.blockSignals(False)
+            self.map_epoch_label.setText(f"{maps[-1][1]}")
+            self.map_row.show()
+
+    def _show_recorded_map(self, position: int) -> None:
+        if self.replay is None:
+            return
+        step, epoch = self.replay.recorded["map"][position]
+        self.map_epoch_label.setText(f"{epoch}")
+        result = self.replay.load("map", step)
+        if result is not None:
+            self._show_map(result)
 
     def _show_curve(self, name: str, results) -> None:
         """Points on the epoch-metric axis; before the first step the kNN is the floor, a line."""

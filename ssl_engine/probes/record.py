@@ -90,13 +90,25 @@ def _payload_type(name: str):
     return getattr(importlib.import_module(module), qualname)
 
 
-def read_probe_results(folder: str | Path, name: str | None = None) -> list[ProbeResult]:
-    """The recorded results (of probe `name`, or all) in the order they were written, with
-    float arrays as float32."""
-    folder = Path(folder)
+def _entries(folder: Path) -> list[dict]:
     index = folder / INDEX
     if not index.is_file():
         return []
+    return [json.loads(line) for line in index.read_text().splitlines() if line.strip()]
+
+
+def recorded(folder: str | Path) -> dict[str, list[tuple[int, int]]]:
+    """What `folder` holds, without loading it: probe name -> its (step, epoch) pairs in order."""
+    steps: dict[str, list[tuple[int, int]]] = {}
+    for entry in _entries(Path(folder)):
+        steps.setdefault(entry["name"], []).append((entry["step"], entry["epoch"]))
+    return steps
+
+
+def read_probe_results(folder: str | Path, name: str | None = None, step: int | None = None) -> list[ProbeResult]:
+    """The recorded results (of probe `name`, or all; at `step`, or all) in the order they were
+    written, with float arrays as float32. Only the files these need are read."""
+    folder = Path(folder)
     results, files = [], {}
 
     def load(relative: str):
@@ -105,11 +117,8 @@ def read_probe_results(folder: str | Path, name: str | None = None) -> list[Prob
                 files[relative] = {k: stored[k] for k in stored.files}
         return files[relative]
 
-    for line in index.read_text().splitlines():
-        if not line.strip():
-            continue
-        entry = json.loads(line)
-        if name is not None and entry["name"] != name:
+    for entry in _entries(folder):
+        if (name is not None and entry["name"] != name) or (step is not None and entry["step"] != step):
             continue
         arrays = dict(load(entry["file"]))
         for key, other in entry["same"].items():

@@ -390,11 +390,14 @@ class Trainer:
     def _run(self) -> dict:
         self._setup()
         cfg = self.config
-        self._emit(RunStarted(
+        started = RunStarted(
             run_dir=str(self.run_dir) if self.run_dir else "", config=cfg.to_dict(), total_steps=self.total_steps,
             steps_per_epoch=self.steps_per_epoch, start_step=self.start_step, device=str(self.device),
             train_size=len(self.data.train), test_size=len(self.data.test) if self.data.test is not None else 0,
-            class_names=list(self.data.train.class_names), skipped_files=list(self.data.skipped)))
+            class_names=list(self.data.train.class_names), skipped_files=list(self.data.skipped))
+        if self.folder is not None:
+            self.folder.write_started(started)
+        self._emit(started)
 
         if self.start_step == 0:
             # the floors (the live kNN at random init), measured as each epoch's will be: shown from the start
