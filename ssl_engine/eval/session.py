@@ -36,7 +36,7 @@ from .tags import ImageTags, checked_tag
 
 FOLDERS = "folders"          # the folder list changed
 PRIMARY = "primary"          # the chosen model's embeddings changed (or went): every result with them
-EMBEDDINGS = "embeddings"    # the embedded models changed (primary or compared): the accuracy went
+EMBEDDINGS = "embeddings"    # the embedded models were set (primary or compared): the accuracy went
 PROJECTION, CLUSTERS, TAGS, NEIGHBOURS = "projection", "clusters", "tags", "neighbours"
 DUPLICATES, LABEL_CHECK, ACCURACY = "duplicates", "label_check", "accuracy"
 TOPICS = (FOLDERS, PRIMARY, EMBEDDINGS, PROJECTION, CLUSTERS, TAGS, NEIGHBOURS, DUPLICATES, LABEL_CHECK, ACCURACY)
@@ -108,18 +108,18 @@ class EvaluationSession:
     # -- embeddings --------------------------------------------------------------------
     def set_embeddings(self, primary: EmbeddedFolders | None, compared: EmbeddedFolders | None) -> None:
         """The chosen model's embeddings of the folders and the compared model's (None: not
-        there, or not yet). New chosen embeddings clear every result; any change clears the accuracy."""
+        there, or not yet). New chosen embeddings clear every result; each call clears the
+        accuracy (and tells the EMBEDDINGS observers, even when the models are the same)."""
         primary_changed = primary is not self.primary
+        for embedded, before in ((primary, self.primary), (compared, self.compared)):
+            if embedded is not None and embedded is not before:   # a model opened: reused while unchanged
+                self.models.remember(embedded.model)
         if primary_changed:
             self.primary = primary
             self.projection = self.clusters = self.tags = self.neighbours = None
             self.duplicates = self.label_check = None
-        if not primary_changed and compared is self.compared:
-            return
         self.compared = compared
         self.accuracy = None
-        for model in self.embedded_models():
-            self.models.remember(model.model)
         if primary_changed:
             self.events.emit(PRIMARY)
         self.events.emit(EMBEDDINGS)
