@@ -1,109 +1,35 @@
-"""The Evaluate tab's work off the UI thread: embedding folders, projections, clusters, duplicates, accuracy.
+"""The Evaluate tab's work off the UI thread: embedding folders, and one-shot jobs (projections,
+clusters, duplicates, accuracy, exports).
 
-`EmbeddingThread` opens one or two models and embeds every opened folder with each. It never
-signals per batch: it writes its progress and each finished (model, folder) embedding into a
-lock-protected `EmbeddingState`, which a QTimer in the UI thread polls (as app/worker.py's
-Mailbox); its own `finished` signal, delivered to the UI thread, is the one signal it uses.
-Cancel is a flag that `embed_folder` polls between batches; rows embedded so far stay cached.
+`EmbeddingThread` opens one or two models and embeds every opened folder with each, with the
+engine's `open_models` and `embed_models`. It never signals per batch: it writes its progress
+and each finished (model, folder) embedding into a lock-protected `EmbeddingState`, which a
+QTimer in the UI thread polls (as app/worker.py's Mailbox); its own `finished` signal,
+delivered to the UI thread, is the one signal it uses. Cancel is a flag that `embed_folder`
+polls between batches; rows embedded so far stay cached.
 
 `LatestCall` runs one-shot jobs (a t-SNE, k-means, near-duplicates, an accuracy report) in a
 BackgroundCall, one at a time per kind: a request made while one runs waits, and only the latest
 request's result is delivered, so a slider dragged across many thresholds computes two, not twenty.
-
-`accuracy_reports` runs one accuracy report per model; projections, clusters and the joining of
-folders are the engine's (ssl_engine.eval.projection, ssl_engine.eval.folder_embedding).
+What the jobs compute is the engine's (ssl_engine.eval.results, ssl_engine.eval.session_exports);
+the UI thread hands their results to the evaluation session.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import traceback
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 
-import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from ssl_engine.errors import UserError
-from ssl_engine.eval.accuracy import AccuracyReport, folder_accuracy_report
-from ssl_engine.eval.folder_embedding import EmbeddingCancelled, FolderEmbedding, combine_embeddings, embed_folder
-from ssl_engine.eval.model_source import EvalModel, open_model, random_init_model
+from ssl_engine.eval.embedded import ModelChoice, embed_models, open_models
+from ssl_engine.eval.folder_embedding import EmbeddingCancelled, FolderEmbedding
+from ssl_engine.eval.model_source import EvalModel
 
 from .background import BackgroundCall
 from .compute_threads import use_all_cores_in_this_thread
-
-# -- what the jobs compute -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """A model as the user picked it: a checkpoint (file or run folder), or a random-init floor
-    with the architecture of the other model chosen beside it."""
-
-    label: str                 # for people, as the model list shows it
-    checkpoint: str = ""       # "" for the random-init floor
-
-    @property
-    def is_random(self) -> bool:
-        return not self.checkpoint
-
-
-RANDOM_INIT = ModelChoice("Random init (floor)")
-
-
-@dataclass
-class EmbeddedFolders:
-    """One model's embeddings of the opened folders, and all of them as one set for the map."""
-
-    model: EvalModel
-    folders: list[FolderEmbedding]
-
-    @cached_property
-    def _joined(self) -> tuple[FolderEmbedding, np.ndarray]:
-        # made when first asked for: the compared model's folders are only read one by one
-        return combine_embeddings(self.folders)
-
-    @property
-    def combined(self) -> FolderEmbedding:
-        """The folders one after the other; classes merged by name."""
-        return self._joined[0]
-
-    @property
-    def folder_of(self) -> np.ndarray:
-        """int64 (N,): the folder each row of `combined` comes from."""
-        return self._joined[1]
-
-    @property
-    def folder_names(self) -> list[str]:
-        return [os.path.basename(folder.root) or folder.root for folder in self.folders]
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """How accuracy is measured: cross-validation within one folder, or train on one and test on another."""
-
-    train: int                 # index of the opened folder
-    test: int | None = None
-
-    def describe(self, names: list[str]) -> str:
-        if self.test is None:
-            return f"cross-validation within {names[self.train]}"
-        return f"train {names[self.train]} → test {names[self.test]}"
-
-
-def accuracy_reports(models: list[EmbeddedFolders], protocol: Protocol, k: int, linear_probe: bool,
-                     cancelled=None) -> list[AccuracyReport]:
-    """One report per model, on the protocol's folders, with the same seed for each."""
-    reports = []
-    for embedded in models:
-        names = embedded.folder_names
-        test = None if protocol.test is None else embedded.folders[protocol.test]
-        reports.append(folder_accuracy_report(
-            embedded.folders[protocol.train], test, model_name=embedded.model.name, train_name=names[protocol.train],
-            test_name="" if test is None else names[protocol.test], k=k, linear_probe=linear_probe, seed=0,
-            cancelled=cancelled))
-    return reports
-
 
 # -- embedding folders ---------------------------------------------------------------------
 
@@ -157,10 +83,11 @@ class EmbeddingThread(QThread):
     def run(self) -> None:
         use_all_cores_in_this_thread()
         try:
-            models = self._open_models()
-            for model_index, model in enumerate(models):
-                for folder_index, folder in enumerate(self.folders):
-                    self._embed(model_index, model, folder_index, folder)
+            models = open_models(self.choices, self.loaded)
+            with self._lock:
+                self._state.models = list(models)
+            embed_models(models, self.folders, cache_dir=self.cache_dir, device=self.device, starting=self._starting,
+                         progress=self._progress, finished=self._finished, cancelled=self._cancel.is_set)
         except EmbeddingCancelled as cancelled:
             self.cancelled = True
             self.cancel_message = str(cancelled)
@@ -170,34 +97,18 @@ class EmbeddingThread(QThread):
             self.error = f"{type(error).__name__}: {error}"
             self.details = traceback.format_exc()
 
-    def _open_models(self) -> list[EvalModel]:
-        """Checkpoints first, so that a random-init floor takes the architecture of the model beside it."""
-        models: list[EvalModel | None] = [None] * len(self.choices)
-        for index, choice in enumerate(self.choices):
-            if not choice.is_random:
-                models[index] = self.loaded.get(choice.checkpoint) or open_model(choice.checkpoint)
-        like = next((model for model in models if model is not None), None)
-        for index, choice in enumerate(self.choices):
-            if choice.is_random:
-                models[index] = random_init_model(like)
-        with self._lock:
-            self._state.models = list(models)
-        return models
-
-    def _embed(self, model_index: int, model: EvalModel, folder_index: int, folder: str) -> None:
-        if self._cancel.is_set():  # cancelled while a model opened, or between folders
-            raise EmbeddingCancelled("embedding cancelled")
+    # the engine's callbacks, in this thread
+    def _starting(self, model_index: int, folder_index: int) -> None:
         with self._lock:
             self._state.model_index, self._state.folder_index = model_index, folder_index
             self._state.done, self._state.total, self._state.images_per_second = 0, 0, 0.0
 
-        def progress(done: int, total: int, images_per_second: float) -> None:
-            with self._lock:
-                self._state.done, self._state.total = done, total
-                self._state.images_per_second = images_per_second
+    def _progress(self, model_index: int, folder_index: int, done: int, total: int, images_per_second: float) -> None:
+        with self._lock:
+            self._state.done, self._state.total = done, total
+            self._state.images_per_second = images_per_second
 
-        embedding = embed_folder(model, folder, cache_dir=self.cache_dir, device=self.device,
-                                 progress=progress, cancelled=self._cancel.is_set)
+    def _finished(self, model_index: int, folder_index: int, embedding: FolderEmbedding) -> None:
         with self._lock:
             self._state.finished[(model_index, folder_index)] = embedding
 

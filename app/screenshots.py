@@ -28,11 +28,11 @@ from PySide6.QtWidgets import QApplication
 
 from ssl_engine.checkpoint import checkpoint_file
 from ssl_engine.config import ExperimentConfig
+from ssl_engine.eval.embedded import same_path
 
 from .main import make_application
 from .main_window import MainWindow
 from .settings import AppSettings
-from .widgets.evaluate_panel import same_path
 
 
 def wait_for(app: QApplication, condition, timeout: float) -> None:
@@ -104,35 +104,37 @@ def settle(app: QApplication, seconds: float = 0.5) -> None:
 def tagged_shots(panel, shoot) -> None:
     """The map with a selection (the 30 points nearest the first on the map), then that selection
     tagged and the map coloured by tag, then filtered to the tag; the tag is removed afterwards."""
-    xy = panel._map_xy
+    map_tab = panel.map_tab
+    xy = panel.session.projection.xy
     nearest = np.sort(np.argsort(((xy - xy[0]) ** 2).sum(axis=1))[:30])
-    panel.map._set_selection(nearest)
+    map_tab.map._set_selection(nearest)
     shoot("map-selection")
-    panel.map_tags.tag_selection("screenshot")
-    panel.colour_combo.setCurrentText("tag")
+    map_tab.map_tags.tag_selection("screenshot")
+    map_tab.colour_combo.setCurrentText("tag")
     shoot("map-tagged")
-    panel.map_tags.show_only("screenshot")
+    map_tab.map_tags.show_only("screenshot")
     shoot("map-filtered")
-    panel.map_tags.show_only(None)
-    panel.map_tags.untag_selection("screenshot")
-    panel.map.clear_selection()
-    panel.colour_combo.setCurrentIndex(0)
+    map_tab.map_tags.show_only(None)
+    map_tab.map_tags.untag_selection("screenshot")
+    map_tab.map.clear_selection()
+    map_tab.colour_combo.setCurrentIndex(0)
 
 
 def evaluate_shots(app: QApplication, window: MainWindow, args, work: Path) -> int:
     """The Evaluate tab's sub-tabs on one checkpoint and its folders, one PNG each."""
     os.environ.setdefault("SSL_EXPLORER_CACHE", str(work / "cache"))
     panel = window.evaluate
+    session = panel.session
     window.resize(*(int(v) for v in args.size.split("x")))
     window.show()
     window.tabs.setCurrentWidget(panel)
     panel.open_checkpoint(args.evaluate)
     wait_for(app, lambda: not panel.busy(), 120)
-    chosen = panel.model_choice()
+    chosen = session.model_choice
     if chosen is None or not same_path(chosen.checkpoint, checkpoint_file(os.path.abspath(args.evaluate))):
         raise SystemExit(panel.last_error or f"cannot open {args.evaluate}")
     panel.set_folders(args.folder)
-    wait_for(app, lambda: panel.primary is not None and not panel.busy(), 1800)
+    wait_for(app, lambda: session.primary is not None and not panel.busy(), 1800)
     shots = []
 
     def shoot(name: str) -> None:
@@ -144,22 +146,22 @@ def evaluate_shots(app: QApplication, window: MainWindow, args, work: Path) -> i
     panel.tabs.setCurrentIndex(0)
     panel.neighbours.show_neighbours_of(0)   # its neighbours are ringed on the map
     shoot("map")
-    panel.thumbnails_check.setChecked(True)
+    panel.map_tab.thumbnails_check.setChecked(True)
     shoot("map-thumbnails")
-    panel.thumbnails_check.setChecked(False)
+    panel.map_tab.thumbnails_check.setChecked(False)
     tagged_shots(panel, shoot)
     panel.tabs.setCurrentWidget(panel.neighbours)
     shoot("neighbours")
     panel.tabs.setCurrentWidget(panel.duplicates)
     panel.duplicates.set_threshold(args.duplicate_threshold)
-    wait_for(app, lambda: panel.duplicates.pairs is not None and not panel.duplicates.computing(), 600)
+    wait_for(app, lambda: session.duplicates is not None and not panel.duplicates.computing(), 600)
     shoot("duplicates")
-    if panel.label_check.embedding is not None and panel.label_check.embedding.has_labels:
+    if session.primary.combined.has_labels:
         panel.tabs.setCurrentWidget(panel.label_check)
-        wait_for(app, lambda: panel.label_check.suspects is not None and not panel.label_check.computing(), 600)
+        wait_for(app, lambda: session.label_check is not None and not panel.label_check.computing(), 600)
         shoot("label-check")
     if panel.accuracy.has_labels():
-        wait_for(app, lambda: panel.compared is not None or not panel.embedding(), 1800)
+        wait_for(app, lambda: session.compared is not None or not panel.embedding(), 1800)
         panel.tabs.setCurrentWidget(panel.accuracy)
         panel.accuracy.run()
         wait_for(app, lambda: not panel.accuracy.running(), 1800)

@@ -270,19 +270,20 @@ class _EmbeddingBar:
             self.bar.close()
 
 
-def _embedded(model, folder: str, args, **options):
-    """embed_folder with a progress bar; also the seconds it took."""
-    import time
+class _EmbeddingBars:
+    """One `_EmbeddingBar` per folder, fed by the session's progress calls (one model)."""
 
-    from .eval.folder_embedding import embed_folder
+    def __init__(self, folders: list[str]):
+        self.bars = [_EmbeddingBar(folder) for folder in folders]
 
-    started = time.perf_counter()
-    embedding = embed_folder(model, folder, device=args.device, progress=_EmbeddingBar(folder), **options)
-    return embedding, time.perf_counter() - started
+    def __call__(self, model_index: int, folder_index: int, done: int, total: int, images_per_second: float) -> None:
+        self.bars[folder_index](done, total, images_per_second)
 
 
 def run_embed(args) -> int:
-    from .eval.export import save_embeddings
+    import time
+
+    from .eval.session import EvaluationSession
 
     _check_model_source(args)
     folder = _folder_path(args.data, "--data")
@@ -291,61 +292,95 @@ def run_embed(args) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     model = _eval_model(args)
-    embedding, seconds = _embedded(model, folder, args, batch_size=args.batch_size,
-                                   cache_dir="" if args.no_cache else None)
+    session = EvaluationSession(cache_dir="" if args.no_cache else None, device=args.device)
+    session.set_folders([folder])
+    started = time.perf_counter()
+    [embedded] = session.embed([model], batch_size=args.batch_size, progress=_EmbeddingBars([folder]))
+    seconds = time.perf_counter() - started
+    embedding = embedded.combined   # one folder: its own embedding
     try:
-        out = save_embeddings(embedding, args.out)
+        out = session.exports.embeddings(args.out)()
     except OSError as error:
         raise UserError(f"cannot write {args.out}: {error.strerror or error}") from None
-    embedded = len(embedding.paths) - embedding.reused
-    speed = f"{embedded / seconds:.0f} images/s" if embedded else "nothing to embed"
+    fresh = len(embedding.paths) - embedding.reused
+    speed = f"{fresh / seconds:.0f} images/s" if fresh else "nothing to embed"
     print(f"{len(embedding.paths)} images embedded ({embedding.reused} reused from cache, "
           f"{len(embedding.skipped)} skipped), {speed}, {model.feature_dim} features each -> {out}")
     return 0
 
 
-def _folder_features(args, model, folder: str, flag: str):
-    """(labelled features, count line) of a labelled folder for `eval`: the model's embedding,
-    or with `--baseline pixels` (model None) the flattened images in [0, 1]."""
-    from types import SimpleNamespace
+def _no_labels(flag: str, folder: str) -> UserError:
+    return UserError(f"{flag} {folder} has no labels: accuracy needs labelled images "
+                     f"(a folder with one subfolder per class)")
 
-    import numpy as np
+
+def _pixel_features(args, folder: str, flag: str):
+    """(labelled features, count line) of a labelled folder for `eval --baseline pixels`: the
+    flattened images in [0, 1]."""
+    from types import SimpleNamespace
 
     from .data import read_folder
 
-    if model is None:  # --baseline pixels: the flattened images in [0, 1]
-        images, skipped = read_folder(folder, args.image_size or 32)
-        features = images.images.reshape(len(images), -1).float() / 255.0
-        labels, class_names, reused = images.labels.numpy(), images.class_names, 0
-    else:
-        embedding, _ = _embedded(model, folder, args)
-        features, labels, class_names = np.asarray(embedding.features), embedding.labels, embedding.class_names
-        skipped, reused = embedding.skipped, embedding.reused
-    if not class_names:
-        raise UserError(f"{flag} {folder} has no labels: accuracy needs labelled images "
-                        f"(a folder with one subfolder per class)")
-    cached = "" if model is None else f"{reused} reused from cache, "
-    line = f"{flag} {folder}: {len(labels)} images ({cached}{len(skipped)} skipped)"
-    return SimpleNamespace(features=features, labels=labels, class_names=class_names), line
+    images, skipped = read_folder(folder, args.image_size or 32)
+    features = images.images.reshape(len(images), -1).float() / 255.0
+    if not images.class_names:
+        raise _no_labels(flag, folder)
+    line = f"{flag} {folder}: {len(images.labels)} images ({len(skipped)} skipped)"
+    return SimpleNamespace(features=features, labels=images.labels.numpy(), class_names=images.class_names), line
+
+
+def _pixels_report(args, train_folder: str, test_folder: str | None):
+    """The accuracy report of raw pixels, and the count lines."""
+    from .eval.accuracy import folder_accuracy_report
+
+    train, train_line = _pixel_features(args, train_folder, "--data")
+    test, lines = None, [train_line]
+    if test_folder is not None:
+        test, test_line = _pixel_features(args, test_folder, "--test")
+        lines.append(test_line)
+    report = folder_accuracy_report(train, test, model_name="raw pixels", train_name=Path(train_folder).name,
+                                    test_name=Path(test_folder).name if test_folder else "", k=args.k, seed=args.seed)
+    return report, lines
+
+
+def _model_report(args, model, train_folder: str, test_folder: str | None):
+    """The accuracy report of a model, from an evaluation session of the folders, and the count lines."""
+    from .eval.results import Protocol
+    from .eval.session import EvaluationSession
+
+    given = [(train_folder, "--data")] + ([(test_folder, "--test")] if test_folder is not None else [])
+    session = EvaluationSession(device=args.device)
+    session.set_folders([folder for folder, _ in given])
+    lines = []
+
+    def counted(model_index: int, folder_index: int, embedding) -> None:
+        # one folder given as both --data and --test is embedded once, and counted for both
+        named = given if len(session.folders) < len(given) else [given[folder_index]]
+        for folder, flag in named:
+            if not embedding.class_names:  # said before the next folder is embedded
+                raise _no_labels(flag, folder)
+            lines.append(f"{flag} {folder}: {len(embedding.labels)} images ({embedding.reused} reused from cache, "
+                         f"{len(embedding.skipped)} skipped)")
+
+    session.embed([model], progress=_EmbeddingBars(session.folders), finished=counted)
+    protocol = Protocol(0, None if test_folder is None else len(session.folders) - 1)
+    return session.measure_accuracy(protocol, args.k, seed=args.seed).reports[0], lines
 
 
 def _run_eval_on_folders(args) -> int:
     import math
 
-    from .eval.accuracy import folder_accuracy_report
     from .eval.export import save_accuracy_csv
 
     train_folder = _folder_path(args.data, "--data")
     test_folder = _folder_path(args.test, "--test") if args.test else None
-    model = None if args.baseline == "pixels" else _eval_model(args)
-    name = "raw pixels" if model is None else model.name
-    train, train_line = _folder_features(args, model, train_folder, "--data")
-    test, lines = None, [train_line]
-    if test_folder is not None:
-        test, test_line = _folder_features(args, model, test_folder, "--test")
-        lines.append(test_line)
-    report = folder_accuracy_report(train, test, model_name=name, train_name=Path(train_folder).name,
-                                    test_name=Path(test_folder).name if test_folder else "", k=args.k, seed=args.seed)
+    if args.baseline == "pixels":
+        name = "raw pixels"
+        report, lines = _pixels_report(args, train_folder, test_folder)
+    else:
+        model = _eval_model(args)
+        name = model.name
+        report, lines = _model_report(args, model, train_folder, test_folder)
     print("\n".join(lines), file=sys.stderr)  # after the report: a mistake stays one error line
     if args.csv:
         try:

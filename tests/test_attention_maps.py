@@ -13,8 +13,10 @@ from app.widgets.neighbours_view import NeighboursView  # noqa: E402
 from ssl_engine.data import generate_shapes  # noqa: E402
 from ssl_engine.errors import DataError  # noqa: E402
 from ssl_engine.eval.attention import has_attention, image_attention  # noqa: E402
+from ssl_engine.eval.embedded import EmbeddedFolders  # noqa: E402
 from ssl_engine.eval.folder_embedding import embed_folder  # noqa: E402
 from ssl_engine.eval.model_source import random_init_model  # noqa: E402
+from ssl_engine.eval.session import EvaluationSession  # noqa: E402
 from tests.helpers import save_image_set  # noqa: E402
 
 
@@ -58,11 +60,12 @@ def test_models_without_attention_and_broken_files(vit, tmp_path):
 
 def test_the_neighbours_view_draws_the_querys_attention(qtbot, vit, folder, tmp_path):
     embedding = embed_folder(vit, str(folder), cache_dir="")
-    view = NeighboursView()
+    session = EvaluationSession(cache_dir="")
+    view = NeighboursView(session)
     qtbot.addWidget(view)
     view.resize(900, 600)
     view.show()
-    view.set_embedding(embedding, vit)
+    session.set_embeddings(EmbeddedFolders(vit, [embedding]), None)
     assert not view.attention_picture.isVisible()
     view.show_neighbours_of(2)
     qtbot.waitUntil(lambda: view.attention_picture.isVisible(), timeout=10000)
@@ -75,11 +78,11 @@ def test_the_neighbours_view_draws_the_querys_attention(qtbot, vit, folder, tmp_
     save_image_set(generate_shapes(1, 32, seed=9), tmp_path / "elsewhere", labelled=False)
     os.replace(next((tmp_path / "elsewhere").iterdir()), outside)
     view.open_image(str(outside))
-    qtbot.waitUntil(lambda: view.query_path == str(outside) and "3 heads" in view.attention_caption.text(),
+    qtbot.waitUntil(lambda: session.neighbours.query_path == str(outside) and "3 heads" in view.attention_caption.text(),
                     timeout=10000)
     # a CNN has no attention: the strip goes away
     cnn = random_init_model(backbone="small_cnn")
-    view.set_embedding(embed_folder(cnn, str(folder), cache_dir=""), cnn)
+    session.set_embeddings(EmbeddedFolders(cnn, [embed_folder(cnn, str(folder), cache_dir="")]), None)
     view.show_neighbours_of(0)
     qtbot.wait(100)
     assert not view.attention_picture.isVisible()

@@ -14,8 +14,10 @@ import pyqtgraph as pg  # noqa: E402
 from PySide6.QtCore import QPoint, QPointF, Qt  # noqa: E402
 
 from app.widgets import embedding_map as embedding_map_module  # noqa: E402
-from app.widgets.embedding_map import (LASSO, PAN, RECTANGLE, EmbeddingMap, points_in_polygon,  # noqa: E402
-                                       spread_out)
+from app.widgets import map_preview, map_thumbnails  # noqa: E402
+from app.widgets.embedding_map import LASSO, PAN, RECTANGLE, EmbeddingMap  # noqa: E402
+from app.widgets.map_selection import points_in_polygon  # noqa: E402
+from app.widgets.map_thumbnails import spread_out  # noqa: E402
 from ssl_engine.data.shapes import generate_shapes  # noqa: E402
 from ssl_engine.errors import DataError, UserError  # noqa: E402
 
@@ -116,9 +118,9 @@ def test_rectangle_selection_selects_exactly_the_points_inside(qtbot, shapes_poi
         drag(qtbot, view, [start, QPoint(400, 300), end])
     np.testing.assert_array_equal(signal.args[0], expected)
     np.testing.assert_array_equal(view.selected(), expected)
-    assert view.count_label.text() == f"{len(expected)} selected"
-    assert view.selection_grid.model().rowCount() == len(expected)
-    assert view.selection_grid.model().index(0).data(Qt.ItemDataRole.ToolTipRole) == paths[expected[0]]
+    assert view.selection_panel.count_label.text() == f"{len(expected)} selected"
+    assert view.selection_panel.grid.model().rowCount() == len(expected)
+    assert view.selection_panel.grid.model().index(0).data(Qt.ItemDataRole.ToolTipRole) == paths[expected[0]]
     # Shift adds a second rectangle to the selection.
     start2, end2 = QPoint(600, 300), QPoint(800, 600)
     low2 = np.minimum(in_data(view, start2), in_data(view, end2))
@@ -130,7 +132,7 @@ def test_rectangle_selection_selects_exactly_the_points_inside(qtbot, shapes_poi
     with qtbot.waitSignal(view.selection_changed) as signal:
         qtbot.keyClick(view.plot_widget, Qt.Key.Key_Escape)
     assert len(signal.args[0]) == 0 and len(view.selected()) == 0
-    assert "Select with" in view.count_label.text() and view.selection_grid.model().rowCount() == 0
+    assert "Select with" in view.selection_panel.count_label.text() and view.selection_panel.grid.model().rowCount() == 0
 
 
 def test_lasso_selects_the_points_inside_a_triangle(qtbot, shapes_points):
@@ -175,7 +177,7 @@ def test_click_on_a_point_and_on_the_grid_emits_its_index(qtbot, shapes_points):
     with qtbot.assertNotEmitted(view.point_clicked):
         qtbot.mouseClick(viewport, Qt.MouseButton.LeftButton, pos=QPoint(3, 3))  # a corner, far from any point
     view._set_selection(np.array([7, 42, 99]))
-    grid = view.selection_grid
+    grid = view.selection_panel.grid
     with qtbot.waitSignal(view.point_clicked) as signal:
         qtbot.mouseClick(grid.viewport(), Qt.MouseButton.LeftButton, pos=grid.visualRect(grid.model().index(1)).center())
     assert signal.args == [42]
@@ -191,9 +193,9 @@ def test_hover_shows_the_file_larger_with_its_path_inside_the_map(qtbot, shapes_
     qtbot.mouseMove(viewport, on_screen(view, xy[index]))
     qtbot.waitUntil(view.preview.isVisible)
     assert view.hovered_index == index
-    caption = view.preview_caption.text()
+    caption = view.preview.caption.text()
     assert os.path.basename(paths[index]) in caption and f"label: {names[labels[index]]}" in caption
-    assert view.preview_image.pixmap().width() == 128  # the 128 px file, not the 64 px thumbnail
+    assert view.preview.image.pixmap().width() == 128  # the 128 px file, not the 64 px thumbnail
     assert view.plot_widget.rect().contains(view.preview.geometry())
     qtbot.wait(MOVE_INTERVAL_MS)
     qtbot.mouseMove(viewport, QPoint(3, 3))
@@ -207,8 +209,8 @@ def test_hover_shows_the_file_larger_with_its_path_inside_the_map(qtbot, shapes_
         qtbot.mouseMove(viewport, on_screen(view, xy[other]))
         qtbot.waitUntil(view.preview.isVisible)
         assert view.hovered_index == other
-        assert view.preview_image.pixmap().width() == 64 * (embedding_map_module.PREVIEW_PIXELS // 64)
-        qtbot.mouseMove(view.selection_grid.viewport(), QPoint(20, 20))  # off the map: the preview goes
+        assert view.preview.image.pixmap().width() == 64 * (map_preview.PREVIEW_PIXELS // 64)
+        qtbot.mouseMove(view.selection_panel.grid.viewport(), QPoint(20, 20))  # off the map: the preview goes
         qtbot.waitUntil(lambda: not view.preview.isVisible())
     finally:
         os.rename(paths[other] + ".moved", paths[other])
@@ -222,13 +224,13 @@ def test_thumbnails_draw_a_capped_spread_out_subset_and_zooming_reveals_more(qtb
     stored.flush()
     memmap = np.load(tmp_path / "thumbnails.npy", mmap_mode="r")  # as the embedding cache hands them over
     view = shown_map(qtbot, xy, memmap, paths)
-    monkeypatch.setattr(embedding_map_module, "THUMBNAILS_PER_FRAME", 40)
+    monkeypatch.setattr(map_thumbnails, "THUMBNAILS_PER_FRAME", 40)
     view.set_thumbnails_shown(True)
     view.grab()
     layer = view.thumbnail_layer
     assert 0 < len(layer.drawn) <= 40
-    assert layer.drawn_side == embedding_map_module.THUMBNAIL_PIXELS
-    monkeypatch.setattr(embedding_map_module, "THUMBNAILS_PER_FRAME", 1000)
+    assert layer.drawn_side == map_thumbnails.THUMBNAIL_PIXELS
+    monkeypatch.setattr(map_thumbnails, "THUMBNAILS_PER_FRAME", 1000)
     view.grab()
     drawn = layer.drawn.copy()
     assert len(drawn) < COUNT  # thinned: they would pile up
@@ -241,7 +243,7 @@ def test_thumbnails_draw_a_capped_spread_out_subset_and_zooming_reveals_more(qtb
     view_rect = view.view_box.viewRect()
     in_view = lambda indices: [i for i in indices if view_rect.contains(QPointF(*xy[i]))]  # noqa: E731
     assert len(in_view(layer.drawn)) > len(in_view(drawn))
-    assert layer.drawn_side > embedding_map_module.THUMBNAIL_PIXELS
+    assert layer.drawn_side > map_thumbnails.THUMBNAIL_PIXELS
     # Hovering a thumbnail away from its point's centre still finds the point.
     index = int(layer.drawn[-1])
     qtbot.mouseMove(view.plot_widget.viewport(), on_screen(view, xy[index]) + QPoint(10, 10))
@@ -346,7 +348,7 @@ def test_a_filter_hides_points_from_drawing_hover_and_selection(qtbot, shapes_po
     assert drawn == shown.sum()
     assert set(scatter_items(view)) == {names[labels[0]]}          # one group left in the legend
     np.testing.assert_array_equal(view.selected(), [i for i in range(4) if shown[i]])  # the hidden left it
-    assert f"{shown.sum():,} of {COUNT:,} images shown" in view.count_label.text()
+    assert f"{shown.sum():,} of {COUNT:,} images shown" in view.selection_panel.count_label.text()
     qtbot.wait(20)  # the view fits the shown points
     view.mode_buttons[RECTANGLE].click()
     # a rectangle round every shown point, which holds hidden ones too
@@ -370,7 +372,7 @@ def test_a_filter_hides_points_from_drawing_hover_and_selection(qtbot, shapes_po
     assert sum(len(item.data) for item in scatter_items(view).values()) == shown.sum()
     view.set_filter(None)
     assert sum(len(item.data) for item in scatter_items(view).values()) == COUNT
-    assert "shown" not in view.count_label.text()
+    assert "shown" not in view.selection_panel.count_label.text()
 
 
 def test_the_selection_is_drawn_in_its_own_colour(qtbot, shapes_points):

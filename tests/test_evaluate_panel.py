@@ -6,7 +6,6 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import csv  # noqa: E402
-import functools  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 
@@ -18,14 +17,14 @@ from PySide6.QtCore import QPoint, Qt  # noqa: E402
 from PySide6.QtGui import QImage  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from app import evaluation_worker  # noqa: E402
-from app.evaluation_worker import RANDOM_INIT  # noqa: E402
 from app.main_window import EVALUATED_FOLDERS_KEY, MainWindow  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
 from app.widgets.evaluate_panel import EvaluatePanel  # noqa: E402
 from app.widgets.map_tags import SHOW_UNTAGGED  # noqa: E402
 from ssl_engine.data.shapes import SHAPE_NAMES, generate_shapes  # noqa: E402
+from ssl_engine.eval import embedded as embedded_module  # noqa: E402
 from ssl_engine.eval.accuracy import accuracy_report  # noqa: E402
+from ssl_engine.eval.embedded import RANDOM_INIT  # noqa: E402
 from ssl_engine.eval.neighbours import nearest_neighbours  # noqa: E402
 
 from tests.helpers import tiny_config  # noqa: E402
@@ -76,9 +75,17 @@ def open_panel(qtbot, tmp_path, runs_dir, folders=()) -> EvaluatePanel:
 
 
 def wait_embedded(qtbot, panel, compared=False):
-    qtbot.waitUntil(lambda: not panel.embedding() and panel.primary is not None
-                    and (not compared or panel.compared is not None), timeout=TIMEOUT_MS)
-    qtbot.waitUntil(lambda: panel._map_xy is not None, timeout=TIMEOUT_MS)
+    session = panel.session
+    qtbot.waitUntil(lambda: not panel.embedding() and session.primary is not None
+                    and (not compared or session.compared is not None), timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: session.projection is not None, timeout=TIMEOUT_MS)
+
+
+def embed_in_batches_of(monkeypatch, size: int) -> None:
+    """Folders embedded `size` images at a time, so that there is a middle to cancel in."""
+    embed_folder = embedded_module.embed_folder
+    monkeypatch.setattr(embedded_module, "embed_folder",
+                        lambda *args, **options: embed_folder(*args, **{**options, "batch_size": size}))
 
 
 def map_point_count(panel) -> int:
@@ -103,23 +110,23 @@ def messages(widget) -> list[QMessageBox]:
 def test_the_newest_run_is_the_default_model_and_the_floor_is_compared(qtbot, tmp_path, trained_run):
     trained_run = shutil.copytree(trained_run, tmp_path / "runs" / trained_run.name)
     panel = open_panel(qtbot, tmp_path, trained_run.parent)
-    label = panel.model_combo.currentText()
+    label = panel.sources.model_combo.currentText()
     assert label.startswith("simclr · shapes · kNN ") and "%" in label
-    assert panel.model_choice().checkpoint == str(trained_run)
-    assert panel.compare_choice() == RANDOM_INIT
-    texts = [panel.model_combo.itemText(i) for i in range(panel.model_combo.count())]
+    assert panel.session.model_choice.checkpoint == str(trained_run)
+    assert panel.session.compare_choice == RANDOM_INIT
+    texts = [panel.sources.model_combo.itemText(i) for i in range(panel.sources.model_combo.count())]
     assert texts[-2:] == ["Random init (floor)", "Open checkpoint…"]
     # a run that finishes later is listed and becomes the chosen model
     copy = trained_run.parent / "zz-later-run"
     shutil.copytree(trained_run, copy)
     os.utime(copy / "checkpoints" / "last.pt")
     panel.run_finished(str(copy))
-    assert panel.model_choice().checkpoint == str(copy)
-    assert panel.compare_choice() == RANDOM_INIT
+    assert panel.session.model_choice.checkpoint == str(copy)
+    assert panel.session.compare_choice == RANDOM_INIT
     # the user's own choice of comparison stays through later listings
-    choose(panel.compare_combo, "none")
+    choose(panel.sources.compare_combo, "none")
     panel.run_finished(str(trained_run))
-    assert panel.model_choice().checkpoint == str(trained_run) and panel.compare_choice() is None
+    assert panel.session.model_choice.checkpoint == str(trained_run) and panel.session.compare_choice is None
 
 
 def test_embedding_a_folder_draws_every_image_and_reports_the_broken_file(qtbot, tmp_path, trained_run,
@@ -127,28 +134,31 @@ def test_embedding_a_folder_draws_every_image_and_reports_the_broken_file(qtbot,
     folder, count = shapes_folder
     panel = open_panel(qtbot, tmp_path, trained_run.parent, [folder])
     wait_embedded(qtbot, panel, compared=True)
-    combined = panel.primary.combined
+    combined = panel.session.primary.combined
     assert len(combined.paths) == count
     assert map_point_count(panel) == count
-    assert panel.primary.model.source.startswith(str(trained_run))
-    assert panel.compared.model.name.endswith("at random init")
-    assert panel.skipped_label.isVisible() and panel.skipped_label.text().count("1 file skipped") == 1
-    assert "broken.png" in panel.skipped_label.toolTip()
-    [chip] = panel._chips()
+    assert panel.session.primary.model.source.startswith(str(trained_run))
+    assert panel.session.compared.model.name.endswith("at random init")
+    skipped = panel.sources.skipped_label
+    assert skipped.isVisible() and skipped.text().count("1 file skipped") == 1
+    assert "broken.png" in skipped.toolTip()
+    [chip] = panel.sources.chips_shown()
     assert chip.label.text() == f"shapes_eval · {count} images · labelled"
-    assert f"{count} images of shapes_eval embedded" in panel.status.text()
-    assert panel.duplicates.pairs is None and not panel.duplicates.computing()   # not searched until shown
+    assert f"{count} images of shapes_eval embedded" in panel.sources.status.text()
+    assert panel.session.duplicates is None and not panel.duplicates.computing()   # not searched until shown
     # colour by k-means: computed off the UI thread, one cluster per point
-    panel.colour_combo.setCurrentText("k-means cluster")
-    panel.clusters_spin.setValue(3)
-    qtbot.waitUntil(lambda: panel._clusters is not None and panel._clusters[0] == 3, timeout=TIMEOUT_MS)
-    assert sorted(np.unique(panel._clusters[1]).tolist()) == [0, 1, 2]
+    panel.map_tab.colour_combo.setCurrentText("k-means cluster")
+    panel.map_tab.clusters_spin.setValue(3)
+    qtbot.waitUntil(lambda: panel.session.clusters is not None and panel.session.clusters.k == 3,
+                    timeout=TIMEOUT_MS)
+    assert sorted(np.unique(panel.session.clusters.values).tolist()) == [0, 1, 2]
     assert panel.map.group_name(0).startswith("cluster ")
     # a t-SNE layout replaces the PCA one
-    pca = panel._map_xy
-    panel.projection_combo.setCurrentText("t-SNE")
-    qtbot.waitUntil(lambda: panel._map_xy is not pca, timeout=TIMEOUT_MS)
-    assert panel._map_xy.shape == (count, 2) and not np.allclose(panel._map_xy, pca)
+    pca = panel.session.projection.xy
+    panel.map_tab.projection_combo.setCurrentText("t-SNE")
+    qtbot.waitUntil(lambda: panel.session.projection.xy is not pca, timeout=TIMEOUT_MS)
+    tsne = panel.session.projection.xy
+    assert tsne.shape == (count, 2) and not np.allclose(tsne, pca)
 
 
 def test_clicking_a_point_shows_its_nearest_neighbours_and_rings_them(qtbot, tmp_path, trained_run, shapes_folder):
@@ -158,38 +168,40 @@ def test_clicking_a_point_shows_its_nearest_neighbours_and_rings_them(qtbot, tmp
     qtbot.wait(50)
     # a real mouse click on the map, where point 5 is drawn
     plot = panel.map.plot_widget
-    scene_point = panel.map.view_box.mapViewToScene(pg.Point(*panel._map_xy[5]))
+    scene_point = panel.map.view_box.mapViewToScene(pg.Point(*panel.session.projection.xy[5]))
     widget_point = plot.mapFromScene(scene_point)
     clicked = []
     panel.map.point_clicked.connect(clicked.append)
     qtbot.mouseClick(plot.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(widget_point.x(), widget_point.y()))
     assert clicked, "the click reached no point"
     query = clicked[0]
-    view = panel.neighbours
-    assert view.query_index == query
+    view, session = panel.neighbours, panel.session
+    assert session.neighbours.query_index == query
     assert view.grid.count() == 12
-    features = panel.primary.combined.features
+    features = panel.session.primary.combined.features
     expected, similarities = nearest_neighbours(features, features[query][None], k=12, exclude=np.array([query]))
-    assert view.indices.tolist() == expected[0].tolist()
-    assert query not in view.indices
-    assert view.similarities[0] == pytest.approx(similarities[0].max())
+    assert session.neighbours.indices.tolist() == expected[0].tolist()
+    assert query not in session.neighbours.indices
+    assert session.neighbours.similarities[0] == pytest.approx(similarities[0].max())
     first = view.grid.item(0)
-    combined = panel.primary.combined
+    combined = panel.session.primary.combined
     label = combined.class_names[combined.labels[expected[0][0]]]
     assert first.text().startswith(f"{similarities[0][0]:.3f} · {label}\n")  # each neighbour with its label
     assert f"(class {combined.class_names[combined.labels[query]]})" in view.query_caption.text()
-    assert first.text().endswith(os.path.basename(panel.primary.combined.paths[expected[0][0]]))
-    assert panel.map._highlighted.tolist() == view.indices.tolist()
+    assert first.text().endswith(os.path.basename(panel.session.primary.combined.paths[expected[0][0]]))
+    assert panel.map._highlighted.tolist() == session.neighbours.indices.tolist()
     # fewer neighbours with a smaller k
     view.k_spin.setValue(5)
-    assert view.grid.count() == 5 and view.indices.tolist() == expected[0][:5].tolist()
+    assert view.grid.count() == 5 and session.neighbours.indices.tolist() == expected[0][:5].tolist()
     # an outside image (a copy of the query's file) finds the query itself first, at similarity 1
     outside = tmp_path / "outside.png"
-    shutil.copyfile(panel.primary.combined.paths[query], outside)
+    shutil.copyfile(panel.session.primary.combined.paths[query], outside)
     view.open_image(str(outside))
-    qtbot.waitUntil(lambda: view.query_path == str(outside) and len(view.indices) == 5, timeout=TIMEOUT_MS)
-    assert view.query_index is None
-    assert view.indices[0] == query and view.similarities[0] == pytest.approx(1.0, abs=1e-5)
+    qtbot.waitUntil(lambda: session.neighbours.query_path == str(outside) and len(session.neighbours.indices) == 5,
+                    timeout=TIMEOUT_MS)
+    assert session.neighbours.query_index is None
+    assert session.neighbours.indices[0] == query
+    assert session.neighbours.similarities[0] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_copies_of_one_image_are_found_as_near_duplicates(qtbot, tmp_path, trained_run):
@@ -201,21 +213,22 @@ def test_copies_of_one_image_are_found_as_near_duplicates(qtbot, tmp_path, train
     panel = open_panel(qtbot, tmp_path, trained_run.parent, [folder])
     wait_embedded(qtbot, panel)
     panel.tabs.setCurrentWidget(panel.duplicates)
-    view = panel.duplicates
+    view, session = panel.duplicates, panel.session
     view.set_threshold(0.999)
-    qtbot.waitUntil(lambda: view.pairs is not None and not view.computing(), timeout=TIMEOUT_MS)
-    paths = panel.primary.combined.paths
+    qtbot.waitUntil(lambda: session.duplicates is not None and not view.computing(), timeout=TIMEOUT_MS)
+    paths = panel.session.primary.combined.paths
     copies = {str(original)} | {str(folder / SHAPE_NAMES[1] / f"copy{n}.png") for n in range(3)}
-    assert {paths[row] for row in view.groups[0]} == copies
-    assert len(view.pairs) >= 6  # the four files pairwise
+    assert {paths[row] for row in session.duplicates.groups[0]} == copies
+    assert len(session.duplicates.pairs) >= 6  # the four files pairwise
     assert view.list.item(0).text().startswith("group 1 · 4 images · similarity 1.000")
-    assert view.summary.text().startswith(f"{len(view.pairs)} pairs in {len(view.groups)} group")
+    found = session.duplicates
+    assert view.summary.text().startswith(f"{len(found.pairs)} pairs in {len(found.groups)} group")
     assert "at similarity ≥ 0.999" in view.summary.text()
     # a lower threshold finds at least as many pairs
-    before = len(view.pairs)
+    before = len(session.duplicates.pairs)
     view.set_threshold(0.9)
     qtbot.waitUntil(lambda: not view.computing() and "0.900" in view.summary.text(), timeout=TIMEOUT_MS)
-    assert len(view.pairs) >= before
+    assert len(session.duplicates.pairs) >= before
 
 
 def test_the_folder_gets_its_own_threshold_and_a_copy_filed_under_two_classes_is_a_label_conflict(
@@ -227,12 +240,12 @@ def test_the_folder_gets_its_own_threshold_and_a_copy_filed_under_two_classes_is
     panel = open_panel(qtbot, tmp_path, trained_run.parent, [folder])
     wait_embedded(qtbot, panel)
     panel.tabs.setCurrentWidget(panel.duplicates)
-    view = panel.duplicates
-    qtbot.waitUntil(lambda: view.pairs is not None and not view.computing(), timeout=TIMEOUT_MS)
+    view, session = panel.duplicates, panel.session
+    qtbot.waitUntil(lambda: session.duplicates is not None and not view.computing(), timeout=TIMEOUT_MS)
     assert not view.user_threshold and view.suggested is not None
     assert view.threshold() == pytest.approx(max(view.suggested, 0.8), abs=1e-3)
     assert "this folder's own threshold" in view.summary.text()
-    paths = panel.primary.combined.paths
+    paths = panel.session.primary.combined.paths
     conflicted = [row for row in range(view.list.count()) if "label conflict" in view.list.item(row).text()]
     assert conflicted, [view.list.item(row).text() for row in range(view.list.count())]
     group = view.list.item(conflicted[0]).data(Qt.ItemDataRole.UserRole)
@@ -242,15 +255,16 @@ def test_the_folder_gets_its_own_threshold_and_a_copy_filed_under_two_classes_is
     # the label check lists the copy filed under the other class, with its neighbours' label
     panel.tabs.setCurrentWidget(panel.label_check)
     check = panel.label_check
-    qtbot.waitUntil(lambda: check.suspects is not None and not check.computing(), timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: session.label_check is not None and not check.computing(), timeout=TIMEOUT_MS)
     # (which images a briefly trained network doubts is its own affair: the list must show them all)
-    assert check.list.count() == len(check.suspects)
-    for row, suspect in enumerate(check.suspects):
+    assert check.list.count() == len(session.label_check.suspects)
+    for row, suspect in enumerate(session.label_check.suspects):
         assert check.list.item(row).text().startswith(f"{os.path.basename(paths[suspect.row])} · filed as ")
-    assert check.summary.text().startswith(f"{len(check.suspects):,} of " if check.suspects else "every one of")
+    suspects = session.label_check.suspects
+    assert check.summary.text().startswith(f"{len(suspects):,} of " if suspects else "every one of")
     check.export(str(tmp_path / "label_check.csv"))
     with open(tmp_path / "label_check.csv") as file:
-        assert [row["path"] for row in csv.DictReader(file)] == [paths[s.row] for s in check.suspects]
+        assert [row["path"] for row in csv.DictReader(file)] == [paths[s.row] for s in session.label_check.suspects]
 
 
 def test_accuracy_table_gives_both_models_as_accuracy_report_does(qtbot, tmp_path, trained_run, shapes_folder,
@@ -260,8 +274,8 @@ def test_accuracy_table_gives_both_models_as_accuracy_report_does(qtbot, tmp_pat
     wait_embedded(qtbot, panel, compared=True)
     # two folders: one map over both, colourable by folder
     assert map_point_count(panel) == train_count + test_count
-    assert panel.primary.folder_names == ["shapes_eval", "shapes_test"]
-    panel.colour_combo.setCurrentText("folder")
+    assert panel.session.primary.folder_names == ["shapes_eval", "shapes_test"]
+    panel.map_tab.colour_combo.setCurrentText("folder")
     assert panel.map.group_name(0) == "shapes_eval" and panel.map.group_name(train_count) == "shapes_test"
     view = panel.accuracy
     assert panel.tabs.isTabEnabled(panel.tabs.indexOf(view))
@@ -277,7 +291,7 @@ def test_accuracy_table_gives_both_models_as_accuracy_report_does(qtbot, tmp_pat
     qtbot.waitUntil(lambda: not view.progress.isVisibleTo(view), timeout=TIMEOUT_MS)
     assert view.summary.rowCount() == 2
     assert view.summary.isColumnHidden(2)  # top-5 of 4 classes is always 100%: not shown
-    for row, embedded in enumerate((panel.primary, panel.compared)):
+    for row, embedded in enumerate((panel.session.primary, panel.session.compared)):
         train_embedding, test_embedding = embedded.folders
         expected = accuracy_report(train_embedding.features, train_embedding.labels, train_embedding.class_names,
                                    model_name=embedded.model.name, folder_name="shapes_eval",
@@ -315,29 +329,27 @@ def test_cancelling_the_accuracy_run_keeps_the_panel_usable(qtbot, tmp_path, tra
 def test_cancel_mid_embed_leaves_the_panel_usable_and_resumes(qtbot, tmp_path, trained_run, monkeypatch):
     folder = tmp_path / "bigger"
     count = write_shapes_folder(folder, 200, seed=11, broken=False)
-    # small batches, so that there is a middle to cancel in
-    monkeypatch.setattr(evaluation_worker, "embed_folder",
-                        functools.partial(evaluation_worker.embed_folder, batch_size=4))
+    embed_in_batches_of(monkeypatch, 4)
     panel = open_panel(qtbot, tmp_path, trained_run.parent)
-    choose(panel.compare_combo, "none")
+    choose(panel.sources.compare_combo, "none")
     panel.set_folders([str(folder)])
-    qtbot.waitUntil(lambda: panel.embedding() and "img/s" in panel.progress.format(), timeout=TIMEOUT_MS)
-    done, total = re.fullmatch(r"([\d,]+) / ([\d,]+) · [\d,]+ img/s", panel.progress.format()).groups()
-    assert int(total) == count and 0 < int(done) < count and panel.cancel_button.isVisible()
-    qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.embedding() and "img/s" in panel.sources.progress.format(), timeout=TIMEOUT_MS)
+    done, total = re.fullmatch(r"([\d,]+) / ([\d,]+) · [\d,]+ img/s", panel.sources.progress.format()).groups()
+    assert int(total) == count and 0 < int(done) < count and panel.sources.cancel_button.isVisible()
+    qtbot.mouseClick(panel.sources.cancel_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not panel.embedding(), timeout=TIMEOUT_MS)
-    assert panel.status.text().startswith("embedding cancelled after")
-    assert panel.primary is None and not panel.progress.isVisible() and not messages(panel)
-    assert panel.embed_button.isEnabled()
-    qtbot.mouseClick(panel.embed_button, Qt.MouseButton.LeftButton)
+    assert panel.sources.status.text().startswith("embedding cancelled after")
+    assert panel.session.primary is None and not panel.sources.progress.isVisible() and not messages(panel)
+    assert panel.sources.embed_button.isEnabled()
+    qtbot.mouseClick(panel.sources.embed_button, Qt.MouseButton.LeftButton)
     wait_embedded(qtbot, panel)
-    assert len(panel.primary.combined.paths) == count
-    assert 0 < panel.primary.combined.reused < count   # the rows embedded before the cancel were kept
+    assert len(panel.session.primary.combined.paths) == count
+    assert 0 < panel.session.primary.combined.reused < count   # the rows embedded before the cancel were kept
 
 
 def test_a_broken_checkpoint_is_one_message_and_nothing_changes(qtbot, tmp_path, trained_run):
     panel = open_panel(qtbot, tmp_path, trained_run.parent)
-    before = [panel.model_combo.itemText(i) for i in range(panel.model_combo.count())]
+    before = [panel.sources.model_combo.itemText(i) for i in range(panel.sources.model_combo.count())]
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"this is no checkpoint")
     panel.open_checkpoint(str(broken))
@@ -345,29 +357,29 @@ def test_a_broken_checkpoint_is_one_message_and_nothing_changes(qtbot, tmp_path,
     [box] = messages(panel)
     assert "broken.pt" in box.text()
     assert "\n" not in box.text() and "Traceback" not in box.text()
-    assert [panel.model_combo.itemText(i) for i in range(panel.model_combo.count())] == before
+    assert [panel.sources.model_combo.itemText(i) for i in range(panel.sources.model_combo.count())] == before
     box.close()
     # a good checkpoint file opened the same way is listed and chosen
     checkpoint = trained_run / "checkpoints" / "last.pt"
     panel.open_checkpoint(str(checkpoint))
-    qtbot.waitUntil(lambda: panel.model_choice().checkpoint == str(checkpoint), timeout=TIMEOUT_MS)
-    assert panel.model_combo.count() == len(before) + 1
+    qtbot.waitUntil(lambda: panel.session.model_choice.checkpoint == str(checkpoint), timeout=TIMEOUT_MS)
+    assert panel.sources.model_combo.count() == len(before) + 1
 
 
 def test_exports_write_files_that_read_back(qtbot, tmp_path, trained_run, shapes_folder):
     folder, count = shapes_folder
     panel = open_panel(qtbot, tmp_path, trained_run.parent, [folder])
-    choose(panel.compare_combo, "none")
+    choose(panel.sources.compare_combo, "none")
     wait_embedded(qtbot, panel)
-    combined = panel.primary.combined
+    combined = panel.session.primary.combined
 
-    panel.export_embeddings(str(tmp_path / "embeddings.npz"))
-    qtbot.waitUntil(lambda: not panel.exporting(), timeout=TIMEOUT_MS)
+    panel.export_menu.export_embeddings(str(tmp_path / "embeddings.npz"))
+    qtbot.waitUntil(lambda: not panel.export_menu.exporting(), timeout=TIMEOUT_MS)
     archive = np.load(tmp_path / "embeddings.npz")
     assert archive["paths"].tolist() == combined.paths
     assert np.array_equal(archive["features"], combined.features)
-    panel.export_embeddings(str(tmp_path / "embeddings.csv"))
-    qtbot.waitUntil(lambda: not panel.exporting(), timeout=TIMEOUT_MS)
+    panel.export_menu.export_embeddings(str(tmp_path / "embeddings.csv"))
+    qtbot.waitUntil(lambda: not panel.export_menu.exporting(), timeout=TIMEOUT_MS)
     with open(tmp_path / "embeddings.csv") as file:
         rows = list(csv.reader(file))
     assert len(rows) == count + 1 and rows[1][0] == combined.paths[0]
@@ -379,38 +391,39 @@ def test_exports_write_files_that_read_back(qtbot, tmp_path, trained_run, shapes
     panel.neighbours.export_query(str(tmp_path / "neighbours.csv"))
     with open(tmp_path / "neighbours.csv") as file:
         rows = list(csv.DictReader(file))
-    assert [row["neighbour"] for row in rows] == [combined.paths[i] for i in panel.neighbours.indices]
+    assert [row["neighbour"] for row in rows] == [combined.paths[i] for i in panel.session.neighbours.indices]
     panel.neighbours.k_spin.setValue(3)
     panel.neighbours.export_every_image(str(tmp_path / "all_neighbours.csv"))
-    qtbot.waitUntil(lambda: not panel.exporting(), timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not panel.export_menu.exporting(), timeout=TIMEOUT_MS)
     with open(tmp_path / "all_neighbours.csv") as file:
         assert len(list(csv.DictReader(file))) == 3 * count
 
     panel.tabs.setCurrentWidget(panel.duplicates)
     panel.duplicates.set_threshold(0.8)
-    qtbot.waitUntil(lambda: panel.duplicates.pairs is not None and not panel.duplicates.computing(), timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: panel.session.duplicates is not None and not panel.duplicates.computing(),
+                    timeout=TIMEOUT_MS)
     panel.duplicates.export(str(tmp_path / "duplicates.csv"))
     with open(tmp_path / "duplicates.csv") as file:
-        assert len(list(csv.DictReader(file))) == len(panel.duplicates.pairs)
+        assert len(list(csv.DictReader(file))) == len(panel.session.duplicates.pairs)
 
     # the map's selection: its file list, and its files copied by class, exactly the selected ones
     selected = np.array([1, 4, 9])
     panel.map._set_selection(selected)
-    panel._update_export_menu()
-    assert panel.export_selection_action.isEnabled() and panel.copy_selection_action.isEnabled()
-    panel.export_selection(str(tmp_path / "selection.csv"))
-    qtbot.waitUntil(lambda: not panel.exporting(), timeout=TIMEOUT_MS)
+    panel.export_menu.update_actions()
+    assert panel.export_menu.selection_action.isEnabled() and panel.export_menu.copy_action.isEnabled()
+    panel.export_menu.export_selection(str(tmp_path / "selection.csv"))
+    qtbot.waitUntil(lambda: not panel.export_menu.exporting(), timeout=TIMEOUT_MS)
     with open(tmp_path / "selection.csv") as file:
         rows = list(csv.DictReader(file))
     assert [row["path"] for row in rows] == [combined.paths[i] for i in selected]
     assert [row["class"] for row in rows] == [combined.class_names[combined.labels[i]] for i in selected]
-    panel.copy_selection(str(tmp_path / "picked"))
-    qtbot.waitUntil(lambda: not panel.exporting(), timeout=TIMEOUT_MS)
+    panel.export_menu.copy_selection(str(tmp_path / "picked"))
+    qtbot.waitUntil(lambda: not panel.export_menu.exporting(), timeout=TIMEOUT_MS)
     copied = sorted(str(path.relative_to(tmp_path / "picked")) for path in (tmp_path / "picked").rglob("*.png"))
     assert copied == sorted(f"{combined.class_names[combined.labels[i]]}/{os.path.basename(combined.paths[i])}"
                             for i in selected)
-    panel.copy_selection(str(tmp_path / "picked"))  # again: numbered names, nothing overwritten
-    qtbot.waitUntil(lambda: not panel.exporting(), timeout=TIMEOUT_MS)
+    panel.export_menu.copy_selection(str(tmp_path / "picked"))  # again: numbered names, nothing overwritten
+    qtbot.waitUntil(lambda: not panel.export_menu.exporting(), timeout=TIMEOUT_MS)
     assert len(list((tmp_path / "picked").rglob("*.png"))) == 2 * len(selected)
 
     panel.accuracy.probe_check.setChecked(False)
@@ -422,7 +435,7 @@ def test_exports_write_files_that_read_back(qtbot, tmp_path, trained_run, shapes
     overall = [row for row in rows if row["class"] == "all" and row["metric"] == "top1"]
     assert float(overall[0]["value"]) == pytest.approx(panel.accuracy.reports[0].knn_top1, abs=1e-6)
     # a file name the export refuses is one message, not a traceback
-    panel.export_embeddings(str(tmp_path / "embeddings.txt"))
+    panel.export_menu.export_embeddings(str(tmp_path / "embeddings.txt"))
     qtbot.waitUntil(lambda: len(messages(panel)) == 1, timeout=TIMEOUT_MS)
     assert ".npz or .csv" in messages(panel)[0].text()
 
@@ -430,8 +443,7 @@ def test_exports_write_files_that_read_back(qtbot, tmp_path, trained_run, shapes
 def test_closing_the_window_mid_embed_ends_the_worker_and_remembers_the_folders(qtbot, tmp_path, trained_run,
                                                                                  monkeypatch):
     monkeypatch.setenv("SSL_EXPLORER_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(evaluation_worker, "embed_folder",
-                        functools.partial(evaluation_worker.embed_folder, batch_size=2))
+    embed_in_batches_of(monkeypatch, 2)
     folder = tmp_path / "to_close"
     write_shapes_folder(folder, 200, seed=5, broken=False)
     settings_path = tmp_path / "settings.ini"
@@ -459,19 +471,19 @@ def test_a_tagged_selection_colours_and_filters_the_map_and_is_there_when_the_fo
     folder, count = shapes_folder
     panel = open_panel(qtbot, tmp_path, trained_run.parent, [folder])
     wait_embedded(qtbot, panel)
-    tags = panel.map_tags
+    tags = panel.map_tab.map_tags
     assert not tags.tag_button.isEnabled() and not tags.show_combo.isEnabled()   # nothing selected, no tags
     panel.map._set_selection(np.array([2, 3, 11]))
     assert tags.tag_button.isEnabled()
     assert tags.tag_selection("check") == 3
-    assert "3 images tagged 'check'" in panel.status.text()
+    assert "3 images tagged 'check'" in panel.sources.status.text()
     panel.map._set_selection(np.array([11, 20]))
     assert tags.tag_selection("blurry") == 2
     assert tags.show_combo.isEnabled()
     assert [tags.show_combo.itemText(i) for i in range(tags.show_combo.count())] == \
         ["all images", "tagged 'blurry'", "tagged 'check'", "untagged images"]
 
-    choose(panel.colour_combo, "tag")
+    choose(panel.map_tab.colour_combo, "tag")
     assert panel.map.group_name(2) == "check" and panel.map.group_name(11) == "blurry"   # its first tag
     assert panel.map.group_name(0) == "untagged"
     tags.show_only("check")
@@ -480,9 +492,9 @@ def test_a_tagged_selection_colours_and_filters_the_map_and_is_there_when_the_fo
     tags.show_only(SHOW_UNTAGGED)
     assert map_point_count(panel) == count - 4
     # a new layout keeps the filter
-    pca = panel._map_xy
-    panel.projection_combo.setCurrentText("t-SNE")
-    qtbot.waitUntil(lambda: panel._map_xy is not pca, timeout=TIMEOUT_MS)
+    pca = panel.session.projection.xy
+    panel.map_tab.projection_combo.setCurrentText("t-SNE")
+    qtbot.waitUntil(lambda: panel.session.projection.xy is not pca, timeout=TIMEOUT_MS)
     assert map_point_count(panel) == count - 4
     tags.show_only(None)
     panel.map._set_selection(np.array([2, 3]))
@@ -491,11 +503,11 @@ def test_a_tagged_selection_colours_and_filters_the_map_and_is_there_when_the_fo
 
     reopened = open_panel(qtbot, tmp_path, trained_run.parent, [folder])   # the same cache folder
     wait_embedded(qtbot, reopened)
-    assert reopened.map_tags.names() == ["blurry", "check"]
-    paths = reopened.primary.combined.paths
-    assert [paths[i] for i in reopened.map_tags.tags.rows("check")] == [panel.primary.combined.paths[11]]
-    assert [paths[i] for i in reopened.map_tags.tags.rows("blurry")] == \
-        [panel.primary.combined.paths[i] for i in (11, 20)]
+    assert reopened.map_tab.map_tags.names() == ["blurry", "check"]
+    paths = reopened.session.primary.combined.paths
+    assert [paths[i] for i in reopened.session.tags.rows("check")] == [panel.session.primary.combined.paths[11]]
+    assert [paths[i] for i in reopened.session.tags.rows("blurry")] == \
+        [panel.session.primary.combined.paths[i] for i in (11, 20)]
 
 
 def test_an_unreadable_tags_file_is_one_message_and_the_map_still_works(qtbot, tmp_path, trained_run, shapes_folder):
@@ -509,5 +521,5 @@ def test_an_unreadable_tags_file_is_one_message_and_the_map_still_works(qtbot, t
     assert "cannot read the tags" in panel.last_error and len(messages(panel)) == 1
     assert map_point_count(panel) == count
     panel.map._set_selection(np.array([1]))
-    assert not panel.map_tags.tag_button.isEnabled()
+    assert not panel.map_tab.map_tags.tag_button.isEnabled()
     assert broken.read_text() == "[1, 2"

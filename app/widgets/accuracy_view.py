@@ -2,10 +2,10 @@
 
 The user picks a protocol (cross-validation within a folder, or train on one folder and test on
 another), k and whether to fit the linear probe, then Run: the reports are computed off the UI
-thread with the same seed for every model. Shown: one row per model (kNN top-1 and top-5, probe
-top-1, test images), a per-class table with a column per model and classifier, and a confusion
-matrix heatmap (row-normalised: each row is where one class's test images went) for the
-model and classifier chosen beside it.
+thread with the same seed for every model, and kept by the evaluation session, which this view
+observes. Shown: one row per model (kNN top-1 and top-5, probe top-1, test images), a per-class
+table with a column per model and classifier, and a confusion matrix heatmap (row-normalised:
+each row is where one class's test images went) for the model and classifier chosen beside it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLay
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ssl_engine.eval.accuracy import AccuracyReport
-from ssl_engine.eval.export import save_accuracy_csv
+from ssl_engine.eval.results import Accuracy, measure_accuracy
+from ssl_engine.eval.session import ACCURACY, EMBEDDINGS, EvaluationSession
 
-from ..evaluation_worker import EmbeddedFolders, LatestCall, Protocol, accuracy_reports
+from ..evaluation_worker import LatestCall
 from ..file_dialogs import export_to_file
 
 SEQUENTIAL_COLOUR_MAP = "viridis"
@@ -134,16 +135,14 @@ class ConfusionView(QWidget):
 
 
 class AccuracyView(QWidget):
-    """Accuracy of the embedded models (`set_models`) on the labelled folders among the opened ones."""
+    """Accuracy of the session's embedded models on the labelled folders among the opened ones."""
 
     notice = Signal(str)
     error = Signal(str)
 
-    def __init__(self, parent=None):
+    def __init__(self, session: EvaluationSession, parent=None):
         super().__init__(parent)
-        self.models: list[EmbeddedFolders] = []
-        self.reports: list[AccuracyReport] = []
-        self._measured_protocol: Protocol | None = None   # of the latest run
+        self.session = session
         self._runner = LatestCall(self)
         self._runner.done.connect(self._reports_ready)
         self._runner.failed.connect(self._failed)
@@ -170,7 +169,7 @@ class AccuracyView(QWidget):
         self.cancel_button.setToolTip("stop measuring; the last results stay")
         self.cancel_button.clicked.connect(self.cancel)
         self.export_button = QPushButton("Export table…")
-        self.export_button.clicked.connect(self._export_clicked)
+        self.export_button.clicked.connect(self.export_to_chosen_file)
         self.status = QLabel("open a folder whose subfolders are its classes")
         self.status.setWordWrap(True)
 
@@ -206,47 +205,50 @@ class AccuracyView(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.summary)
         layout.addWidget(body, 1)
+        session.events.connect(EMBEDDINGS, self._models_changed)
+        session.events.connect(ACCURACY, self._show_reports)
         self._clear_results()
         self._update_enabled()
 
-    # -- what the panel calls ------------------------------------------------------------
-    def set_models(self, models: list[EmbeddedFolders]) -> None:
+    @property
+    def reports(self) -> list[AccuracyReport]:
+        """The reports shown: the session's accuracy, one report per model ([] before a run)."""
+        return self.session.accuracy.reports if self.session.accuracy is not None else []
+
+    def _models_changed(self) -> None:
         """The models embedded so far (the chosen one first), each over the same opened folders."""
         previous = self.protocol.currentData()
-        self.models = list(models)
+        models = self.session.embedded_models()
         self._runner.drop()
         self._clear_results()
         with QSignalBlocker(self.protocol):
             self.protocol.clear()
-            if self.models:
-                folders, names = self.models[0].folders, self.models[0].folder_names
-                labelled = [i for i, folder in enumerate(folders) if folder.has_labels]
-                protocols = [Protocol(i) for i in labelled]
-                protocols += [Protocol(i, j) for i in labelled for j in labelled if i != j]
-                for protocol in protocols:
+            if models:
+                names = self.session.primary.folder_names
+                for protocol in self.session.protocols():
                     self.protocol.addItem(protocol.describe(names), protocol)
                 if previous is not None and self.protocol.findData(previous) >= 0:
                     self.protocol.setCurrentIndex(self.protocol.findData(previous))
-        if not self.models:
+        if not models:
             self.status.setText("no images embedded yet")
         elif self.protocol.count() == 0:
             self.status.setText("none of the folders is labelled: accuracy needs a folder whose subfolders are its classes")
         else:
-            compared = " and ".join(model.model.name for model in self.models)
+            compared = " and ".join(model.model.name for model in models)
             self.status.setText(f"press Run to measure {compared}")
         self._update_enabled()
 
+    # -- what the panel calls ------------------------------------------------------------
     def has_labels(self) -> bool:
         return self.protocol.count() > 0
 
     @Slot()
     def run(self) -> None:
-        protocol = self.protocol.currentData()
-        if protocol is None or not self.models:
+        protocol, models = self.protocol.currentData(), self.session.embedded_models()
+        if protocol is None or not models:
             return
-        self.status.setText(f"measuring accuracy ({protocol.describe(self.models[0].folder_names)})…")
-        self._measured_protocol = protocol
-        self._runner.request_cancellable(accuracy_reports, self.models, protocol, self.k_spin.value(),
+        self.status.setText(f"measuring accuracy ({protocol.describe(models[0].folder_names)})…")
+        self._runner.request_cancellable(measure_accuracy, models, protocol, self.k_spin.value(),
                                          self.probe_check.isChecked())
         self._update_enabled()
 
@@ -260,18 +262,20 @@ class AccuracyView(QWidget):
         return self._runner.busy()
 
     def export(self, path: str) -> str:
-        return save_accuracy_csv(path, self.reports)
+        return self.session.exports.accuracy(path)()
 
     def shutdown(self) -> None:
         self._runner.shutdown()
 
     # -- results -------------------------------------------------------------------------
     @Slot(object)
-    def _reports_ready(self, reports: list[AccuracyReport]) -> None:
-        self.reports = list(reports)
+    def _reports_ready(self, accuracy: Accuracy) -> None:
+        self.session.accept(accuracy)
+
+    def _show_reports(self) -> None:
         first = self.reports[0]
         counts = (f"{first.test_count:,} images, each predicted once by classifiers fitted on the other folds"
-                  if self._measured_protocol.test is None else
+                  if self.session.accuracy.protocol.test is None else
                   f"{first.train_count:,} train images, {first.test_count:,} test images")
         self.status.setText(f"{first.protocol} · k = {first.k} · {counts}")
         self._fill_summary()
@@ -349,7 +353,6 @@ class AccuracyView(QWidget):
         self.confusion.show_matrix(counts, report.class_names)
 
     def _clear_results(self) -> None:
-        self.reports = []
         self.summary.setRowCount(0)
         self._fit_summary_height()
         self.per_class.setRowCount(0)
@@ -366,6 +369,6 @@ class AccuracyView(QWidget):
         self.export_button.setEnabled(bool(self.reports))
 
     @Slot()
-    def _export_clicked(self) -> None:
+    def export_to_chosen_file(self) -> None:
         export_to_file(self, "Export accuracy table", "accuracy.csv", "CSV (*.csv)", self.export, self.notice,
                        self.error)

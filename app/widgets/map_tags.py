@@ -1,9 +1,10 @@
 """Tags on the map's images: tag or untag the selection, show only one tag's images.
 
-`MapTags` owns three controls the Evaluate panel places: "Tag…" and "Untag" beside the map's
-selection, and a "Show" filter among the map's controls. Tags are kept per folder beside the
-embedding cache (`ssl_engine.eval.tags`) and saved at each change, so they are there the next
-time the folder is opened, with any model. A colouring by tag is `groups()`.
+`MapTags` owns three controls the map tab places: "Tag…" and "Untag" beside the map's
+selection, and a "Show" filter among the map's controls. The tags are the evaluation
+session's (`ssl_engine.eval.tags`, kept per folder beside the embedding cache and saved at each
+change, so they are there the next time the folder is opened, with any model); this view
+observes them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from PySide6.QtCore import QObject, QSignalBlocker, Signal, Slot
 from PySide6.QtWidgets import QComboBox, QInputDialog, QMenu, QPushButton
 
 from ssl_engine.errors import UserError
-from ssl_engine.eval.tags import ImageTags, checked_tag
+from ssl_engine.eval.session import TAGS, EvaluationSession
+from ssl_engine.eval.tags import checked_tag
 
 # The Show box's entries hold what they show: a tag, SHOW_UNTAGGED ("", which no tag can be) or
 # None for all images.
@@ -21,17 +23,15 @@ SHOW_UNTAGGED = ""
 
 
 class MapTags(QObject):
-    """Tagging of an EmbeddingMap's selection. `changed` fires when the tags change (to recolour);
-    `notice` and `error` carry one line for the status line."""
+    """Tagging of an EmbeddingMap's selection with the session's tags; `notice` and `error`
+    carry one line for the status line."""
 
-    changed = Signal()
     notice = Signal(str)
     error = Signal(str)
 
-    def __init__(self, embedding_map, cache_dir: str | None = None, parent: QObject | None = None):
+    def __init__(self, session: EvaluationSession, embedding_map, parent: QObject | None = None):
         super().__init__(parent)
-        self.map, self.cache_dir = embedding_map, cache_dir
-        self.tags: ImageTags | None = None
+        self.session, self.map = session, embedding_map
         self.tag_button = QPushButton("Tag…", toolTip="Give the selected images a tag (kept beside the "
                                                       "embedding cache, there the next time the folder is opened)")
         self.tag_button.clicked.connect(self._tag_clicked)
@@ -44,34 +44,13 @@ class MapTags(QObject):
         self.show_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.show_combo.currentIndexChanged.connect(self.apply_filter)
         self.map.selection_changed.connect(self._update_enabled)
+        session.events.connect(TAGS, self._tags_changed)
         self._fill_show_combo()
-        self._update_enabled()
-
-    def set_images(self, roots: list[str], paths: list[str], folder_of: np.ndarray) -> None:
-        """The images the map will show (rows of an embedding of the folders `roots`); their tags
-        are read. The owner calls `apply_filter` once the map has these points."""
-        self.tags = None
-        try:
-            self.tags = ImageTags.load(roots, paths, folder_of, self.cache_dir)
-        except UserError as problem:
-            self.error.emit(str(problem))
-        self._fill_show_combo()
-        self._update_enabled()
-
-    def clear(self) -> None:
-        self.tags = None
-        self._fill_show_combo()
-        self.apply_filter()
         self._update_enabled()
 
     def names(self) -> list[str]:
-        return self.tags.names() if self.tags is not None else []
-
-    def groups(self) -> tuple[np.ndarray, list[str]]:
-        """Each image's tag (its first, alphabetically; -1 untagged) and the tag names."""
-        if self.tags is None:
-            return np.full(len(self.map.shown()), -1, np.int64), []
-        return self.tags.groups()
+        tags = self.session.tags
+        return tags.names() if tags is not None else []
 
     def tag_selection(self, name: str) -> int:
         """Tag the map's selected images `name`; returns how many were newly tagged."""
@@ -83,22 +62,18 @@ class MapTags(QObject):
 
     def _change(self, name: str, adding: bool) -> int:
         selected = self.map.selected()
-        if self.tags is None or not len(selected):
+        if self.session.tags is None or not len(selected):
             return 0
         try:
             tag = checked_tag(name)
-            count = self.tags.add(tag, selected) if adding else self.tags.remove(tag, selected)
+            count = self.session.tag(tag, selected) if adding else self.session.untag(tag, selected)
         except UserError as problem:
             self.error.emit(str(problem))
             return 0
-        self._fill_show_combo()
-        self.apply_filter()
-        self._update_enabled()
-        total = len(self.tags.rows(tag))
+        total = len(self.session.tags.rows(tag))
         done = "tagged" if adding else "untagged"
         self.notice.emit(f"{count:,} image{'s' if count != 1 else ''} {done} '{tag}' "
                          f"({total:,} carry it now)")
-        self.changed.emit()
         return count
 
     def shown_tag(self):
@@ -115,16 +90,25 @@ class MapTags(QObject):
     @Slot()
     def apply_filter(self) -> None:
         """Filter the map as the Show box says (again after the map got new points)."""
-        tag = self.shown_tag()
-        if self.tags is None or tag is None or len(self.map.shown()) != len(self.tags.paths):
+        tag, tags = self.shown_tag(), self.session.tags
+        if tags is None or tag is None or len(self.map.shown()) != len(tags.paths):
             self.map.set_filter(None)
             return
         if tag == SHOW_UNTAGGED:
-            shown = self.tags.groups()[0] < 0
+            shown = tags.groups()[0] < 0
         else:
-            shown = np.zeros(len(self.tags.paths), bool)
-            shown[self.tags.rows(tag)] = True
+            shown = np.zeros(len(tags.paths), bool)
+            shown[tags.rows(tag)] = True
         self.map.set_filter(shown)
+
+    def _tags_changed(self) -> None:
+        """The tags of new images (read when the chosen model's embeddings change), or a change
+        of them: the Show box's entries, and the filter once the map shows the session's images
+        (the map tab applies it when their projection comes)."""
+        self._fill_show_combo()
+        if self.session.projection is not None:
+            self.apply_filter()
+        self._update_enabled()
 
     def _fill_show_combo(self) -> None:
         """All images, each tag, the untagged; keeps the choice while it still exists (the
@@ -143,7 +127,7 @@ class MapTags(QObject):
 
     @Slot()
     def _update_enabled(self, *_) -> None:
-        selected = self.tags is not None and len(self.map.selected()) > 0
+        selected = self.session.tags is not None and len(self.map.selected()) > 0
         self.tag_button.setEnabled(selected)
         self.untag_button.setEnabled(selected and bool(self.names()))
 
@@ -159,11 +143,12 @@ class MapTags(QObject):
     @Slot()
     def _fill_untag_menu(self) -> None:
         self.untag_menu.clear()
-        if self.tags is None:
+        tags = self.session.tags
+        if tags is None:
             return
         selected = self.map.selected()
         for name in self.names():
-            carried = int(np.isin(selected, self.tags.rows(name)).sum())
+            carried = int(np.isin(selected, tags.rows(name)).sum())
             action = self.untag_menu.addAction(f"{name} ({carried:,} of the selected)")
             action.setEnabled(carried > 0)
             action.triggered.connect(lambda _=False, tag=name: self.untag_selection(tag))

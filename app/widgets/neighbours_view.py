@@ -1,10 +1,11 @@
 """The Evaluate tab's Neighbours view: an image and the images nearest to it in the opened folders.
 
 The query is a point clicked on the map (an image of the folders, left out of its own
-neighbours) or an outside image opened from disk and embedded off the UI thread. For a ViT the
-query's class-token attention per head (last block) is drawn over it, also off the UI thread. The neighbours
-of one query are a single (N, D) x (D,) product, fast enough for the UI thread at 100k images;
-the neighbours of every image, for the export, run in the background.
+neighbours) or an outside image opened from disk and embedded off the UI thread. The
+neighbours are the evaluation session's (one (N, D) x (D,) product, found in the UI thread);
+this view observes them. For a ViT the query's class-token attention per head (last block) is
+drawn over it, computed off the UI thread; the neighbours of every image, for the export,
+run in the background.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListView, QListWidget, QLis
                                QPushButton, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from ssl_engine.eval.attention import has_attention, image_attention
-from ssl_engine.eval.export import save_neighbours_csv
-from ssl_engine.eval.folder_embedding import FolderEmbedding, class_name_of, embed_image_file
+from ssl_engine.eval.folder_embedding import class_name_of, embed_image_file
 from ssl_engine.eval.model_source import EvalModel
-from ssl_engine.eval.neighbours import nearest_neighbours
+from ssl_engine.eval.session import NEIGHBOURS, PRIMARY, EvaluationSession
 
 from ..evaluation_worker import LatestCall
 from ..file_dialogs import export_to_file, open_file, save_file
@@ -33,31 +33,17 @@ NEIGHBOUR_SIDE = 96   # pixels of each neighbour's icon
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp);;All files (*)"
 
 
-def neighbours_of_every_image(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For the export: (query indices, neighbour indices (N, k), similarities (N, k)), each image
-    left out of its own list."""
-    everyone = np.arange(len(features), dtype=np.int64)
-    indices, similarities = nearest_neighbours(features, features, k=k, exclude=everyone)
-    return everyone, indices, similarities
-
-
 class NeighboursView(QWidget):
-    """Shows the `k` nearest images of one query; `neighbours_shown` carries their indices (for the
-    map to highlight); `notice` and `error` are one line each for the user."""
+    """Shows the session's neighbours of one query (`k` of them); `notice` and `error` are one
+    line each for the user."""
 
-    neighbours_shown = Signal(object)   # int64 indices into the embedding, best first
     notice = Signal(str)
     error = Signal(str)
 
-    def __init__(self, parent=None):
+    def __init__(self, session: EvaluationSession, parent=None):
         super().__init__(parent)
-        self.embedding: FolderEmbedding | None = None
-        self.model: EvalModel | None = None
-        self.query_index: int | None = None          # a row of the embedding, or None
-        self.query_path = ""
-        self._query_feature: np.ndarray | None = None
-        self.indices = np.empty(0, np.int64)          # the neighbours on screen, best first
-        self.similarities = np.empty(0, np.float32)
+        self.session = session
+        self._drawn_query: np.ndarray | None = None   # the feature of the query drawn, to tell a new one
         self._outside_image = LatestCall(self)
         self._outside_image.done.connect(self._outside_image_embedded)
         self._outside_image.failed.connect(self.error)
@@ -80,18 +66,18 @@ class NeighboursView(QWidget):
         self.open_button.clicked.connect(self._open_image_clicked)
         self.k_spin = QSpinBox()
         self.k_spin.setRange(1, 200)
-        self.k_spin.setValue(12)
+        self.k_spin.setValue(session.neighbour_count)
         self.k_spin.setPrefix("k = ")
         self.k_spin.setToolTip("how many neighbours to show")
-        self.k_spin.valueChanged.connect(self._refresh)
+        self.k_spin.valueChanged.connect(session.set_neighbour_count)
         self.export_button = QToolButton()
         self.export_button.setText("Export neighbours ▾")
         # the style's own arrow overlaps the text of an instant-popup tool button: the text carries it
         self.export_button.setStyleSheet("QToolButton::menu-indicator { image: none; }")
         self.export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         menu = QMenu(self.export_button)
-        self.export_query_action = menu.addAction("This image's neighbours…", self._export_query_clicked)
-        self.export_all_action = menu.addAction("Every image's neighbours…", self._export_all_clicked)
+        self.export_query_action = menu.addAction("This image's neighbours…", self.export_query_to_chosen_file)
+        self.export_all_action = menu.addAction("Every image's neighbours…", self.export_every_image_to_chosen_file)
         self.export_button.setMenu(menu)
         self.attention_caption = QLabel()
         self.attention_caption.setWordWrap(True)
@@ -129,31 +115,20 @@ class NeighboursView(QWidget):
         layout.addWidget(self.attention_caption)
         layout.addWidget(self.attention_picture)
         layout.addWidget(self.grid, 1)
+        session.events.connect(PRIMARY, self._primary_changed)
+        session.events.connect(NEIGHBOURS, self._show_neighbours)
         self._show_attention(None)
         self._update_enabled()
 
     # -- what the panel calls ------------------------------------------------------------
-    def set_embedding(self, embedding: FolderEmbedding | None, model: EvalModel | None) -> None:
-        """The images to search (None: nothing embedded yet) and the model that embedded them."""
-        self._outside_image.drop()
-        self._attention.drop()
-        self._show_attention(None)
-        self.embedding, self.model = embedding, model
-        self.query_index, self.query_path, self._query_feature = None, "", None
-        self.query_picture.clear()
-        self.query_caption.setText("click a point on the map, or open an image" if embedding is not None
-                                   else "no images embedded yet")
-        self._refresh()
+    @property
+    def model(self) -> EvalModel | None:
+        """The model whose embeddings are searched (None: nothing embedded yet)."""
+        return self.session.primary.model if self.session.primary is not None else None
 
     def show_neighbours_of(self, index: int) -> None:
         """Query with the image at row `index` of the embedding."""
-        if self.embedding is None or not 0 <= index < len(self.embedding.paths):
-            return
-        self.query_index, self.query_path = int(index), self.embedding.paths[index]
-        self._query_feature = np.asarray(self.embedding.features[index], np.float32)
-        self._set_query_picture(self.embedding.thumbnails[index])
-        self._request_attention()
-        self._refresh()
+        self.session.query_image(index)
 
     def open_image(self, path: str | None = None) -> None:
         """Query with an outside image (a file dialog when no path is given), embedded off the UI thread."""
@@ -168,16 +143,11 @@ class NeighboursView(QWidget):
 
     def export_query(self, path: str) -> str:
         """The neighbours on screen as CSV; an outside query is written as the last path."""
-        paths = list(self.embedding.paths)
-        query = self.query_index
-        if query is None:
-            paths.append(self.query_path)
-            query = len(paths) - 1
-        return save_neighbours_csv(path, paths, np.array([query]), self.indices[None], self.similarities[None])
+        return self.session.exports.neighbours(path)()
 
     def export_every_image(self, path: str) -> None:
         """Every image's `k` neighbours as CSV, computed and written off the UI thread."""
-        self._export_all.request(self._write_all, self.embedding, self.k_spin.value(), path)
+        self._export_all.request(self.session.exports.every_neighbour(path, self.k_spin.value()))
 
     def exporting(self) -> bool:
         return self._export_all.busy()
@@ -193,25 +163,15 @@ class NeighboursView(QWidget):
         feature, thumbnail = embed_image_file(model, path)
         return path, feature, thumbnail
 
-    @staticmethod
-    def _write_all(embedding: FolderEmbedding, k: int, path: str) -> str:
-        queries, indices, similarities = neighbours_of_every_image(embedding.features, k)
-        return save_neighbours_csv(path, embedding.paths, queries, indices, similarities)
-
     @Slot(object)
     def _outside_image_embedded(self, result) -> None:
-        path, feature, thumbnail = result
-        self.query_index, self.query_path = None, path
-        self._query_feature = np.asarray(feature, np.float32)
-        self._set_query_picture(thumbnail)
-        self._request_attention()
-        self._refresh()
+        self.session.query_outside(*result)
 
-    def _request_attention(self) -> None:
+    def _request_attention(self, path: str) -> None:
         """The query's attention maps, computed off the UI thread, when the model is a ViT."""
-        if self.model is not None and has_attention(self.model) and self.query_path:
+        if self.model is not None and has_attention(self.model) and path:
             self.attention_caption.setText("computing the attention maps…")
-            self._attention.request(image_attention, self.model, self.query_path)
+            self._attention.request(image_attention, self.model, path)
 
     @Slot(object)
     def _attention_computed(self, result) -> None:
@@ -244,31 +204,40 @@ class NeighboursView(QWidget):
         self.notice.emit(f"wrote the neighbours of every image to {path}")
 
     # -- drawing -------------------------------------------------------------------------
-    @Slot()
-    def _refresh(self) -> None:
+    def _primary_changed(self) -> None:
+        """Other images to search (or none): no query, and no job of the old model's."""
+        self._outside_image.drop()
+        self._attention.drop()
+        self._show_attention(None)
+        self._drawn_query = None
+        self.query_picture.clear()
+        self.query_caption.setText("click a point on the map, or open an image" if self.session.primary is not None
+                                   else "no images embedded yet")
         self.grid.clear()
-        self.indices = np.empty(0, np.int64)
-        self.similarities = np.empty(0, np.float32)
-        if self.embedding is not None and self._query_feature is not None and len(self.embedding.paths):
-            exclude = np.array([-1 if self.query_index is None else self.query_index], np.int64)
-            k = min(self.k_spin.value(), len(self.embedding.paths) - (self.query_index is not None))
-            if k > 0:
-                indices, similarities = nearest_neighbours(self.embedding.features, self._query_feature[None],
-                                                           k=k, exclude=exclude)
-                self.indices, self.similarities = indices[0], similarities[0]
-            where = "" if self.query_index is not None else " (an image from outside the folders)"
-            own = class_name_of(self.embedding, self.query_index) if self.query_index is not None else ""
-            self.query_caption.setText(f"{self.query_path}{where}" + (f" (class {own})" if own else "") +
-                                       f"\nits {len(self.indices)} nearest images by cosine similarity")
-            for index, similarity in zip(self.indices.tolist(), self.similarities.tolist()):
+        self._update_enabled()
+
+    def _show_neighbours(self) -> None:
+        found = self.session.neighbours
+        if found.query_feature is not self._drawn_query:   # a new query, not another k
+            self._drawn_query = found.query_feature
+            self._set_query_picture(found.query_thumbnail)
+            self._request_attention(found.query_path)
+        self.grid.clear()
+        embedding = found.embedding
+        if len(embedding.paths):
+            where = "" if found.query_index is not None else " (an image from outside the folders)"
+            own = class_name_of(embedding, found.query_index) if found.query_index is not None else ""
+            self.query_caption.setText(f"{found.query_path}{where}" + (f" (class {own})" if own else "") +
+                                       f"\nits {len(found.indices)} nearest images by cosine similarity")
+            for index, similarity in zip(found.indices.tolist(), found.similarities.tolist()):
                 self._add_neighbour(index, similarity)
         self._update_enabled()
-        self.neighbours_shown.emit(self.indices.copy())
 
     def _add_neighbour(self, index: int, similarity: float) -> None:
-        path = self.embedding.paths[index]
-        label = class_name_of(self.embedding, index)
-        item = QListWidgetItem(to_pixmap(self.embedding.thumbnails[index]).scaled(
+        embedding = self.session.neighbours.embedding
+        path = embedding.paths[index]
+        label = class_name_of(embedding, index)
+        item = QListWidgetItem(to_pixmap(embedding.thumbnails[index]).scaled(
             NEIGHBOUR_SIDE, NEIGHBOUR_SIDE, Qt.AspectRatioMode.KeepAspectRatio),
             f"{similarity:.3f}" + (f" · {label}" if label else "") + f"\n{os.path.basename(path)}")
         item.setToolTip(f"{path}\n" + (f"class {label}\n" if label else "") +
@@ -281,9 +250,10 @@ class NeighboursView(QWidget):
             QUERY_SIDE - 4, QUERY_SIDE - 4, Qt.AspectRatioMode.KeepAspectRatio))
 
     def _update_enabled(self) -> None:
-        has_images = self.embedding is not None and len(self.embedding.paths) > 0
-        self.open_button.setEnabled(has_images and self.model is not None)
-        self.export_query_action.setEnabled(len(self.indices) > 0)
+        primary, found = self.session.primary, self.session.neighbours
+        has_images = primary is not None and len(primary.combined.paths) > 0
+        self.open_button.setEnabled(has_images)
+        self.export_query_action.setEnabled(found is not None and len(found.indices) > 0)
         self.export_all_action.setEnabled(has_images)
         self.export_button.setEnabled(has_images)
 
@@ -297,13 +267,14 @@ class NeighboursView(QWidget):
         self.open_image()
 
     @Slot()
-    def _export_query_clicked(self) -> None:
-        name = os.path.splitext(os.path.basename(self.query_path))[0] or "query"
+    def export_query_to_chosen_file(self) -> None:
+        query = self.session.neighbours
+        name = os.path.splitext(os.path.basename(query.query_path if query else ""))[0] or "query"
         export_to_file(self, "Export neighbours", f"neighbours-{name}.csv", "CSV (*.csv)", self.export_query,
                        self.notice, self.error)
 
     @Slot()
-    def _export_all_clicked(self) -> None:
+    def export_every_image_to_chosen_file(self) -> None:
         path = save_file(self, "Export every image's neighbours", "neighbours.csv", "CSV (*.csv)")
         if path:
             self.export_every_image(path)

@@ -1,5 +1,6 @@
 """Evaluation of frozen features: embedding a dataset, weighted kNN, linear probe, neighbours,
-near-duplicates and accuracy reports."""
+near-duplicates and accuracy reports; and the evaluation session of the user's folders
+(`session.EvaluationSession`) that the Evaluate tab and the command line share."""
 
 from .accuracy import AccuracyReport, EvaluationCancelled, accuracy_report
 from .embed import embed

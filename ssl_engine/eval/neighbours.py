@@ -65,6 +65,14 @@ def nearest_neighbours(features: np.ndarray, queries: np.ndarray, k: int = 10,
     return indices, similarities
 
 
+def neighbours_of_every_image(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query indices, neighbour indices (N, k), similarities (N, k)) of every row, each left
+    out of its own list: what the export of every image's neighbours writes."""
+    everyone = np.arange(len(features), dtype=np.int64)
+    indices, similarities = nearest_neighbours(features, features, k=k, exclude=everyone)
+    return everyone, indices, similarities
+
+
 @dataclass
 class DuplicatePairs:
     """Pairs of rows (first[i] < second[i]) whose cosine similarity is at least a threshold,
