@@ -453,7 +453,7 @@ def test_closing_the_window_mid_embed_ends_the_worker_and_remembers_the_folders(
     window.evaluate.set_runs_dir(str(trained_run.parent))
     window.resize(1280, 800)
     window.show()
-    assert [window.tabs.tabText(i) for i in range(window.tabs.count())][-2:] == ["Training", "Evaluate"]
+    assert [window.tabs.tabText(i) for i in range(window.tabs.count())][-3:] == ["Training", "Evaluate", "Runs"]
     window.evaluate.add_folder(str(folder))
     qtbot.wait(400)
     assert not window.evaluate.embedding()   # the tab is not on screen: nothing runs yet
