@@ -48,12 +48,22 @@ def tiny_config(tmp_path, method="simclr", *extra, epochs=1, count=400, batch=64
         "train.eval_subset=64", "train.linear_probe=false", *SMALL_HEADS.get(method, []), *extra]).validate()
 
 
-def assert_same_state(first: dict, second: dict) -> None:
-    """Two state dicts hold the same keys and bit-identical tensors (a resumed run against an
-    uninterrupted one)."""
-    assert first.keys() == second.keys()
-    for key in first:
-        assert torch.equal(first[key], second[key]), key
+def assert_same_state(first, second, where: str = "") -> None:
+    """Two state dicts (a model's, or an optimiser's with its nested state and groups) hold the
+    same keys, bit-identical tensors and equal plain values (a resumed run against an
+    uninterrupted one); `where` names the entry that differs."""
+    if isinstance(first, torch.Tensor):
+        assert isinstance(second, torch.Tensor) and torch.equal(first, second), where
+    elif isinstance(first, dict):
+        assert isinstance(second, dict) and first.keys() == second.keys(), where
+        for key in first:
+            assert_same_state(first[key], second[key], f"{where}.{key}" if where else str(key))
+    elif isinstance(first, (list, tuple)):
+        assert type(first) is type(second) and len(first) == len(second), where
+        for i, (a, b) in enumerate(zip(first, second)):
+            assert_same_state(a, b, f"{where}[{i}]")
+    else:
+        assert first == second, where
 
 
 def reference_sinkhorn(q: torch.Tensor, iterations: int) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """BEiT: the loss against a hand computation of token cross-entropy on the masked patches, the
 k-means tokenizer (built once from the training set's patches, kept in checkpoints), the token
-usage histogram, the pictures, the paper's recipe, and a short ViT run that resumes exactly."""
+usage histogram and the pictures. What every method keeps (a ViT only, the paper's recipe, an
+exact resume, masks) is in test_method_contract.py."""
 
 import dataclasses
 import math
@@ -9,15 +10,9 @@ import pytest
 import torch
 
 from ssl_engine import losses
-from ssl_engine.augment.presets import preset_views
-from ssl_engine.config import ExperimentConfig
 from ssl_engine.errors import ConfigError
 from ssl_engine.methods.beit import PATCHES_PER_IMAGE, BEiT, BEiTParams, _PatchSample
-from ssl_engine.models.backbones import build_backbone
 from ssl_engine.models.vit import VisionTransformer, patchify
-from ssl_engine.train import Trainer
-from ssl_engine.checkpoint import load_checkpoint
-from tests.helpers import assert_same_state, stopped_run, tiny_config
 
 
 def small_beit(image_size=16, **changes):
@@ -59,11 +54,6 @@ def assert_nearest_tokens(tokens, x, codebook, normalize=True):
     assert (chosen <= distances.min(dim=-1).values * (1 + 1e-5) + 1e-6).all()
 
 
-def test_beit_needs_a_vision_transformer():
-    with pytest.raises(ConfigError, match="beit masks ViT patches: backbone.name must be vit_tiny or vit_small"):
-        BEiT(build_backbone("small_cnn", image_size=16), BEiTParams(), total_steps=10)
-
-
 def test_masked_token_cross_entropy_is_the_mean_over_masked_patches_only():
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 5, 7, generator=generator)
@@ -98,7 +88,6 @@ def test_loss_is_the_cross_entropy_of_the_tokens_of_the_masked_patches():
     assert output.loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert output.terms["token cross-entropy"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert output.terms["token accuracy"].item() == pytest.approx(accuracy.item())
-    assert output.embeddings is None and method.matrices(output) == {}
     # a masked patch's pixels reach only its target, never the encoder
     i, j = [int(v) for v in mask.nonzero()[0]]
     changed = x.clone()
@@ -161,11 +150,10 @@ def test_a_codebook_larger_than_the_sample_is_a_config_problem():
         method.before_epoch(0, dataset_features(images(n=3)))
 
 
-def test_gradients_reach_the_mask_token_the_encoder_and_the_head():
+def test_gradients_reach_the_head_and_the_tokenizer_has_nothing_to_train():
     method = fitted_beit()
     method([images()], step=0).loss.backward()
-    for parameter in (method.backbone.mask_token, method.backbone.patch_embed.weight, method.head.weight):
-        assert parameter.grad is not None and parameter.grad.abs().sum() > 0
+    assert method.head.weight.grad is not None and method.head.weight.grad.abs().sum() > 0
     assert list(method.tokenizer.parameters()) == []  # the tokenizer is fixed: buffers only
 
 
@@ -179,7 +167,6 @@ def test_pictures_show_the_mask_the_tokens_and_the_tokenizers_view(normalize):
     assert pictures["token_reconstruction"].shape == (3, 3, 16, 16)
     mask = pictures["mask"]
     assert set(mask.unique().tolist()) == {0.0, 1.0} and mask.mean() == pytest.approx(6 / 16)
-    assert torch.equal(method.pictures(x)["mask"], mask)  # a fixed seed: the same masks every call
     tokens = method.tokenizer(x)
     assert_nearest_tokens(tokens, x, method.tokenizer.codebook, normalize)
     assert torch.allclose(pictures["tokens"][:, 0, ::4, ::4].reshape(3, 16), tokens / 7)
@@ -193,39 +180,13 @@ def test_pictures_show_the_mask_the_tokens_and_the_tokenizers_view(normalize):
     assert set(small_beit().pictures(x)) == {"mask"}
 
 
-def test_the_recipe_is_the_papers():
-    config = ExperimentConfig.for_method("beit")
-    assert config.backbone.name == "vit_tiny" and config.method.params == BEiTParams()
-    assert (BEiTParams().mask_ratio, BEiTParams().codebook_size) == (0.4, 512)
-    (view,) = config.augment.views
-    assert view == preset_views("beit", 32)[0]
-    assert (view.crop_scale_min, view.crop_scale_max, view.flip_p) == (0.08, 1.0, 0.5)
-    assert (view.jitter_p, view.brightness, view.contrast, view.saturation, view.hue) == (1.0, 0.4, 0.4, 0.4, 0.0)
-    assert view.grayscale_p == view.blur_p == view.solarize_p == 0
-    optim = config.optim
-    assert (optim.name, optim.lr, optim.weight_decay, optim.momentum, optim.warmup_epochs, optim.grad_clip) == \
-        ("adamw", 1.5e-3 / 8, 0.05, 0.9, 10.0, 3.0)
-    assert optim.min_lr_ratio == pytest.approx(1e-5 / 1.5e-3)
-
-
-def test_trains_on_vit_tiny_and_a_stopped_run_resumes_with_the_same_codebook(tmp_path):
-    # 20 training images in batches of 10: 2 steps an epoch, ViT-tiny with 8 px patches at 32 px,
-    # a codebook of 16 tokens from the 20 x 16 training patches
-    def config(folder):
-        return tiny_config(tmp_path / folder, "beit", "train.eval_subset=16", "data.test_fraction=0.8",
-                           epochs=2, count=100, batch=10)
-
-    straight = Trainer(config("a"))
-    summary = straight.run()
-    assert summary["steps"] == 4 and math.isfinite(summary["final_loss"])
-    saved = load_checkpoint(straight.run_dir)["method"]
-    assert saved["tokenizer.codebook"].shape == (16, 192) and bool(saved["tokenizer.fitted"])
+def test_a_run_builds_its_codebook_once_and_a_resumed_run_keeps_it(method_runs):
+    # tests.method_runs: 20 training images of 16 px, 4 px patches, a codebook of 16 tokens
+    run = method_runs.resumed("beit")
+    saved = run.straight_state()["method"]
+    assert saved["tokenizer.codebook"].shape == (16, 48) and bool(saved["tokenizer.fitted"])
     assert saved["tokenizer.codebook"].abs().sum() > 0 and saved["head.weight"].shape == (16, 192)
-
-    first, summary = stopped_run(config("b"))
-    assert summary["steps"] == 2
-    at_stop = load_checkpoint(first.run_dir)["method"]["tokenizer.codebook"]
-    resumed = Trainer(config("b"), resume=first.run_dir)
-    assert resumed.run()["steps"] == 4
-    assert torch.equal(at_stop, load_checkpoint(first.run_dir)["method"]["tokenizer.codebook"])
-    assert_same_state(saved, load_checkpoint(first.run_dir)["method"])
+    assert run.straight.dataset_passes == 1  # the training set's patches sampled once, in epoch 0
+    assert run.resumed.dataset_passes == 0   # the resumed run took the codebook from the checkpoint
+    at_stop = run.stopped_state()["method"]["tokenizer.codebook"]
+    assert torch.equal(at_stop, run.resumed_state()["method"]["tokenizer.codebook"])

@@ -1,5 +1,6 @@
 """DeepCluster: PCA whitening, k-means with empty-cluster splitting, pseudo-labels and their
-weighting, the classifier's re-initialisation, and training runs that resume."""
+weighting, the classifier's re-initialisation, and a run's clusterings, which a resumed run keeps.
+What every method keeps (an exact resume, training on a ViT) is in test_method_contract.py."""
 
 import json
 
@@ -11,13 +12,6 @@ from ssl_engine.errors import ConfigError
 from ssl_engine.kmeans import fill_empty_clusters, kmeans, nearest_centroid
 from ssl_engine.methods.deepcluster import DeepCluster, DeepClusterParams, pca_whiten
 from ssl_engine.models.backbones import build_backbone
-from ssl_engine.train import EventRates, Trainer
-from ssl_engine.checkpoint import load_checkpoint
-from ssl_engine.train.events import StepMetrics
-from tests.helpers import assert_same_state, stopped_run, tiny_config
-
-SMALL = ["method.hidden_dim=64", "method.num_clusters=8", "method.kmeans_iterations=5"]
-
 
 def blobs(generator, per_blob=30, dim=6, blobs_count=4):
     centres = torch.randn(blobs_count, dim, generator=generator) * 10
@@ -169,38 +163,18 @@ def test_the_classifier_gets_no_momentum():
     assert len(classifier) == 1 and len(classifier[0]["params"]) == 2
 
 
-def test_trains_on_small_cnn_and_a_stopped_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    straight = Trainer(tiny_config(tmp_path / "a", "deepcluster", *SMALL, epochs=2, count=200, batch=64))
-    seen = []
-    straight.subscribe(seen.append, EventRates(metrics_every_steps=1))
-    straight.run()
-    terms = [e.terms for e in seen if isinstance(e, StepMetrics)]
-    assert len(terms) == 4 and all(t["cross-entropy"] > 0 for t in terms)
-    assert "NMI with previous clustering" not in terms[0] and 0 <= terms[-1]["NMI with previous clustering"] <= 1
-    metrics = [json.loads(line) for line in (straight.run_dir / "metrics.jsonl").read_text().splitlines()]
+def test_a_run_clusters_every_epoch_and_a_resumed_run_keeps_the_epochs_clustering(method_runs):
+    # tests.method_runs: 2 epochs of 2 steps, stopped after step 3, in the second epoch
+    run = method_runs.resumed("deepcluster")
+    terms = run.straight.terms
+    assert sorted(terms) == [1, 2, 3, 4] and all(t["cross-entropy"] > 0 for t in terms.values())
+    assert "NMI with previous clustering" not in terms[1] and 0 <= terms[4]["NMI with previous clustering"] <= 1
+    metrics = [json.loads(line) for line in (run.straight_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(m["loss"] == m["loss"] and m["loss"] < 1e3 for m in metrics if m["kind"] == "step")
+    assert run.straight.dataset_passes == 2  # one clustering per epoch
 
-    first, summary = stopped_run(tiny_config(tmp_path / "b", "deepcluster", *SMALL, epochs=2, count=200, batch=64),
-                                 at_step=3)
-    assert summary["steps"] == 3  # stopped in the middle of the second epoch
-    saved = load_checkpoint(first.run_dir)["method"]
-    assert saved["pseudo_labels"].shape == (len(first.data.train),) and int(saved["clustered_epoch"]) == 1
-
-    clusterings = []
-    real_features = Trainer._dataset_features
-    monkeypatch.setattr(Trainer, "_dataset_features", lambda self, **kw: clusterings.append(1) or real_features(self, **kw))
-    resumed = Trainer(tiny_config(tmp_path / "b", "deepcluster", *SMALL, epochs=2, count=200, batch=64),
-                      resume=first.run_dir)
-    assert resumed.run()["steps"] == 4
-    assert clusterings == []  # the epoch's clustering came back from the checkpoint
-    a = load_checkpoint(straight.run_dir)["method"]
-    b = load_checkpoint(first.run_dir)["method"]
-    assert_same_state(a, b)
-
-
-def test_trains_on_vit_tiny(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path, "deepcluster", *SMALL, "backbone.name=vit_tiny", "data.image_size=16",
-                                  count=100, batch=40))
-    summary = trainer.run()
-    assert summary["steps"] == 2 and summary["final_loss"] == summary["final_loss"]
-    assert (trainer.run_dir / "checkpoints" / "last.pt").is_file()
+    at_stop = run.stopped_state()["method"]
+    assert at_stop["pseudo_labels"].shape == (run.stopped.train_size,) and int(at_stop["clustered_epoch"]) == 1
+    # the second epoch's clustering came back from the checkpoint: none in the resumed run
+    assert run.resumed.dataset_passes == 0
+    assert torch.equal(run.resumed_state()["method"]["pseudo_labels"], at_stop["pseudo_labels"])

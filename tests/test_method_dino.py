@@ -1,7 +1,7 @@
 """DINO: the head, multi-crop (teacher on global views only), the centre, the teacher temperature,
-the frozen last layer, the teacher's EMA, what the app sees, and training with resume."""
-
-import math
+the frozen last layer, the teacher's EMA, what the app sees, and a run's weight decay ramp. What
+every method keeps (an exact resume, training on a ViT, the multi-crop preset) is in
+test_method_contract.py."""
 
 import pytest
 import torch
@@ -10,10 +10,8 @@ import torch.nn.functional as F
 from ssl_engine import losses
 from ssl_engine.methods.dino import DINO, DINOHead, DINOParams
 from ssl_engine.models.backbones import build_backbone
-from ssl_engine.train import Trainer
-from ssl_engine.checkpoint import load_checkpoint
 from ssl_engine.models.ema import cosine_momentum
-from tests.helpers import assert_same_state, stopped_run, tiny_config
+from tests.method_runs import EPOCHS, STEPS_PER_EPOCH
 
 SMALL = {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16}
 
@@ -84,9 +82,6 @@ def test_teacher_sees_only_the_global_views_and_the_student_all():
     assert seen["teacher"] == [(8, 3, 32, 32)]
     assert seen["student"] == [(8, 3, 32, 32), (12, 3, 16, 16)]
     assert [tuple(z.shape) for z in output.embeddings] == [(4, 64), (4, 64)]
-    output.loss.backward()
-    assert method.head.mlp[0].weight.grad is not None
-    assert all(p.grad is None for p in method.teacher_head.parameters())
     # two same-sized views only (no multi-crop): both are global and the loss still works
     seen["teacher"].clear()
     assert torch.isfinite(method(multi_crop_views(batch=4, local=0), step=0).loss)
@@ -150,38 +145,11 @@ def test_teacher_follows_the_student_with_a_cosine_momentum():
     assert all(torch.equal(a, b) for a, b in zip(method.teacher_head.parameters(), frozen))
 
 
-def test_a_stopped_run_resumes_to_the_same_weights_and_centre(tmp_path):
-    # the centre is a buffer and the epoch comes back through before_epoch, so the resumed epoch
-    # (the last layer no longer frozen) matches the uninterrupted run exactly
-    overrides = ["method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16", "train.eval_subset=16"]
-    straight = Trainer(tiny_config(tmp_path / "a", "dino", *overrides, epochs=2, count=100, batch=16))
-    straight.run()
-    # the paper's weight decay ramp: 0.04 at the start, near 0.4 at the last of 10 steps; norms and biases stay at 0
-    decays = sorted({group["weight_decay"] for group in straight.optimizer.param_groups})
-    assert decays[0] == 0.0 and decays[-1] == pytest.approx(cosine_momentum(9, 10, 0.04, 0.4)) and decays[-1] > 0.39
-    first, summary = stopped_run(tiny_config(tmp_path / "b", "dino", *overrides, epochs=2, count=100, batch=16))
-    assert summary["steps"] == 5 and math.isfinite(summary["final_loss"])
-    assert load_checkpoint(first.run_dir)["method"]["center"].abs().sum() > 0
-    resumed = Trainer(tiny_config(tmp_path / "b", "dino", *overrides, epochs=2, count=100, batch=16),
-                      resume=first.run_dir)
-    assert resumed.run()["steps"] == 10
-    a, b = load_checkpoint(straight.run_dir)["method"], load_checkpoint(first.run_dir)["method"]
-    assert_same_state(a, b)
-
-
-def test_vit_tiny_trains_on_global_and_local_views_and_resumes(tmp_path):
-    # ViT-tiny keeps its 12 blocks: 8 px patches (16 per global view, 4 per 16 px local view),
-    # 2 local views and 20 training images (2 steps an epoch) keep it quick.
-    config = tiny_config(tmp_path, "dino", "method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16",
-                         "backbone.name=vit_tiny", "backbone.patch_size=8", "train.eval_subset=16",
-                         "data.test_fraction=0.8", count=100, batch=10)
-    views = config.augment.views
-    assert [v.output_size for v in views] == [0, 0] + [16] * 8  # the preset: 2 global (full size) + 8 local
-    config.augment.views = views[:4]
-    summary = Trainer(config).run()
-    assert summary["steps"] == 2 and math.isfinite(summary["final_loss"])
-    longer = config.with_overrides(["train.epochs=2"])
-    trainer = Trainer(longer, resume=next((tmp_path / "runs").iterdir()))
-    summary = trainer.run()
-    assert summary["steps"] == 4 and math.isfinite(summary["final_loss"])
-    assert load_checkpoint(trainer.run_dir)["step"] == 4
+def test_a_run_ramps_the_weight_decay_and_keeps_the_centre_in_its_checkpoints(method_runs):
+    run = method_runs.resumed("dino")
+    # the paper's weight decay ramp: 0.04 at the start, up a half cosine towards 0.4 at the run's
+    # end (the checkpoint holds the value of its last step, total - 1); norms and biases stay at 0
+    total = EPOCHS * STEPS_PER_EPOCH
+    decays = sorted({group["weight_decay"] for group in run.straight_state()["optimizer"]["param_groups"]})
+    assert decays[0] == 0.0 and decays[-1] == pytest.approx(cosine_momentum(total - 1, total, 0.04, 0.4))
+    assert run.stopped_state()["method"]["center"].abs().sum() > 0

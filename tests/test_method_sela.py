@@ -1,7 +1,6 @@
 """SeLa: the cross-entropy against the pseudo-labels by hand, balanced labels from optimal
-transport, the relabelling schedule, the lazily sized label buffer, and short training runs."""
-
-import math
+transport, the relabelling schedule, the lazily sized label buffer, and the labels a run keeps.
+What every method keeps (an exact resume, training on a ViT) is in test_method_contract.py."""
 
 import pytest
 import torch
@@ -9,11 +8,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from ssl_engine.methods.sela import SeLa, SeLaParams, random_balanced_labels
-from ssl_engine.train import Trainer
-from ssl_engine.checkpoint import load_checkpoint
-from tests.helpers import assert_same_state, stopped_run, tiny_config
-
-SMALL = ["method.num_clusters=10"]
 
 
 class TinyBackbone(nn.Sequential):
@@ -109,24 +103,10 @@ def test_labels_load_into_a_method_that_has_not_seen_the_data_yet():
     assert torch.equal(fresh.pseudo_labels, method.pseudo_labels) and int(fresh.labelled_epoch) == 0
 
 
-def test_small_cnn_run_stopped_mid_epoch_resumes_to_the_same_weights_and_labels(tmp_path):
-    straight = Trainer(tiny_config(tmp_path / "a", "sela", *SMALL, epochs=2, count=100, batch=16))
-    assert math.isfinite(straight.run()["final_loss"])
-
-    first, summary = stopped_run(tiny_config(tmp_path / "b", "sela", *SMALL, epochs=2, count=100, batch=16), at_step=7)
-    assert summary["steps"] == 7  # inside epoch 1, after its relabelling
-    resumed = Trainer(tiny_config(tmp_path / "b", "sela", *SMALL, epochs=2, count=100, batch=16),
-                      resume=first.run_dir)
-    assert resumed.run()["steps"] == 10
-    a, b = load_checkpoint(straight.run_dir)["method"], load_checkpoint(first.run_dir)["method"]
-    assert a["pseudo_labels"].shape == (1, 80) and int(a["labelled_epoch"]) == 1
-    assert_same_state(a, b)
-
-
-def test_vit_tiny_trains(tmp_path):
-    config = tiny_config(tmp_path, "sela", *SMALL, "backbone.name=vit_tiny", "backbone.patch_size=8",
-                         "train.eval_subset=16", count=100, batch=40)
-    trainer = Trainer(config)
-    summary = trainer.run()
-    assert math.isfinite(summary["final_loss"]) and summary["steps"] == 2
-    assert load_checkpoint(trainer.run_dir)["method"]["pseudo_labels"].shape == (1, 80)
+def test_a_run_relabels_every_epoch_and_a_resumed_run_keeps_the_epochs_labels(method_runs):
+    # tests.method_runs: 2 epochs of 2 steps, stopped after step 3, in the second epoch
+    run = method_runs.resumed("sela")
+    final = run.resumed_state()["method"]
+    assert final["pseudo_labels"].shape == (1, run.resumed.train_size) and int(final["labelled_epoch"]) == 1
+    assert run.straight.dataset_passes == 2  # the reference's schedule: new labels every epoch
+    assert run.resumed.dataset_passes == 0   # the second epoch's labels came back from the checkpoint
