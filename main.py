@@ -1,4 +1,4 @@
-"""SSL Explorer: `python main.py` opens the app; `python main.py train|eval|embed|methods ...` is the CLI."""
+"""SSL Explorer: `python main.py` opens the app; `python main.py train|eval|embed|export|methods ...` is the CLI."""
 
 import sys
 

@@ -17,6 +17,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QApplication, QLabel, QMainWindow, QMessageBox, QScrollArea, QSplitter,
                                QTabWidget, QToolBar)
 
+from ssl_engine.backbone_export import export_backbone
 from ssl_engine.config import ExperimentConfig
 from ssl_engine.data.for_config import load_data_for
 from ssl_engine.errors import ConfigError, UserError
@@ -45,6 +46,8 @@ EVALUATED_FOLDERS_KEY = "evaluated_folders"  # the Evaluate tab's folders, one p
 # what "Save model" writes: the run's checkpoint as it is
 CHECKPOINT_HOLDS = ("the whole training state (backbone, the method's heads and teacher, optimiser, config), "
                     "which the Evaluate tab and `main.py eval --checkpoint` open")
+# what "Export backbone" writes, as `main.py export` does
+BACKBONE_EXPORT_HOLDS = "the trained backbone alone, as a plain state dict for your own PyTorch code"
 
 
 def megabytes(path: Path) -> str:
@@ -141,7 +144,9 @@ class MainWindow(QMainWindow):
         self.pause_action = action("Pause", self.toggle_pause, "pause or resume training")
         self.stop_action = action("Stop", self.stop, "stop training (a checkpoint is saved)")
         self.save_model_action = action("Save model…", self.save_model, "copy the finished run's checkpoint to a file")
-        for name in ("start", "pause", "stop", "save_model"):
+        self.export_backbone_action = action("Export backbone…", self.export_backbone,
+                                             f"write {BACKBONE_EXPORT_HOLDS}")
+        for name in ("start", "pause", "stop", "save_model", "export_backbone"):
             bar.widgetForAction(getattr(self, f"{name}_action")).setObjectName(f"{name}_button")
         bar.addSeparator()
         self.estimate_label = QLabel()
@@ -250,6 +255,7 @@ class MainWindow(QMainWindow):
         self.pause_action.setEnabled(running and not self.close_when_stopped)
         self.stop_action.setEnabled(running and not self.close_when_stopped)
         self.save_model_action.setEnabled(not running and self.last_run_dir is not None)
+        self.export_backbone_action.setEnabled(not running and self.last_run_dir is not None)
         checkpoint = Path(self.last_run_dir or "") / "checkpoints" / "last.pt"
         self.save_model_action.setToolTip(f"copy the run's checkpoint to a file: {CHECKPOINT_HOLDS}, "
                                           f"{megabytes(checkpoint)}" if self.last_run_dir and checkpoint.is_file()
@@ -319,6 +325,23 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "Cannot save the model", str(error))
             return
         self.statusBar().showMessage(f"model saved to {path}: {CHECKPOINT_HOLDS}, {megabytes(checkpoint)}")
+
+    def export_backbone(self, path: str | None = None) -> None:
+        checkpoint = Path(self.last_run_dir or "") / "checkpoints" / "last.pt"
+        if not checkpoint.is_file():
+            QMessageBox.warning(self, "No backbone to export", f"{checkpoint} does not exist")
+            return
+        if not path:
+            path = save_file(self, "Export backbone", "backbone.pt", "PyTorch weights (*.pt)", self.last_run_dir)
+        if not path:
+            return
+        try:
+            exported = export_backbone(checkpoint, path)
+        except UserError as error:
+            QMessageBox.warning(self, "Cannot export the backbone", str(error))
+            return
+        self.statusBar().showMessage(f"backbone exported to {path} ({exported.megabytes}): loads into "
+                                     f"{exported.loads_into()}; its \"snippet\" entry is the code that loads it")
 
     # -- training ---------------------------------------------------------------------
     def start(self) -> None:

@@ -24,9 +24,10 @@ def first_line(error: Exception) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def save_checkpoint(path: str | Path, state: dict) -> Path:
+def save_checkpoint(path: str | Path, state: dict, what: str = "checkpoint") -> Path:
     """Write `state` to `path` through a temporary file: a write that fails (a full or failing
-    disk) leaves the previous checkpoint as it was and says so in one line."""
+    disk) leaves the previous file as it was and says so in one line, naming the file `what`
+    (a checkpoint, an exported backbone)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -40,8 +41,8 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
             tmp.unlink(missing_ok=True)
         except OSError:  # the failing disk may refuse this too; the temporary file is never read
             pass
-        kept = "the previous checkpoint is intact" if path.is_file() else "no earlier checkpoint exists"
-        raise UserError(f"could not write the checkpoint {path}: {first_line(error)}; {kept}") from None
+        kept = f"the previous {what} is intact" if path.is_file() else f"no earlier {what} exists"
+        raise UserError(f"could not write the {what} {path}: {first_line(error)}; {kept}") from None
     return path
 
 

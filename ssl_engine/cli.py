@@ -1,4 +1,4 @@
-"""The command line: `train`, `eval`, `embed` and `methods`, over the same engine the app drives.
+"""The command line: `train`, `eval`, `embed`, `export` and `methods`, over the same engine the app drives.
 
 Every user mistake (a bad value, a missing file, an empty folder) ends in one line on
 stderr and exit code 2, never a traceback.
@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--batch-size", type=int, default=128, help="images embedded at a time (default 128)")
     embed.add_argument("--no-cache", action="store_true",
                        help="neither read nor write the embedding cache (~/.cache/ssl_explorer/embeddings)")
+
+    export = commands.add_parser("export", help="write a run's trained backbone alone, as a plain state dict")
+    export.add_argument("--checkpoint", required=True, help="a checkpoint file or a run folder")
+    export.add_argument("--out", required=True, metavar="FILE", help="the file to write, e.g. backbone.pt")
 
     commands.add_parser("methods", help="list the methods with their hyperparameters")
 
@@ -466,6 +470,18 @@ def run_eval(args) -> int:
     return 0
 
 
+# -- export ------------------------------------------------------------------------------
+def run_export(args) -> int:
+    from .backbone_export import export_backbone
+
+    exported = export_backbone(args.checkpoint, args.out)
+    print(f"wrote {exported.path} ({exported.megabytes}): the backbone alone, as a plain state dict")
+    print(exported.description())
+    print(f"loads into {exported.loads_into()}; with this code:")
+    print("\n".join(f"    {line}" for line in exported.contents["snippet"].splitlines()))
+    return 0
+
+
 # -- methods -----------------------------------------------------------------------------
 def run_methods(args) -> int:
     from .methods import FAMILIES, METHODS
@@ -533,8 +549,8 @@ def run_runs(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"train": run_train, "eval": run_eval, "embed": run_embed, "methods": run_methods,
-                "runs": run_runs}[args.command](args)
+        return {"train": run_train, "eval": run_eval, "embed": run_embed, "export": run_export,
+                "methods": run_methods, "runs": run_runs}[args.command](args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -94,6 +94,16 @@ def test_evaluation_features_follow_the_config_and_the_methods_choice():
     torch.testing.assert_close(embed(backbone, images, **stats), tokens[:, 0])
 
 
+def test_the_constructor_takes_the_evaluation_pooling_and_refuses_an_unknown_one():
+    from ssl_engine.models.vit import VisionTransformer
+
+    layout = dict(image_size=16, patch_size=8, dim=8, depth=1, heads=2, name="vit_tiny")
+    assert VisionTransformer(**layout).evaluation_pooling == "class_token"
+    assert VisionTransformer(**layout, evaluation_pooling="mean_patch").evaluation_pooling == "mean_patch"
+    with pytest.raises(ValueError, match="evaluation pooling must be one of class_token, mean_patch"):
+        VisionTransformer(**layout, evaluation_pooling="mean")
+
+
 def test_vit_depth_from_the_config_sets_the_blocks_and_round_trips():
     from ssl_engine.models.build import build_backbone_for
 

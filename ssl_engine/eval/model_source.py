@@ -68,7 +68,7 @@ def _data_name(source: str) -> str:
     return Path(source[len("folder:"):]).name if source.startswith("folder:") else source
 
 
-def _run_name(checkpoint: Path) -> str:
+def run_name(checkpoint: Path) -> str:
     """The run folder's name for runs/<run>/checkpoints/last.pt, else the file's own name."""
     if checkpoint.parent.name == "checkpoints":
         return checkpoint.parent.parent.name
@@ -95,7 +95,7 @@ def open_model(path: str | os.PathLike) -> EvalModel:
     std = tuple(float(v) for v in state["normalization"]["std"])
     image_size = config.data.image_size
     return EvalModel(
-        name=f"{config.method.name} · {_data_name(config.data.source)} · {_run_name(checkpoint)}",
+        name=f"{config.method.name} · {_data_name(config.data.source)} · {run_name(checkpoint)}",
         backbone=backbone, mean=mean, std=std, image_size=image_size,
         key=model_key(backbone, image_size, mean, std), source=str(checkpoint),
         feature_dim=int(backbone.feature_dim), config=config)

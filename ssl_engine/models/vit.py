@@ -30,6 +30,7 @@ from torch import nn
 from .relative_position import RelativePositionBias
 
 POSITION_EMBEDDINGS = ("learnt", "sincos", "relative")
+EVALUATION_POOLINGS = ("class_token", "mean_patch")  # what `evaluation_features` returns
 # LayerScale's starting value where a method turns it on: BEiT's and SimMIM's, and CaiT's for
 # networks of up to 18 blocks
 LAYER_SCALE_INIT = 0.1
@@ -86,15 +87,19 @@ class Block(nn.Module):
 
 class VisionTransformer(nn.Module):
     def __init__(self, *, image_size: int, patch_size: int, dim: int, depth: int, heads: int, name: str,
-                 position: str = "learnt", layer_scale: float = 0.0):
+                 position: str = "learnt", layer_scale: float = 0.0, evaluation_pooling: str = "class_token"):
         super().__init__()
         if position not in POSITION_EMBEDDINGS:
             raise ValueError(f"position embeddings must be one of {', '.join(POSITION_EMBEDDINGS)}, got {position!r}")
+        if evaluation_pooling not in EVALUATION_POOLINGS:
+            raise ValueError(f"evaluation pooling must be one of {', '.join(EVALUATION_POOLINGS)}, "
+                             f"got {evaluation_pooling!r}")
         if image_size % patch_size:
             raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch_size}")
         self.name, self.small_stem = name, False
-        # what `evaluation_features` returns: "class_token" or "mean_patch" (set from the config)
-        self.evaluation_pooling = "class_token"
+        # what `evaluation_features` returns: "class_token" or "mean_patch" (set from the config,
+        # or given here by an exported backbone's constructor arguments)
+        self.evaluation_pooling = evaluation_pooling
         self.feature_dim = self.dim = dim
         self.patch_size = patch_size
         self.grid = image_size // patch_size
