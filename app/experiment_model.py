@@ -2,8 +2,9 @@
 
 The table is the same plain dict `ExperimentConfig.to_dict()` gives and the TOML files hold, so
 a field may hold a value the engine rejects (a typed "abc", a negative rate): the model keeps
-it, asks the engine what is wrong, and tells each field its own problem. `config` is the
-validated ExperimentConfig, or None while any problem remains.
+it, asks the engine what is wrong, and tells each field its own problem. Settings are read,
+set and told their problems by address (`method.temperature`, `ssl_engine.addresses`).
+`config` is the validated ExperimentConfig, or None while any problem remains.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from ssl_engine.config import (ExperimentConfig, changed_settings, names_key, recipe_views, switched_table,
-                               table_image_size, table_key, table_problems, views_follow_size)
-from ssl_engine.errors import ConfigError
+from ssl_engine.addresses import table_path
+from ssl_engine.config import (ExperimentConfig, changed_settings, recipe_views, table_image_size, table_problems,
+                               table_recipe, views_follow_size)
+from ssl_engine.errors import ConfigError, Problem
 from ssl_engine.params import to_dict
-from ssl_engine.recipes import RECIPES, recipe_for
+from ssl_engine.recipes import recipe_for
 
 # what the window opens on the first time: SimCLR's quick recipe on the bundled shapes, a run
 # that ends within minutes on a CPU
@@ -35,7 +37,7 @@ class ExperimentModel(QObject):
         super().__init__(parent)
         self._table: dict = {}
         self.config: ExperimentConfig | None = None
-        self.problems: list[str] = []
+        self.problems: list[Problem] = []
         # (old method, new method, recipe, changed settings) of the last switch, None after a file
         self.last_switch: tuple | None = None
         self.set_config(config or ExperimentConfig.for_method(FIRST_EXPERIMENT[0], recipe=FIRST_EXPERIMENT[1]))
@@ -46,26 +48,28 @@ class ExperimentModel(QObject):
         """A copy of the table (edit through `set_value`)."""
         return copy.deepcopy(self._table)
 
-    def value(self, path: tuple):
+    def value(self, address: str):
+        """What the table holds for the setting at `address` (`method.name`, `augment.views`)."""
         node = self._table
-        for part in path:
+        for part in table_path(address):
             node = node[part]
         return node
 
-    def problem_for(self, path: tuple) -> str | None:
-        """The first problem the engine reports for this field, or None."""
-        key = table_key(path)
-        return next((problem for problem in self.problems if names_key(problem, key)), None)
+    def problem_for(self, address: str) -> Problem | None:
+        """The first problem the engine reports for the setting at `address`, or None."""
+        return next((problem for problem in self.problems if problem.address == address), None)
 
     # -- editing ----------------------------------------------------------------------
-    def set_value(self, path: tuple, value) -> None:
+    def set_value(self, address: str, value) -> None:
+        """Put `value` (as typed: it may be invalid) at `address`."""
+        path = table_path(address)
         node = self._table
         for part in path[:-1]:
             node = node[part]
         if node.get(path[-1], object()) == value and type(node.get(path[-1])) is type(value):
             return
         node[path[-1]] = value
-        if path == ("data", "image_size") and self._views_are_recipes and views_follow_size(value):
+        if address == "data.image_size" and self._views_are_recipes and views_follow_size(value):
             # views the user has not touched follow the recipe for the new size (blur is off at
             # 32 px and less, as in the papers' CIFAR settings)
             self._table["augment"]["views"] = self._recipe_views(value)
@@ -84,17 +88,16 @@ class ExperimentModel(QObject):
     def switch_method(self, name: str) -> None:
         """Method `name` in the same recipe, with its own hyperparameters, views and optimiser;
         data, backbone and training settings stay as they are, unless the recipe sets them or
-        the method cannot use the backbone (`switched_table`)."""
-        self._switch(name, self.recipe)
+        the method cannot use the backbone (`ExperimentConfig.switched`)."""
+        self._switch(method=name)
 
     def set_recipe(self, recipe: str) -> None:
         """The method's recipe `recipe` (small, imagenet or quick)."""
-        self._switch(self._table["method"]["name"], recipe)
+        self._switch(recipe=recipe)
 
     @property
     def recipe(self) -> str:
-        recipe = self._table["method"].get("recipe")
-        return recipe if recipe in RECIPES else recipe_for(self.image_size())
+        return table_recipe(self._table)
 
     def recipe_hint(self) -> str:
         """A line for the user when the recipe is not the image size's usual one, else ''."""
@@ -104,11 +107,12 @@ class ExperimentModel(QObject):
             return ""
         return f"the {usual} recipe is the usual one for {size} px images"
 
-    def _switch(self, name: str, recipe: str) -> None:
+    def _switch(self, **change) -> None:
         old = self._table
-        self._table = switched_table(self._table, name, recipe)
+        self._table = ExperimentConfig.switched(old, **change)
+        new = self._table["method"]
         # what the switch changed outside the method's own parameters and views, to be said
-        self.last_switch = (old.get("method", {}).get("name"), name, recipe, changed_settings(old, self._table))
+        self.last_switch = (old.get("method", {}).get("name"), new["name"], new["recipe"], changed_settings(old, self._table))
         self._views_are_recipes = True
         self._revalidate()
         self.reset.emit()

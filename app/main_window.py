@@ -17,6 +17,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QApplication, QLabel, QMainWindow, QMessageBox, QScrollArea, QSplitter,
                                QTabWidget, QToolBar)
 
+from ssl_engine.addresses import section_of
 from ssl_engine.backbone_export import export_backbone
 from ssl_engine.config import ExperimentConfig
 from ssl_engine.data.for_config import load_data_for
@@ -266,17 +267,16 @@ class MainWindow(QMainWindow):
         self.problem_item.setVisible(bool(self.model.problems))
         self.estimate_item.setVisible(not self.model.problems)
 
-    def _problem(self, problem: str) -> Problem:
-        """One of the model's problems, named as the form names its field, with the way there."""
-        key = problem.split(" ", 1)[0].rstrip(":")
-        field = self.setup.field_for(problem)
+    def _problem(self, problem) -> Problem:
+        """One of the model's problems (an engine `Problem`), named as the form names its field,
+        with the way there."""
+        field = self.setup.field_for(problem.address)
         if field is not None:
             editor, label = field
-            return Problem(label, in_words(problem, key, label), lambda: self._go_to(editor))
-        section, _, last = key.rpartition(".")
-        if key.startswith("augment."):  # a view's setting: the Augmentations tab holds it
-            return Problem(field_label(last), problem, lambda: self.tabs.setCurrentWidget(self.preview))
-        return Problem(field_label(last, section), problem)
+            return Problem(label, in_words(problem, label), lambda: self._go_to(editor))
+        if section_of(problem.address) == "augment":  # a view's setting: the Augmentations tab holds it
+            return Problem(field_label(problem.address), str(problem), lambda: self.tabs.setCurrentWidget(self.preview))
+        return Problem(field_label(problem.address), str(problem))
 
     def _go_to(self, editor) -> None:
         self.setup_scroll.ensureWidgetVisible(editor, 20, 40)
@@ -291,14 +291,15 @@ class MainWindow(QMainWindow):
         try:
             self.model.load(path)
         except ConfigError as error:
-            QMessageBox.warning(self, "Cannot open the experiment", "\n".join(error.problems))
+            QMessageBox.warning(self, "Cannot open the experiment", "\n".join(error.lines))
             return
         self.settings.set_text("last_config", path)
         self.statusBar().showMessage(f"opened {path}")
 
     def save_experiment(self, path: str | None = None) -> None:
         if self.model.config is None:
-            QMessageBox.warning(self, "Cannot save", "fix the marked fields first:\n" + "\n".join(self.model.problems))
+            QMessageBox.warning(self, "Cannot save", "fix the marked fields first:\n" +
+                                "\n".join(str(problem) for problem in self.model.problems))
             return
         if not path:
             last = self.settings.text("last_config")

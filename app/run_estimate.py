@@ -141,7 +141,7 @@ class RunEstimate(QObject):
         try:
             estimate = project(costs, self._config, self._data, rates=UI_RATES)
         except ConfigError as error:
-            self._show("", "; ".join(error.problems))
+            self._show("", str(error))
             return
         self._show(f"expected: {estimate.words()}", f"{estimate.details()}; of which training "
                    f"{estimate.train_seconds:.0f} s and evaluations {estimate.evaluation_seconds:.0f} s")

@@ -27,7 +27,7 @@ import numpy as np
 from PySide6.QtWidgets import QApplication
 
 from ssl_engine.checkpoint import checkpoint_file
-from ssl_engine.config import ExperimentConfig
+from ssl_engine.config import ExperimentConfig, parse_assignments
 from ssl_engine.eval.embedded import same_path
 
 from .main import make_application
@@ -65,8 +65,8 @@ def main(argv=None) -> int:
     window = MainWindow(AppSettings(work / "settings.ini"))
     if args.evaluate:
         return evaluate_shots(app, window, args, work)
-    window.model.set_config(ExperimentConfig.for_method(args.method).with_overrides(
-        [f"train.runs_dir={work / 'runs'}", "train.epochs=20", *args.set]))
+    window.model.set_config(ExperimentConfig.for_method(args.method).with_values(
+        [("train.runs_dir", str(work / "runs")), ("train.epochs", 20), *parse_assignments(args.set)]))
     window.resize(width, height)
     window.show()
     wait_for(app, lambda: window.start_blocked_by() is None, 60)

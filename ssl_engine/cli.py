@@ -39,7 +39,8 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--runs-dir", help="folder that receives the run folder (default: runs)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any setting, e.g. --set optim.lr=0.1 --set method.temperature=0.2")
+                        help="any setting by its address, e.g. --set optim.lr=0.1 --set method.temperature=0.2 "
+                             "--set augment.views[1].blur_p=0 (augment.blur_p: every view)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- train -------------------------------------------------------------------------------
 def experiment_config(args):
-    """The validated config the experiment flags describe (a `--resume` run's own config first)."""
-    from .config import ExperimentConfig
+    """The validated config the experiment flags describe (a `--resume` run's own config first):
+    the flags' typed values set at their settings' addresses, then the `--set` assignments."""
+    from .config import ExperimentConfig, parse_assignments
+    from .errors import ConfigError
 
     if getattr(args, "resume", None):
         from .config import with_vit_layout_of
@@ -114,22 +117,24 @@ def experiment_config(args):
     elif args.config:
         config = ExperimentConfig.load(args.config)
     else:
-        # the recipe follows the image size a --set gives (the last one, as the overrides apply)
-        sizes = [a.partition("=")[2].strip() for a in args.set if a.partition("=")[0].strip() == "data.image_size"]
-        size = int(sizes[-1]) if sizes and sizes[-1].isdigit() else 32
+        # the recipe follows the image size a --set gives (the last one, as the values apply); a
+        # malformed --set is reported below, with the others
+        try:
+            sizes = [value for address, value in parse_assignments(args.set) if address == "data.image_size"]
+        except ConfigError:
+            sizes = []
+        size = sizes[-1] if sizes and isinstance(sizes[-1], int) and not isinstance(sizes[-1], bool) else 32
         config = ExperimentConfig.for_method(args.method or "simclr", size, args.recipe)
-    assignments = []
+    values = []
     if args.method and (args.config or getattr(args, "resume", None)):
-        assignments.append(f"method.name={args.method}")
+        values.append(("method.name", args.method))
     if args.recipe and (args.config or getattr(args, "resume", None)):
-        assignments.append(f"method.recipe={args.recipe}")
+        values.append(("method.recipe", args.recipe))
     flags = {"data.source": args.dataset, "backbone.name": args.backbone, "train.epochs": args.epochs,
              "train.minutes": getattr(args, "minutes", None),
              "train.batch_size": args.batch_size, "train.device": args.device, "train.runs_dir": args.runs_dir}
-    for key, value in flags.items():
-        if value is not None:
-            assignments.append(f"{key}={json.dumps(value)}")
-    return config.with_overrides(assignments + args.set).validate()
+    values += [(address, value) for address, value in flags.items() if value is not None]
+    return config.with_values(values + parse_assignments(args.set)).validate()
 
 
 class _ProgressBar:
@@ -442,7 +447,7 @@ def run_eval(args) -> int:
     if model is not None:
         config = model.config
     else:
-        config = ExperimentConfig.for_method("simclr").with_overrides([f"backbone.name={json.dumps(args.backbone)}"])
+        config = ExperimentConfig.for_method("simclr").with_values({"backbone.name": args.backbone})
     image_size = args.image_size or (model.image_size if model is not None else config.data.image_size)
     splits = load_data_for(config, source=args.data, image_size=image_size, seed=args.seed)
     if splits.test is None or not splits.train.has_labels:
@@ -457,7 +462,7 @@ def run_eval(args) -> int:
             what = model.name if args.baseline == "random" else f"checkpoint {args.checkpoint}"
         else:
             torch.manual_seed(args.seed)
-            backbone = build_backbone_for(config.with_overrides([f"data.image_size={image_size}"]))
+            backbone = build_backbone_for(config.with_values({"data.image_size": image_size}))
             mean, std = channel_stats(splits.train.images)
             what = f"{args.backbone} at random initialisation"
         result = evaluate_backbone(backbone.to(device), splits, mean, std, k=args.k, device=device, seed=args.seed)

@@ -5,7 +5,8 @@ its own `params`), `optim`, `train`. A config starts from the chosen method's re
 paper's ImageNet hyperparameters, augmentation preset and optimiser, with what the small or
 quick recipe changes: `ssl_engine.recipes`) and the user's values go on top, so a file only
 needs what differs. `save` writes every value, so a saved file alone reproduces
-the run. Bad values are reported all at once, one line per field.
+the run. Bad values are reported all at once, one `Problem` per field: the setting's address
+(`method.temperature`, `ssl_engine.addresses`) and what is wrong with it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,10 @@ from typing import Any
 import tomli_w
 
 from . import params as P
+from .addresses import METHOD_OWN, address_of, table_path
 from .augment.presets import preset_views
 from .augment.views import ViewConfig, check_view
-from .errors import ConfigError
+from .errors import ConfigError, Problem
 from .params import hyper
 from .recipes import RECIPES, apply_settings, recipe_for, recipe_keys, recipe_problem, recipe_settings
 
@@ -168,9 +171,8 @@ class ExperimentConfig:
         """The recipe of the method named in `data` (its `method.recipe`, or the image size's
         choice), with `data`'s values on top."""
         if not isinstance(data, dict):
-            raise ConfigError([f"the config must be a table, got {data!r}"])
-        known = [f.name for f in dataclasses.fields(cls)]
-        problems = [f"{key} is not a known section (known: {', '.join(known)})" for key in data if key not in known]
+            raise ConfigError([Problem("", f"the config must be a table, got {data!r}")])
+        problems = [_unknown_section(key) for key in data if key not in SECTIONS]
         method_table = data.get("method", {}) if isinstance(data.get("method", {}), dict) else {}
         name = method_table.get("name", "simclr")
         recipe = method_table.get("recipe")
@@ -220,12 +222,12 @@ class ExperimentConfig:
     def load(cls, path: str | Path) -> "ExperimentConfig":
         path = Path(path).expanduser()
         if not path.is_file():
-            raise ConfigError([f"config file {path} does not exist"])
+            raise ConfigError([Problem("", f"config file {path} does not exist")])
         try:
             with open(path, "rb") as file:
                 data = tomllib.load(file)
         except tomllib.TOMLDecodeError as error:
-            raise ConfigError([f"{path} is not valid TOML: {error}"]) from None
+            raise ConfigError([Problem("", f"{path} is not valid TOML: {error}")]) from None
         return cls.from_dict(data)
 
     def save(self, path: str | Path) -> None:
@@ -237,114 +239,158 @@ class ExperimentConfig:
 
     # -- changes from the command line and the app -------------------------------------
     def with_overrides(self, assignments: list[str]) -> "ExperimentConfig":
-        """Apply `section.key=value` strings (`method.temperature=0.2` reaches the method's params,
-        `augment.views.1.blur_p=0.1` one view, `augment.blur_p=0` every view).
+        """Apply `address=value` strings (`--set`), their values read as TOML reads them
+        (`parse_assignments`), with `with_values`."""
+        return self.with_values(parse_assignments(assignments))
+
+    def with_values(self, values: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> "ExperimentConfig":
+        """This config with typed values set at their addresses: (address, value) pairs applied
+        in order, or a dict. `method.temperature` reaches the method's params,
+        `augment.views[1].blur_p` one view, `augment.blur_p` every view.
 
         `method.name` switches to that method's recipe (params, views, optimiser) and
-        `method.recipe` to another recipe of the method before the other assignments apply; a
-        new `data.image_size` re-derives views that were still the recipe's.
+        `method.recipe` to another recipe of the method before the other values are set; a
+        new `data.image_size` re-derives views that were still the recipe's. A value of the
+        wrong type or an unknown address is a ConfigError, all of them at once; ranges are
+        `problems`' to check, as for a file.
         """
-        parsed, problems = [], []
-        for assignment in assignments:
-            key, sep, value = assignment.partition("=")
-            parts = key.strip().split(".")
-            if not sep or len(parts) < 2 or not all(parts):
-                problems.append(f"--set expects section.key=value, got {assignment!r}")
-                continue
-            if parts[0] == "method" and parts[1] not in ("name", "recipe", "params"):
-                parts = ["method", "params"] + parts[1:]
-            parsed.append((parts, _parse_scalar(value.strip())))
+        pairs = [(address_of(table_path(address)), value)
+                 for address, value in (values.items() if isinstance(values, Mapping) else values)]
+        config = self
+        for address, value in pairs:
+            if address == "method.name":
+                config = config.switch_method(str(value))
+            elif address == "method.recipe":
+                config = config.switch_recipe(str(value))
+            elif address == "data.image_size" and views_follow_size(value) and \
+                    config.augment.views == config.recipe_views(config.data.image_size):
+                config = dataclasses.replace(config, augment=dataclasses.replace(
+                    config.augment, views=config.recipe_views(value)))
+        problems = []
+        for address, value in pairs:
+            if address not in ("method.name", "method.recipe"):
+                try:
+                    config = config._with_value(address, value)
+                except ConfigError as error:
+                    problems += error.problems
         if problems:
             raise ConfigError(problems)
+        return config
 
-        base = self
-        for parts, value in parsed:
-            if parts == ["method", "name"]:
-                base = base.switch_method(str(value))
-            elif parts == ["method", "recipe"]:
-                base = base.switch_recipe(str(value))
-            elif parts == ["data", "image_size"] and views_follow_size(value) and \
-                    base.augment.views == base.recipe_views(base.data.image_size):
-                base = dataclasses.replace(base, augment=dataclasses.replace(
-                    base.augment, views=base.recipe_views(value)))
-        table = base.to_dict()
-        for parts, value in parsed:
-            if parts in (["method", "name"], ["method", "recipe"]):
-                continue
-            if parts[0] == "augment" and len(parts) == 2 and parts[1] not in ("preset", "views"):
-                # augment.KEY sets KEY on every view
-                parts_list = [["augment", "views", str(i), parts[1]] for i in range(len(table["augment"]["views"]))]
-            else:
-                parts_list = [parts]
-            for path in parts_list:
-                node = table
-                for part in path[:-1]:
-                    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                        node = node[int(part)]
-                    elif isinstance(node, dict):
-                        node = node.setdefault(part, {})
-                    else:
-                        node = None
-                        break
-                if not isinstance(node, dict):
-                    problems.append(f"--set cannot set {'.'.join(path)}")
-                    continue
-                node[path[-1]] = value
-        if problems:
-            raise ConfigError(problems)
-        return ExperimentConfig.from_dict(table)
+    def _with_value(self, address: str, value) -> "ExperimentConfig":
+        """This config with one typed value set at `address` (not the method's name or recipe),
+        checked and converted as the file reader checks it."""
+        path = table_path(address)
+        section, rest = path[0], path[1:]
+        if section not in SECTIONS:
+            raise ConfigError([_unknown_section(section)])
+        current = getattr(self, section)
+        if section == "method" and len(rest) == 2 and rest[0] == "params":
+            changed = dataclasses.replace(current, params=P.with_value(current.params, rest[1], value, "method"))
+        elif section == "augment" and len(rest) == 1 and rest[0] not in ("preset", "views"):
+            changed = dataclasses.replace(current, views=_with_view_value(current.views, range(len(current.views)),
+                                                                         rest[0], value))
+        elif section == "augment" and len(rest) == 3 and rest[0] == "views" and isinstance(rest[1], int) \
+                and rest[1] < len(current.views):
+            changed = dataclasses.replace(current, views=_with_view_value(current.views, [rest[1]], rest[2], value))
+        elif section == "augment" and (len(rest) == 1 or rest[0] not in ("preset", "views")):
+            changed = _augment_from_dict({rest[0]: value}, current)  # the preset, all the views, or an unknown key
+        elif section in PLAIN_SECTIONS and len(rest) == 1:
+            changed = P.with_value(current, rest[0], value, section)
+        else:
+            raise ConfigError([Problem("", f"--set cannot set {address}")])
+        return dataclasses.replace(self, **{section: changed})
+
+    @staticmethod
+    def switched(table: dict, method: str | None = None, recipe: str | None = None) -> dict:
+        """Config table `table` with method `method` (None: the table's own) in recipe `recipe`
+        (None: the table's own, `table_recipe`): the method's parameters, views and optimiser
+        come from that recipe, and so do the other settings that either the old or the new
+        recipe sets (a quick recipe's time budget, its ViT's depth); the data and the other
+        training and backbone settings stay, unless the method cannot use the backbone (MSN
+        needs a ViT) or the backbone was the old method's forced choice. The table may hold
+        invalid values (the app's form keeps what was typed).
+
+        The one place where switching method or recipe is decided: `switch_method`,
+        `switch_recipe`, the command line and the app's experiment model all come here."""
+        from .methods import METHODS, get_method
+
+        old_method = table.get("method", {})
+        name = old_method.get("name") if method is None else method
+        recipe = table_recipe(table) if recipe is None else recipe
+        size = table_image_size(table)
+        touched = recipe_keys(get_method(name), recipe)
+        if old_method.get("name") in METHODS and old_method.get("recipe") in RECIPES:
+            touched |= recipe_keys(get_method(old_method["name"]), old_method["recipe"])
+        new = ExperimentConfig.for_method(name, size, recipe).to_dict()
+        out = {section: (dict(values) if isinstance(values, dict) else values) for section, values in table.items()}
+        for section in ("method", "augment", "optim"):
+            out[section] = new[section]
+        for key in touched:
+            section, field_name = table_path(key)
+            out.setdefault(section, {})[field_name] = new[section][field_name]
+        if "backbone.name" not in touched:
+            backbone = out.setdefault("backbone", {})
+            current = str(backbone.get("name", new["backbone"]["name"]))
+            if old_method.get("name") in METHODS and \
+                    get_method(old_method["name"]).backbones is not None and \
+                    current == usable_backbone(old_method["name"], BackboneConfig().name):
+                # the old method's forced choice (MAE's vit_tiny), not the user's: the new method's own
+                current = new["backbone"]["name"]
+            backbone["name"] = usable_backbone(name, current)
+        return out
 
     def switch_method(self, name: str) -> "ExperimentConfig":
-        """This config with method `name` in the same recipe (`switched_table`)."""
-        return ExperimentConfig.from_dict(switched_table(self.to_dict(), name, self.method.recipe))
+        """This config with method `name` in the same recipe (`switched`)."""
+        return ExperimentConfig.from_dict(ExperimentConfig.switched(self.to_dict(), method=name))
 
     def switch_recipe(self, recipe: str) -> "ExperimentConfig":
-        """This config with the method's recipe `recipe` (`switched_table`; a bad name is a
+        """This config with the method's recipe `recipe` (`switched`; a bad name is a
         ConfigError)."""
-        return ExperimentConfig.from_dict(switched_table(self.to_dict(), self.method.name, recipe))
+        return ExperimentConfig.from_dict(ExperimentConfig.switched(self.to_dict(), recipe=recipe))
 
     def recipe_views(self, image_size: int) -> list[ViewConfig]:
         """The views this method's recipe gives images of side `image_size`."""
         return recipe_views(self.method.name, image_size, self.method.recipe)
 
     # -- checks ----------------------------------------------------------------------
-    def problems(self) -> list[str]:
-        """Every invalid value, one line each (empty when the config is valid)."""
+    def problems(self) -> list[Problem]:
+        """Every invalid value, one Problem each (empty when the config is valid)."""
         from .methods import METHODS
         from .models.backbones import backbone_names
 
         problems = []
-        for section in ("data", "backbone", "optim", "train"):
+        for section in PLAIN_SECTIONS:
             problems += P.validate(getattr(self, section), section)
         source = self.data.source
         if source not in DATA_SOURCES and not (source.startswith("folder:") and len(source) > 7):
-            problems.append(f"data.source must be one of {', '.join(DATA_SOURCES)} or folder:PATH, got {source!r}")
+            problems.append(Problem("data.source", f"must be one of {', '.join(DATA_SOURCES)} or folder:PATH, got {source!r}"))
         if self.backbone.name not in backbone_names():
-            problems.append(f"backbone.name must be one of {', '.join(backbone_names())}, got {self.backbone.name!r}")
+            problems.append(Problem("backbone.name", f"must be one of {', '.join(backbone_names())}, got {self.backbone.name!r}"))
         if self.method.name not in METHODS:
-            problems.append(f"method.name must be one of {', '.join(sorted(METHODS))}, got {self.method.name!r}")
+            problems.append(Problem("method.name", f"must be one of {', '.join(sorted(METHODS))}, got {self.method.name!r}"))
         else:
             if self.method.params is not None:
-                problems += P.validate(self.method.params, "method")
+                problems += P.validate(self.method.params, "method")  # a parameter's address: method.NAME
             allowed = METHODS[self.method.name].backbones
             if allowed is not None and self.backbone.name not in allowed:
-                problems.append(f"backbone.name must be {' or '.join(allowed)} for {self.method.name}, "
-                                f"got {self.backbone.name!r}")
+                problems.append(Problem("backbone.name", f"must be {' or '.join(allowed)} for {self.method.name}, "
+                                                         f"got {self.backbone.name!r}"))
         device = self.train.device
         if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
-            problems.append(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+            problems.append(Problem("train.device", f"must be auto, cpu, cuda, cuda:N or mps, got {device!r}"))
         if self.backbone.is_vit:
             sizes = {self.data.image_size} | {v.output_size for v in self.augment.views if v.output_size}
             for size in sorted(sizes):
                 if isinstance(self.backbone.patch_size, int) and self.backbone.patch_size > 0 \
                         and size % self.backbone.patch_size:
-                    problems.append(f"backbone.patch_size ({self.backbone.patch_size}) must divide every view's "
-                                    f"size for a ViT, and {size} px does not")
+                    problems.append(Problem("backbone.patch_size", f"({self.backbone.patch_size}) must divide every "
+                                                                   f"view's size for a ViT, and {size} px does not"))
         if not self.augment.views:
-            problems.append("augment.views must hold at least two views")
+            problems.append(Problem("augment.views", "must hold at least two views"))
         for i, view in enumerate(self.augment.views):
-            problems += P.validate(view, f"augment.views[{i}]")
-            problems += check_view(view, f"augment.views[{i}]")
+            where = address_of(("augment", "views", i))
+            problems += P.validate(view, where) + check_view(view, where)
         return problems
 
     def validate(self) -> "ExperimentConfig":
@@ -355,62 +401,71 @@ class ExperimentConfig:
         return self
 
 
-def table_key(path: tuple) -> str:
-    """The name messages give a table path: ('augment', 'views', 0, 'hue') ->
-    'augment.views[0].hue', ('method', 'params', 'temperature') -> 'method.temperature'."""
-    if path[:2] == ("method", "params"):
-        path = ("method",) + tuple(path[2:])
-    key = ""
-    for part in path:
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-    return key
+SECTIONS = tuple(f.name for f in dataclasses.fields(ExperimentConfig))
+PLAIN_SECTIONS = ("data", "backbone", "optim", "train")  # one table of plain values each
 
 
-def names_key(problem: str, key: str) -> bool:
-    """Whether message `problem` is about the setting called `key` (it starts with the key)."""
-    return problem.startswith(key + " ") or problem.startswith(key + ":")
+def _unknown_section(name: str) -> Problem:
+    return Problem(name, f"is not a known section (known: {', '.join(SECTIONS)})")
 
 
-def table_problems(table: dict) -> list[str]:
-    """Every problem of a config table at once, one line each (empty when it is valid).
+def parse_assignments(assignments: list[str]) -> list[tuple[str, Any]]:
+    """(address, value) of each `address=value` string of the command line's --set, the value
+    read as TOML reads it (0.5, true, "name" or a bare name: `params.value_from_text`); any
+    spelling `addresses.table_path` reads gives the one address. A string without `=` or
+    with no section is a ConfigError, all of them at once."""
+    parsed, problems = [], []
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        key = key.strip()
+        if not sep or len(key.split(".")) < 2 or not all(key.split(".")):
+            problems.append(Problem("", f"--set expects section.key=value, got {assignment!r}"))
+            continue
+        parsed.append((address_of(table_path(key)), P.value_from_text(value.strip())))
+    if problems:
+        raise ConfigError(problems)
+    return parsed
+
+
+def table_problems(table: dict) -> list[Problem]:
+    """Every problem of a config table at once (empty when it is valid).
 
     A value of the wrong type ("abc" for a learning rate) stops reading, so the range checks of
     the other fields would wait for the next round: here the fields with such problems are set
     aside (the recipe's value stands in) and the rest is read and checked, until nothing more
     is found."""
-    problems: list[str] = []
+    problems: list[Problem] = []
     table = copy.deepcopy(table)
     for _ in range(8):  # each round sets aside at least one field; a table has few bad ones
         try:
             return problems + [p for p in ExperimentConfig.from_dict(table).problems() if p not in problems]
         except ConfigError as error:
             found = [p for p in error.problems if p not in problems]
-        if not found or not _set_aside(table, found):
+        if not found or not _set_aside(table, {p.address for p in found}):
             return problems + found
         problems += found
     return problems
 
 
-def _set_aside(node, problems: list[str], path: tuple = ()) -> bool:
-    """Remove from table `node` (in place) every value a message of `problems` names, except
-    the method's name and recipe, which decide the rest; False when none was named (a problem
+def _set_aside(node, addresses: set[str], path: tuple = ()) -> bool:
+    """Remove from table `node` (in place) every value at one of `addresses`, except the
+    method's name and recipe, which decide the rest; False when none was there (a problem
     with the table's shape rather than with a value)."""
     removed = False
     for key in list(node.keys() if isinstance(node, dict) else range(len(node))):
         value, here = node[key], path + (key,)
         if isinstance(value, (dict, list)):
-            removed = _set_aside(value, problems, here) or removed
-        elif isinstance(node, dict) and key not in ("name", "recipe") and \
-                any(names_key(problem, table_key(here)) for problem in problems):
+            removed = _set_aside(value, addresses, here) or removed
+        elif isinstance(node, dict) and key not in ("name", "recipe") and address_of(here) in addresses:
             del node[key]
             removed = True
     return removed
 
 
-def changed_settings(old: dict, new: dict, sections=("backbone", "optim", "train", "data")) -> list[tuple[tuple, object, object]]:
-    """(path, old value, new value) of every plain setting of `sections` that differs between two
-    config tables, in table order: what switching method or recipe changed beyond the method's
-    own parameters and views."""
+def changed_settings(old: dict, new: dict, sections=("backbone", "optim", "train", "data")) -> list[tuple[str, object, object]]:
+    """(address, old value, new value) of every plain setting of `sections` that differs between
+    two config tables, in table order: what switching method or recipe changed beyond the
+    method's own parameters and views."""
     changes = []
     for section in sections:
         before, after = old.get(section, {}), new.get(section, {})
@@ -418,41 +473,15 @@ def changed_settings(old: dict, new: dict, sections=("backbone", "optim", "train
             continue
         for key, value in after.items():
             if key in before and before[key] != value and not isinstance(value, (dict, list)):
-                changes.append(((section, key), before[key], value))
+                changes.append((address_of((section, key)), before[key], value))
     return changes
 
 
-def switched_table(table: dict, name: str, recipe: str) -> dict:
-    """Config table `table` with method `name` in recipe `recipe`: the method's parameters, views
-    and optimiser come from that recipe, and so do the other settings that either the old or
-    the new recipe sets (a quick recipe's time budget, its ViT's depth); the data and the other
-    training and backbone settings stay, unless the method cannot use the backbone (MSN needs a
-    ViT) or the backbone was the old method's forced choice. The table may hold invalid values
-    (the app's form keeps what was typed)."""
-    from .methods import METHODS, get_method
-
-    size = table_image_size(table)
-    old_method = table.get("method", {})
-    touched = recipe_keys(get_method(name), recipe)
-    if old_method.get("name") in METHODS and old_method.get("recipe") in RECIPES:
-        touched |= recipe_keys(get_method(old_method["name"]), old_method["recipe"])
-    new = ExperimentConfig.for_method(name, size, recipe).to_dict()
-    out = {section: (dict(values) if isinstance(values, dict) else values) for section, values in table.items()}
-    for section in ("method", "augment", "optim"):
-        out[section] = new[section]
-    for key in touched:
-        section, field_name = key.split(".")
-        out.setdefault(section, {})[field_name] = new[section][field_name]
-    if "backbone.name" not in touched:
-        backbone = out.setdefault("backbone", {})
-        current = str(backbone.get("name", new["backbone"]["name"]))
-        if old_method.get("name") in METHODS and \
-                get_method(old_method["name"]).backbones is not None and \
-                current == usable_backbone(old_method["name"], BackboneConfig().name):
-            # the old method's forced choice (MAE's vit_tiny), not the user's: the new method's own
-            current = new["backbone"]["name"]
-        backbone["name"] = usable_backbone(name, current)
-    return out
+def table_recipe(table: dict) -> str:
+    """The recipe of a config table that may hold a value being typed: its method's recipe, or
+    the image size's choice (`recipes.recipe_for`) while that is not a recipe's name."""
+    recipe = table.get("method", {}).get("recipe")
+    return recipe if recipe in RECIPES else recipe_for(table_image_size(table))
 
 
 def recipe_views(method: str, image_size: int, recipe: str | None) -> list[ViewConfig]:
@@ -540,9 +569,9 @@ def _method_from_dict(table: dict, base: MethodConfig) -> MethodConfig:
     from .methods import get_method
 
     if not isinstance(table, dict):
-        raise ConfigError([f"method must be a table, got {table!r}"])
-    problems = [f"method.{key} is not a known setting (known: name, recipe, params)"
-                for key in table if key not in ("name", "recipe", "params")]
+        raise ConfigError([Problem("method", f"must be a table, got {table!r}")])
+    problems = [Problem(f"method.{key}", "is not a known setting (known: name, recipe, params)")
+                for key in table if key not in METHOD_OWN]
     if "recipe" in table and recipe_problem(table["recipe"]):
         problems.append(recipe_problem(table["recipe"]))
     params_class = get_method(base.name).Params
@@ -559,21 +588,21 @@ def _method_from_dict(table: dict, base: MethodConfig) -> MethodConfig:
 
 def _augment_from_dict(table: dict, base: AugmentConfig) -> AugmentConfig:
     if not isinstance(table, dict):
-        raise ConfigError([f"augment must be a table, got {table!r}"])
-    problems = [f"augment.{key} is not a known setting (known: preset, views)"
+        raise ConfigError([Problem("augment", f"must be a table, got {table!r}")])
+    problems = [Problem(f"augment.{key}", "is not a known setting (known: preset, views)")
                 for key in table if key not in ("preset", "views")]
     preset = table.get("preset", base.preset)
     views = base.views
     if "views" in table:
         given = table["views"]
         if not isinstance(given, list):
-            problems.append("augment.views must be a list of tables ([[augment.views]])")
+            problems.append(Problem("augment.views", "must be a list of tables ([[augment.views]])"))
         else:
             views = []
             for i, view in enumerate(given):
                 start = base.views[i] if i < len(base.views) else ViewConfig()
                 try:
-                    views.append(P.from_dict(ViewConfig, view, f"augment.views[{i}]", base=start))
+                    views.append(P.from_dict(ViewConfig, view, address_of(("augment", "views", i)), base=start))
                 except ConfigError as error:
                     problems += error.problems
     if problems:
@@ -581,9 +610,15 @@ def _augment_from_dict(table: dict, base: AugmentConfig) -> AugmentConfig:
     return AugmentConfig(preset=str(preset), views=views)
 
 
-def _parse_scalar(text: str):
-    """A command-line value as TOML would read it: 0.5, 3, true, "name" or bare name."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
+def _with_view_value(views: list[ViewConfig], chosen, name: str, value) -> list[ViewConfig]:
+    """`views` with setting `name` at `value` on the views numbered in `chosen` (the problems of
+    every one of them at once)."""
+    views, problems = list(views), []
+    for i in chosen:
+        try:
+            views[i] = P.with_value(views[i], name, value, address_of(("augment", "views", i)))
+        except ConfigError as error:
+            problems += error.problems
+    if problems:
+        raise ConfigError(problems)
+    return views

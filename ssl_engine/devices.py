@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, Problem
 
 
 def synchronise(device: torch.device) -> None:
@@ -28,11 +28,11 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(["train.device is cuda but no CUDA GPU is available (use auto or cpu)"])
+            raise ConfigError([Problem("train.device", "is cuda but no CUDA GPU is available (use auto or cpu)")])
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError([f"train.device is {name} but only {torch.cuda.device_count()} GPU(s) exist"])
+            raise ConfigError([Problem("train.device", f"is {name} but only {torch.cuda.device_count()} GPU(s) exist")])
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError(["train.device is mps but MPS is not available (use auto or cpu)"])
+        raise ConfigError([Problem("train.device", "is mps but MPS is not available (use auto or cpu)")])
     return device
 
 

@@ -2,7 +2,8 @@
 
 Every config section and every method's hyperparameters are dataclasses whose fields are made
 with `hyper(...)`. That single declaration drives validation (one message per bad field),
-the TOML round trip, `python main.py methods`, and the app's forms.
+the TOML round trip, `python main.py methods`, and the app's forms. A problem names its field
+by address (`prefix.field`, e.g. `method.temperature`) and says what is wrong after it.
 
     @dataclass
     class SimCLRParams:
@@ -12,12 +13,19 @@ the TOML round trip, `python main.py methods`, and the app's forms.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import sys
 import typing
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, Problem
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 
 @dataclass(frozen=True)
@@ -61,8 +69,10 @@ def spec_of(field: dataclasses.Field) -> Spec:
     return field.metadata.get("spec", Spec())
 
 
+@functools.cache
 def field_types(cls) -> dict[str, Any]:
-    """Resolved annotations of a dataclass (works with `from __future__ import annotations`)."""
+    """Resolved annotations of a dataclass (works with `from __future__ import annotations`);
+    cached, as every value read from a table asks for its field's type."""
     return typing.get_type_hints(cls)
 
 
@@ -71,8 +81,19 @@ def _type_name(kind) -> str:
         kind, getattr(kind, "__name__", str(kind)))
 
 
+def value_from_text(text: str) -> Any:
+    """A value typed as text (a command line's --set, a form's number field) as TOML would read
+    it: 0.5, 3, true, "name", or a bare word as itself."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
 def coerce(value: Any, kind, where: str) -> Any:
-    """Convert a TOML or command-line value to the field's type, or raise ConfigError."""
+    """Convert a TOML or command-line value to the field's type, or raise ConfigError naming
+    address `where`."""
+    wrong = ConfigError([Problem(where, f"must be {_type_name(kind)}, got {value!r}")])
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             if isinstance(value, str):
@@ -80,7 +101,7 @@ def coerce(value: Any, kind, where: str) -> Any:
                     return float(value)
                 except ValueError:
                     pass
-            raise ConfigError([f"{where} must be {_type_name(kind)}, got {value!r}"])
+            raise wrong
         return float(value)
     if kind is int:
         if isinstance(value, str):
@@ -91,49 +112,66 @@ def coerce(value: Any, kind, where: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError([f"{where} must be {_type_name(kind)}, got {value!r}"])
+            raise wrong
         return value
     if kind is bool:
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
         if not isinstance(value, bool):
-            raise ConfigError([f"{where} must be {_type_name(kind)}, got {value!r}"])
+            raise wrong
         return value
     if kind is str:
         if not isinstance(value, str):
-            raise ConfigError([f"{where} must be {_type_name(kind)}, got {value!r}"])
+            raise wrong
         return value
     return value
 
 
-def check_value(value: Any, spec: Spec, where: str) -> str | None:
-    """The problem with `value` under `spec`, as one line, or None when it is valid."""
+def check_value(value: Any, spec: Spec) -> str | None:
+    """What is wrong with `value` under `spec` ('must be > 0, got -1'), or None when it is valid."""
     if spec.choices is not None:
         if value not in spec.choices:
-            return f"{where} must be {spec.range_text()}, got {value!r}"
+            return f"must be {spec.range_text()}, got {value!r}"
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
-            return f"{where} must be a finite number, got {value!r}"
+            return f"must be a finite number, got {value!r}"
         for bound, ok, op in ((spec.gt, lambda v, b: v > b, ">"), (spec.ge, lambda v, b: v >= b, ">="),
                               (spec.lt, lambda v, b: v < b, "<"), (spec.le, lambda v, b: v <= b, "<=")):
             if bound is not None and not ok(value, bound):
-                return f"{where} must be {op} {bound:g}, got {value:g}"
+                return f"must be {op} {bound:g}, got {value:g}"
     return None
 
 
-def validate(obj, prefix: str) -> list[str]:
-    """One line per field of dataclass `obj` that is out of its declared range."""
+def validate(obj, prefix: str) -> list[Problem]:
+    """One problem per field of dataclass `obj` that is out of its declared range, each at
+    address `prefix.field`."""
     problems = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
             problems += validate(value, f"{prefix}.{f.name}")
             continue
-        problem = check_value(value, spec_of(f), f"{prefix}.{f.name}")
+        problem = check_value(value, spec_of(f))
         if problem:
-            problems.append(problem)
+            problems.append(Problem(f"{prefix}.{f.name}", problem))
     return problems
+
+
+def with_value(obj, name: str, value: Any, prefix: str):
+    """Dataclass `obj` with field `name` set to `value`, converted to the field's type; a
+    ConfigError at address `prefix.name` when there is no such field or the value cannot be
+    converted. Range checks are left to `validate`."""
+    where = f"{prefix}.{name}"
+    known = [f.name for f in dataclasses.fields(obj)]
+    if name not in known:
+        raise ConfigError([Problem(where, f"is not a known setting (known: {', '.join(known)})")])
+    current = getattr(obj, name)
+    if dataclasses.is_dataclass(current):
+        value = from_dict(type(current), value, where, base=current)
+    else:
+        value = coerce(value, field_types(type(obj))[name], where)
+    return dataclasses.replace(obj, **{name: value})
 
 
 def from_dict(cls, data: dict, prefix: str, base=None):
@@ -143,28 +181,17 @@ def from_dict(cls, data: dict, prefix: str, base=None):
     ConfigError; range checks are left to `validate` so that they run once, on the whole config.
     """
     if not isinstance(data, dict):
-        raise ConfigError([f"{prefix} must be a table, got {data!r}"])
-    base = base if base is not None else cls()
-    types = field_types(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    problems, values = [], {}
+        raise ConfigError([Problem(prefix, f"must be a table, got {data!r}")])
+    obj = base if base is not None else cls()
+    problems = []
     for key, value in data.items():
-        where = f"{prefix}.{key}"
-        if key not in known:
-            problems.append(f"{where} is not a known setting (known: {', '.join(known)})")
-            continue
-        kind = types[key]
-        current = getattr(base, key)
         try:
-            if dataclasses.is_dataclass(current):
-                values[key] = from_dict(type(current), value, where, base=current)
-            else:
-                values[key] = coerce(value, kind, where)
+            obj = with_value(obj, key, value, prefix)
         except ConfigError as error:
             problems += error.problems
     if problems:
         raise ConfigError(problems)
-    return dataclasses.replace(base, **values)
+    return obj
 
 
 def to_dict(obj) -> dict:

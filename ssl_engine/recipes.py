@@ -9,11 +9,12 @@
   recipe, a time budget (`QUICK_COMMON`) and what the method's `quick_recipe` changes so that
   it learns within that budget, each change with the reason it was measured for.
 
-A recipe is a tuple of `Setting`s: a config key, a value and where the value comes from. Keys
-are `section.field` for data, backbone, optim and train; `method.field` for the method's own
-parameters; `augment.field` for every view, `augment.global.field` / `augment.local.field` for
-the global / local (multi-crop) views, `augment.views.N.field` for view N, and
-`augment.local_views` for how many local views are kept.
+A recipe is a tuple of `Setting`s: a config key, a value and where the value comes from. A key
+is the address of one setting (`ssl_engine.addresses`): `section.field` for data, backbone, optim
+and train, `method.field` for the method's own parameters, `augment.views[N].field` for view N;
+or it names several views: `augment.field` for every view, `augment.global.field` /
+`augment.local.field` for the global / local (multi-crop) views, and `augment.local_views` for
+how many local views are kept.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .addresses import table_path
+from .errors import ConfigError, Problem
 
 RECIPES: dict[str, str] = {
     "small": "the published small-image (CIFAR) recipe, for images of 64 px and less",
@@ -123,8 +125,8 @@ def solo_learn_lars(config: str, lr: float, weight_decay: float, result: str) ->
 SOLO_ASYMMETRIC = (
     Setting("augment.crop_scale_min", 0.08, f"{SOLO_LEARN.format('augmentations/asymmetric')}: rrc.crop_min_scale"),
     Setting("augment.blur_p", 0.0, f"{SOLO_LEARN.format('augmentations/asymmetric')}: gaussian_blur.prob 0"),
-    Setting("augment.views.0.solarize_p", 0.0, f"{SOLO_LEARN.format('augmentations/asymmetric')}: first crop"),
-    Setting("augment.views.1.solarize_p", 0.2, f"{SOLO_LEARN.format('augmentations/asymmetric')}: second crop"),
+    Setting("augment.views[0].solarize_p", 0.0, f"{SOLO_LEARN.format('augmentations/asymmetric')}: first crop"),
+    Setting("augment.views[1].solarize_p", 0.2, f"{SOLO_LEARN.format('augmentations/asymmetric')}: second crop"),
 )
 
 
@@ -137,9 +139,9 @@ def recipe_for(image_size: int) -> str:
 BASE_RECIPE = {"imagenet": None, "small": "imagenet", "quick": "small"}
 
 
-def recipe_problem(recipe) -> str | None:
-    """The line a bad recipe name gets, None for a good one."""
-    return None if recipe in RECIPES else f"method.recipe must be one of {', '.join(RECIPES)}, got {recipe!r}"
+def recipe_problem(recipe) -> Problem | None:
+    """The problem a bad recipe name is, None for a good one."""
+    return None if recipe in RECIPES else Problem("method.recipe", f"must be one of {', '.join(RECIPES)}, got {recipe!r}")
 
 
 def own_settings(method, recipe: str) -> tuple[Setting, ...]:
@@ -164,43 +166,34 @@ def recipe_sources(method, recipe: str) -> dict[str, Setting]:
     return {setting.key: setting for setting in recipe_settings(method, recipe)}
 
 
-def table_path(key: str) -> tuple:
-    """Where a plain key lives in a config table: 'method.temperature' ->
-    ('method', 'params', 'temperature'), 'optim.lr' -> ('optim', 'lr'). View keys have none."""
-    parts = tuple(key.split("."))
-    if parts[0] == "augment":
-        raise ValueError(f"{key} names views, not one table entry")
-    return ("method", "params") + parts[1:] if parts[0] == "method" else parts
-
-
 def apply_settings(table: dict, settings: tuple[Setting, ...], image_size: int) -> None:
     """Write `settings` into config table `table` (as `ExperimentConfig.to_dict` gives it).
     A view is global when it has the image's own size (output_size 0 or `image_size`)."""
     for setting in settings:
-        parts = setting.key.split(".")
-        if parts[0] != "augment":
+        path = table_path(setting.key)
+        if path[0] != "augment":
             node = table
-            for part in table_path(setting.key)[:-1]:
+            for part in path[:-1]:
                 node = node.setdefault(part, {})
-            node[parts[-1]] = setting.value
+            node[path[-1]] = setting.value
             continue
         views = table["augment"]["views"]
         is_global = global_views(views, image_size)
-        if parts[1:] == ["local_views"]:
+        if path[1:] == ("local_views",):
             local = [i for i, g in enumerate(is_global) if not g]
             dropped = set(local[int(setting.value):])
             table["augment"]["views"] = [view for i, view in enumerate(views) if i not in dropped]
             continue
-        if len(parts) == 2:
+        if len(path) == 2:
             chosen = range(len(views))
-        elif len(parts) == 3 and parts[1] in ("global", "local"):
-            chosen = [i for i, g in enumerate(is_global) if g == (parts[1] == "global")]
-        elif len(parts) == 4 and parts[1] == "views" and parts[2].isdigit():
-            chosen = [int(parts[2])] if int(parts[2]) < len(views) else []
+        elif len(path) == 3 and path[1] in ("global", "local"):
+            chosen = [i for i, g in enumerate(is_global) if g == (path[1] == "global")]
+        elif len(path) == 4 and path[1] == "views" and isinstance(path[2], int):
+            chosen = [path[2]] if path[2] < len(views) else []
         else:
             raise ValueError(f"recipe key {setting.key} is not a view key")
         for i in chosen:
-            views[i][parts[-1]] = setting.value
+            views[i][path[-1]] = setting.value
 
 
 def global_views(views: list[dict], image_size: int) -> list[bool]:
@@ -211,11 +204,11 @@ def global_views(views: list[dict], image_size: int) -> list[bool]:
 
 def view_scope(key: str) -> str:
     """Which views a view key reaches, in words: 'every view', 'local views', 'view 2'."""
-    parts = key.split(".")
-    if len(parts) == 3 and parts[1] in ("global", "local"):
-        return f"{parts[1]} views"
-    if len(parts) == 4 and parts[1] == "views":
-        return f"view {int(parts[2]) + 1}"
+    path = table_path(key)
+    if len(path) == 3 and path[1] in ("global", "local"):
+        return f"{path[1]} views"
+    if len(path) == 4 and path[1] == "views":
+        return f"view {path[2] + 1}"
     return "every view"
 
 
@@ -223,4 +216,4 @@ def recipe_keys(method, recipe: str) -> set[str]:
     """The plain (non-view) keys a recipe sets outside the method, optimiser and views, which
     follow the recipe as a whole: e.g. train.batch_size, train.minutes, backbone.vit_depth."""
     return {s.key for s in recipe_settings(method, recipe)
-            if s.key.split(".")[0] not in ("method", "optim", "augment")}
+            if table_path(s.key)[0] not in ("method", "optim", "augment")}

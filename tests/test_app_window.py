@@ -43,8 +43,8 @@ def finish(qtbot, window, timeout=60000):
 
 def test_opens_ready_to_train_on_the_bundled_data(qtbot, tmp_path):
     window = open_window(qtbot, tmp_path)
-    assert window.model.value(("data", "source")) == "shapes"
-    assert window.model.value(("method", "name")) == "simclr"
+    assert window.model.value("data.source") == "shapes"
+    assert window.model.value("method.name") == "simclr"
     assert window.start_action.isEnabled()
     # the preview shows the sample images and the method's two views
     assert len(window.preview.grid.shown) == 3

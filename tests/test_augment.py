@@ -305,6 +305,8 @@ def test_view_config_declares_ranges_and_help():
     assert len(rows) == 14 and all(help_text for *_, help_text in rows)
     assert validate(ViewConfig(hue=0.6, crop_scale_min=0.0), "v") == [
         "v.crop_scale_min must be > 0, got 0", "v.hue must be <= 0.5, got 0.6"]
+    assert [problem.address for problem in validate(ViewConfig(hue=0.6, crop_scale_min=0.0), "v")] == [
+        "v.crop_scale_min", "v.hue"]
 
 
 def test_check_view_messages():
@@ -314,6 +316,8 @@ def test_check_view_messages():
         "augment.views[0].crop_scale_min must be <= crop_scale_max (0.9 > 0.5)",
         "augment.views[0].blur_sigma_min must be <= blur_sigma_max (3 > 2)",
     ]
+    assert [problem.address for problem in check_view(bad, "augment.views[0]")] == [
+        "augment.views[0].crop_scale_min", "augment.views[0].blur_sigma_min"]
 
 
 def test_simclr_preset():

@@ -140,6 +140,32 @@ def test_user_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path, mo
     assert err.startswith(message) and err.count("\n") == 1, err
 
 
+def test_the_flags_set_their_typed_values_and_only_set_values_are_read_as_text(monkeypatch):
+    from ssl_engine import params
+    from ssl_engine.cli import build_parser, experiment_config
+
+    read = []
+    real = params.value_from_text
+    monkeypatch.setattr(params, "value_from_text", lambda text: read.append(text) or real(text))
+    args = build_parser().parse_args(["train", "--method", "vicreg", "--epochs", "3", "--minutes", "1.5",
+                                      "--batch-size", "64", "--dataset", 'folder:/tmp/my "best" images',
+                                      "--device", "cpu", "--set", "method.sim_coeff=10"])
+    config = experiment_config(args)
+    assert (config.train.epochs, config.train.minutes, config.train.batch_size) == (3, pytest.approx(1.5), 64)
+    assert type(config.train.epochs) is int and type(config.train.minutes) is float
+    assert config.data.source == 'folder:/tmp/my "best" images' and config.train.device == "cpu"
+    assert config.method.params.sim_coeff == pytest.approx(10.0)
+    assert read and set(read) == {"10"}  # the --set text alone: the flags' values never went through text
+
+
+@pytest.mark.parametrize("value, message", [("2.5", "error: train.epochs must be an integer, got 2.5"),
+                                            ("abc", "error: train.epochs must be an integer, got 'abc'"),
+                                            ("0", "error: train.epochs must be >= 1, got 0")])
+def test_a_bad_set_value_is_the_same_line_as_in_a_file(value, message, capsys):
+    assert main(["train", "--set", f"train.epochs={value}"]) == 2
+    assert capsys.readouterr().err == message + "\n"
+
+
 def test_missing_and_empty_folders(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     for folder in ("missing", "empty"):

@@ -1,12 +1,15 @@
-"""Experiment config: paper defaults, exact TOML round trip, overrides, validation messages."""
+"""Experiment config: paper defaults, exact TOML round trip, overrides, validation messages, and
+the one address of every setting (`method.temperature` in messages, [method.params] in TOML)."""
 
 import dataclasses
+import tomllib
 
 import pytest
 
+from ssl_engine.addresses import address_of, table_path, value_at
 from ssl_engine.augment.presets import preset_views
-from ssl_engine.config import ExperimentConfig
-from ssl_engine.errors import ConfigError
+from ssl_engine.config import ExperimentConfig, parse_assignments, table_problems
+from ssl_engine.errors import ConfigError, Problem
 from ssl_engine.methods import METHODS
 from ssl_engine.params import describe, spec_of
 
@@ -125,7 +128,9 @@ def test_validation_gives_one_clear_line_per_field(assignment, message):
         except ConfigError as error:
             problems = error.problems
     assert len(problems) == 1, problems
-    assert problems[0].startswith(message)
+    assert str(problems[0]).startswith(message)
+    # the problem is at the address it names, the one the assignment used
+    assert problems[0].address == address_of(table_path(key)) and message.startswith(problems[0].address + " ")
 
 
 def test_all_problems_are_reported_together():
@@ -133,6 +138,8 @@ def test_all_problems_are_reported_together():
     with pytest.raises(ConfigError) as error:
         config.validate()
     assert error.value.problems == ["optim.lr must be > 0, got -1", "train.epochs must be >= 1, got 0"]
+    assert error.value.problems == [("optim.lr", "must be > 0, got -1"), ("train.epochs", "must be >= 1, got 0")]
+    assert str(error.value) == "optim.lr must be > 0, got -1; train.epochs must be >= 1, got 0"
 
 
 def test_unknown_keys_are_named_not_ignored(tmp_path):
@@ -153,6 +160,7 @@ def test_wrong_types_are_reported(tmp_path):
         ExperimentConfig.load(path)
     assert error.value.problems == ["optim.lr must be a number, got 'fast'",
                                     "train.epochs must be an integer, got 2.5"]
+    assert [problem.address for problem in error.value.problems] == ["optim.lr", "train.epochs"]
 
 
 def test_missing_and_malformed_files(tmp_path):
@@ -173,3 +181,64 @@ def test_every_hyperparameter_declares_default_range_and_help(name):
         if field.type in ("int", "float", int, float):
             assert spec.range_text(), f"{name}.{field.name} has no range"
     assert [row[0] for row in describe(params)] == [f.name for f in dataclasses.fields(params)]
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_setting_has_one_address_and_its_toml_path_leads_back_to_it(tmp_path, name):
+    """Each hyper() setting of the method (and of every section and view): its address is
+    section.field (method.FIELD for the method's own), its table path is where the saved TOML
+    holds its value, and that path gives the address back."""
+    config = ExperimentConfig.for_method(name)
+    config.save(tmp_path / "c.toml")
+    saved = tomllib.loads((tmp_path / "c.toml").read_text())
+    settings = [(f"method.{f.name}", ("method", "params", f.name), getattr(config.method.params, f.name))
+                for f in dataclasses.fields(METHODS[name].Params)]
+    settings += [(f"{section}.{f.name}", (section, f.name), getattr(getattr(config, section), f.name))
+                 for section in ("data", "backbone", "optim", "train") for f in dataclasses.fields(getattr(config, section))]
+    settings += [("method.name", ("method", "name"), name), ("method.recipe", ("method", "recipe"), config.method.recipe),
+                 ("augment.preset", ("augment", "preset"), config.augment.preset)]
+    settings += [(f"augment.views[{i}].{f.name}", ("augment", "views", i, f.name), getattr(view, f.name))
+                 for i, view in enumerate(config.augment.views) for f in dataclasses.fields(view)]
+    for address, path, value in settings:
+        assert table_path(address) == path, address
+        assert address_of(path) == address, path
+        assert value_at(saved, address) == value, address
+    # the spellings the command line also reads lead to the same address
+    assert address_of(table_path("method.params.temperature")) == "method.temperature"
+    assert address_of(table_path("augment.views.1.blur_p")) == "augment.views[1].blur_p"
+
+
+def test_problems_are_address_and_message_pairs_and_read_as_one_line():
+    table = ExperimentConfig.for_method("simclr").to_dict()
+    table["optim"]["lr"] = "abc"                      # a wrong type: found while reading
+    table["method"]["params"]["temperature"] = 0      # out of range: found by the checks
+    table["augment"]["views"][1]["hue"] = 0.9
+    problems = table_problems(table)
+    assert problems == [("optim.lr", "must be a number, got 'abc'"),
+                        ("method.temperature", "must be > 0, got 0"),
+                        ("augment.views[1].hue", "must be <= 0.5, got 0.9")]
+    assert all(isinstance(problem, Problem) for problem in problems)
+    assert [str(problem) for problem in problems] == ["optim.lr must be a number, got 'abc'",
+                                                      "method.temperature must be > 0, got 0",
+                                                      "augment.views[1].hue must be <= 0.5, got 0.9"]
+    # each address leads to the value the problem is about
+    assert [value_at(table, problem.address) for problem in problems] == ["abc", 0, 0.9]
+    # a problem of the file as a whole has no address and reads as its message
+    assert str(Problem("", "config file x.toml does not exist")) == "config file x.toml does not exist"
+    assert ConfigError(["a plain line"]).problems == [Problem("", "a plain line")]
+
+
+def test_typed_values_are_set_by_address_and_checked_as_a_file_is():
+    config = ExperimentConfig.for_method("simclr")
+    typed = config.with_values({"train.epochs": 3, "method.temperature": 0.2, "augment.views[1].blur_p": 0.25,
+                                "data.source": "folder:/tmp/a b", "train.linear_probe": False})
+    assert (typed.train.epochs, typed.method.params.temperature, typed.data.source) == (3, 0.2, "folder:/tmp/a b")
+    assert typed.augment.views[1].blur_p == pytest.approx(0.25) and typed.train.linear_probe is False
+    assert typed == config.with_overrides(["train.epochs=3", "method.temperature=0.2", "augment.views.1.blur_p=0.25",
+                                           "data.source=folder:/tmp/a b", "train.linear_probe=false"])
+    with pytest.raises(ConfigError) as error:
+        config.with_values([("optim.lr", "fast"), ("train.epochs", 2.5), ("method.temprature", 1.0)])
+    assert error.value.lines == ["optim.lr must be a number, got 'fast'", "train.epochs must be an integer, got 2.5",
+                                 "method.temprature is not a known setting (known: temperature, projection_dim, hidden_dim)"]
+    assert parse_assignments(["method.params.temperature=0.2", "augment.views.0.blur_p=0", "train.device=cpu"]) == \
+        [("method.temperature", 0.2), ("augment.views[0].blur_p", 0), ("train.device", "cpu")]

@@ -164,12 +164,12 @@ def test_switching_from_mae_to_vicreg_says_what_changed_and_hides_vit_fields(qtb
     window = open_window(qtbot, tmp_path)
     picker, setup = window.setup.method, window.setup
     picker.setCurrentIndex(picker.findData("mae"))
-    assert window.model.value(("backbone", "name")) == "vit_tiny"
+    assert window.model.value("backbone.name") == "vit_tiny"
     layout = setup.backbone_form.layout()
     assert layout.isRowVisible(setup.backbone_form.editors["patch_size"])
     assert not layout.isRowVisible(setup.backbone_form.editors["small_stem"])
     picker.setCurrentIndex(picker.findData("vicreg"))
-    assert window.model.value(("backbone", "name")) == "small_cnn"  # MAE's forced choice goes
+    assert window.model.value("backbone.name") == "small_cnn"  # MAE's forced choice goes
     note = setup.switch_note
     assert note.isVisibleTo(window) and note.text().startswith("Switched from mae to vicreg")
     assert "backbone vit_tiny → small_cnn" in note.toolTip() and "optimiser adamw → lars" in note.toolTip()
@@ -205,7 +205,7 @@ def test_a_masked_method_shows_its_masks_in_the_preview_and_they_follow_the_mask
         return float(np.mean(np.any(column.astype(int) != originals, axis=-1)))
 
     at_75 = hidden_share(grid.shown[2])
-    window.model.set_value(("method", "params", "mask_ratio"), 0.25)
+    window.model.set_value("method.mask_ratio", 0.25)
     at_25 = hidden_share(grid.shown[2])
     assert at_75 > at_25 + 0.2
     window.model.set_config(tiny_config(tmp_path, "ijepa", "backbone.name=vit_tiny", "backbone.patch_size=4",

@@ -77,6 +77,7 @@ def test_unknown_backbone_is_a_config_error():
         build_backbone("vgg")
     assert error.value.problems == [
         "backbone.name must be one of small_cnn, resnet18, resnet34, resnet50, vit_tiny, vit_small, got 'vgg'"]
+    assert error.value.problems[0].address == "backbone.name"
 
 
 def _types(sequential):

@@ -29,7 +29,7 @@ def pick(combo, data) -> None:
 
 def test_the_first_experiment_is_a_quick_run_and_says_so(qtbot):
     setup = panel(qtbot)
-    assert (setup.model.value(("method", "name")), setup.model.recipe) == FIRST_EXPERIMENT
+    assert (setup.model.value("method.name"), setup.model.recipe) == FIRST_EXPERIMENT
     assert setup.recipe.currentData() == "quick"
     assert "minutes" in setup.recipe_note.text()
     minutes = setup.train_form.editors["minutes"]
@@ -78,11 +78,31 @@ def test_a_users_edit_elsewhere_survives_a_recipe_switch(qtbot):
 def test_the_form_and_the_command_line_let_untouched_views_follow_the_image_size_alike(qtbot):
     base = ExperimentConfig.for_method("byol", 32, "imagenet")   # blur off at 32 px, on above
     model = ExperimentModel(base)
-    model.set_value(("data", "image_size"), 96)
+    model.set_value("data.image_size", 96)
     from_cli = base.with_overrides(["data.image_size=96"])
     assert model.config.augment.views == from_cli.augment.views == base.recipe_views(96)
     assert [view.blur_p for view in from_cli.augment.views] == [1.0, 0.1] != [v.blur_p for v in base.augment.views]
     for size in (600, 4, True):   # sizes the data cannot have leave the views as they were
-        model.set_value(("data", "image_size"), size)
+        model.set_value("data.image_size", size)
         assert model.config is None
         assert [view["blur_p"] for view in model._table["augment"]["views"]] == [1.0, 0.1]
+
+
+def test_a_method_parameters_problem_is_marked_at_the_field_of_its_address(qtbot):
+    setup = panel(qtbot)
+    form = setup.method_form
+    editor = form.editors["temperature"]
+    assert form.address("temperature") == editor.objectName() == "method.temperature"
+    editor.selectAll()
+    qtbot.keyClicks(editor, "0")
+    assert setup.model.value("method.temperature") == 0  # kept as typed, in [method.params]
+    assert setup.model.table["method"]["params"]["temperature"] == 0
+    problem = setup.model.problem_for("method.temperature")
+    assert problem == ("method.temperature", "must be > 0, got 0")
+    assert form.problem_labels["temperature"].text() == "temperature must be > 0, got 0"
+    assert "setting method.temperature: method.temperature must be > 0, got 0" == form.problem_labels["temperature"].toolTip()
+    # by the address exactly: no other field of the form, nor a shorter address, takes it
+    assert [name for name, label in form.problem_labels.items() if label.text()] == ["temperature"]
+    assert setup.model.problem_for("method") is None and setup.model.problem_for("method.temp") is None
+    assert setup.field_for("method.temperature") == (editor, "temperature")
+    assert setup.field_for("augment.views[0].hue") is None  # a view's setting: the Augmentations tab's

@@ -4,18 +4,16 @@ and takes the old recipe's away."""
 
 import pytest
 
+from ssl_engine.addresses import value_at
 from ssl_engine.cli import main
 from ssl_engine.config import ExperimentConfig
 from ssl_engine.errors import ConfigError
 from ssl_engine.methods import METHODS
-from ssl_engine.recipes import QUICK_COMMON, RECIPES, apply_settings, recipe_for, recipe_settings, table_path
+from ssl_engine.recipes import QUICK_COMMON, RECIPES, apply_settings, recipe_for, recipe_settings, view_scope
 
 
 def _value_at(config: ExperimentConfig, key: str):
-    node = config.to_dict()
-    for part in table_path(key):
-        node = node[part]
-    return node
+    return value_at(config.to_dict(), key)
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -53,6 +51,7 @@ def test_a_bad_recipe_is_one_clear_problem():
     with pytest.raises(ConfigError) as error:
         ExperimentConfig.from_dict({"method": {"name": "byol", "recipe": "cifar"}})
     assert error.value.problems == ["method.recipe must be one of small, imagenet, quick, got 'cifar'"]
+    assert error.value.problems == [("method.recipe", "must be one of small, imagenet, quick, got 'cifar'")]
     with pytest.raises(ConfigError):
         ExperimentConfig.for_method("byol").with_overrides(["method.recipe=fast"])
 
@@ -80,12 +79,16 @@ def test_view_keys_reach_the_views_they_name():
     from ssl_engine.recipes import Setting
 
     apply_settings(table, (Setting("augment.local_views", 2, "test"), Setting("augment.global.hue", 0.3, "test"),
-                           Setting("augment.local.hue", 0.05, "test"), Setting("augment.views.1.solarize_p", 0.5, "t")),
+                           Setting("augment.local.hue", 0.05, "test"), Setting("augment.views[1].solarize_p", 0.5, "t"),
+                           Setting("augment.views.2.blur_p", 0.25, "the older spelling of view 3's address")),
                    32)
     views = table["augment"]["views"]
     assert len(views) == 4
     assert [v["hue"] for v in views] == pytest.approx([0.3, 0.3, 0.05, 0.05])
     assert views[1]["solarize_p"] == pytest.approx(0.5)
+    assert views[2]["blur_p"] == pytest.approx(0.25)
+    assert [view_scope(key) for key in ("augment.hue", "augment.local.hue", "augment.views[1].hue")] == \
+        ["every view", "local views", "view 2"]
 
 
 def test_the_command_line_takes_a_recipe_and_lists_all_three(capsys, tmp_path):

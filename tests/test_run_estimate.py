@@ -110,9 +110,9 @@ def test_the_window_shows_the_duration_and_follows_the_epochs(qtbot, tmp_path):
     assert "per step" in window.estimate_label.toolTip()
     measured = dict(window.estimate._costs)
     two_epochs = window.estimate.text
-    window.model.set_value(("train", "epochs"), 200)
+    window.model.set_value("train.epochs", 200)
     # the arithmetic follows at once, from the same measurement
     assert window.estimate.text != two_epochs and window.estimate._costs == measured
-    window.model.set_value(("train", "epochs"), "abc")  # an invalid set-up has no duration
+    window.model.set_value("train.epochs", "abc")  # an invalid set-up has no duration
     assert window.estimate_label.text() == ""
     window.estimate.shutdown()

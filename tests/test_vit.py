@@ -60,6 +60,7 @@ def test_smaller_crops_use_interpolated_positions(vit):
 def test_patch_size_must_divide_every_view():
     config = ExperimentConfig.for_method("simclr").with_overrides(["backbone.name=vit_tiny", "backbone.patch_size=5"])
     assert config.problems() == ["backbone.patch_size (5) must divide every view's size for a ViT, and 32 px does not"]
+    assert config.problems() == [("backbone.patch_size", "(5) must divide every view's size for a ViT, and 32 px does not")]
     fine = ExperimentConfig.for_method("simclr").with_overrides(["backbone.name=vit_tiny", "backbone.patch_size=8"])
     assert fine.problems() == []
 

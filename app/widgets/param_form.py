@@ -3,7 +3,9 @@ field's help, valid range and default as its tooltip, and its problem marked bes
 
 Numbers are typed into line edits rather than spin boxes on purpose: a spin box silently
 clamps, and the user would never learn why 0 became 0.0001. Here the value is kept as typed,
-the engine says what is wrong with it, and the field turns red with that reason.
+the engine says what is wrong with it, and the field turns red with that reason. Each field is
+known by its setting's address (`method.temperature`), which is also how the engine names the
+field a problem is about.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit, QWidget
 
 from ssl_engine import params as P
-from ssl_engine.config import _parse_scalar, table_key
+from ssl_engine.errors import Problem
 
 from ..experiment_model import ExperimentModel
 
@@ -30,16 +32,17 @@ LABELS = {"lr": "learning rate", "min_lr_ratio": "final learning rate ratio", "b
           "backbone.name": "backbone", "optim.name": "optimiser", "method.name": "method"}
 
 
-def field_label(name: str, section: str = "") -> str:
-    """The words the form shows for field `name` of `section`: 'learning rate' for lr,
-    'backbone' for the backbone's name, 'batch size'."""
-    return LABELS.get(f"{section}.{name}", LABELS.get(name, name.replace("_", " ")))
+def field_label(address: str) -> str:
+    """The words the form shows for the setting at `address`: 'learning rate' for optim.lr,
+    'backbone' for backbone.name, 'batch size' for train.batch_size."""
+    name = address.rsplit(".", 1)[-1]
+    return LABELS.get(address, LABELS.get(name, name.replace("_", " ")))
 
 
-def in_words(problem: str, key: str, label: str) -> str:
-    """An engine message about `key` ('optim.lr must be > 0, got -1') as the form says it
-    ('learning rate must be > 0, got -1')."""
-    return label + problem[len(key):] if problem.startswith(key) else problem
+def in_words(problem: Problem, label: str) -> str:
+    """An engine problem (optim.lr, 'must be > 0, got -1') as the form says it, its setting
+    called `label` ('learning rate must be > 0, got -1')."""
+    return f"{label} {problem.message}" if problem.address else problem.message
 
 
 def tooltip(spec: P.Spec, default) -> str:
@@ -66,27 +69,29 @@ def make_editor(kind, spec: P.Spec, value, on_change, labels: dict | None = None
     else:
         editor = QLineEdit(f"{value:g}" if isinstance(value, float) else str(value))
         if kind in (int, float):
-            editor.textEdited.connect(lambda text: on_change(_parse_scalar(text.strip()) if text.strip() else text))
+            editor.textEdited.connect(lambda text: on_change(P.value_from_text(text.strip()) if text.strip() else text))
         else:
             editor.textEdited.connect(on_change)
     return editor
 
 
 class ParamForm(QWidget):
-    """Editors for the fields of `cls` whose values live at `prefix` in the model's table.
+    """Editors for the fields of `cls`, the settings of config section `section` (their
+    addresses are `section.field`: "method" for a method's parameters).
 
     `only` limits the form to some fields, in that order; `choices` gives a combo box for a
     free-text field: a list of values (the backbone names) or of (value, label) pairs (devices).
-    Problems are re-marked after every model change.
+    Problems are re-marked after every model change. `edited` gives the address of a field the
+    user changed.
     """
 
-    edited = Signal(tuple)
+    edited = Signal(str)
 
-    def __init__(self, model: ExperimentModel, cls, prefix: tuple, *, only: list[str] | None = None,
+    def __init__(self, model: ExperimentModel, cls, section: str, *, only: list[str] | None = None,
                  choices: dict[str, list] | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.model = model
-        self.prefix = prefix
+        self.section = section
         self.editors: dict[str, QWidget] = {}
         self.problem_labels: dict[str, QLabel] = {}
         self._tips: dict[str, str] = {}
@@ -101,17 +106,17 @@ class ParamForm(QWidget):
             if choices and name in choices:
                 pairs = [c if isinstance(c, tuple) else (c, str(c)) for c in choices[name]]
                 spec, labels = dataclasses.replace(spec, choices=tuple(v for v, _ in pairs)), dict(pairs)
-            path = prefix + (name,)
-            editor = make_editor(types[name], spec, model.value(path),
-                                 lambda value, path=path: self._set(path, value), labels)
+            address = self.address(name)
+            editor = make_editor(types[name], spec, model.value(address),
+                                 lambda value, address=address: self._set(address, value), labels)
             self._tips[name] = tooltip(P.spec_of(fields[name]), getattr(defaults, name))
             editor.setToolTip(self._tips[name])
-            editor.setObjectName(".".join(str(p) for p in path))
+            editor.setObjectName(address)
             problem = QLabel()
             problem.setWordWrap(True)
             problem.setStyleSheet("color: #d9534f;")
             problem.hide()
-            label = QLabel(field_label(name, prefix[0]))
+            label = QLabel(field_label(address))
             label.setToolTip(editor.toolTip())
             layout.addRow(label, editor)
             layout.addRow("", problem)
@@ -119,28 +124,33 @@ class ParamForm(QWidget):
         model.changed.connect(self.mark_problems)
         self.mark_problems()
 
+    def address(self, name: str) -> str:
+        """The address of field `name`'s setting."""
+        return f"{self.section}.{name}"
+
     def set_notes(self, notes: dict[str, str]) -> None:
-        """Add a line to some fields' tooltips (where the recipe's value comes from); fields
-        not in `notes` get their plain tooltip back."""
+        """Add a line to some fields' tooltips (where the recipe's value comes from), `notes`
+        by address; fields not in `notes` get their plain tooltip back."""
         for name, editor in self.editors.items():
-            tip = self._tips[name] + (f"\n{notes[name]}" if name in notes else "")
+            note = notes.get(self.address(name))
+            tip = self._tips[name] + (f"\n{note}" if note is not None else "")
             editor.setToolTip(tip)
             self.layout().labelForField(editor).setToolTip(tip)
 
-    def _set(self, path: tuple, value) -> None:
-        self.model.set_value(path, value)
-        self.edited.emit(path)
+    def _set(self, address: str, value) -> None:
+        self.model.set_value(address, value)
+        self.edited.emit(address)
 
     def mark_problems(self) -> None:
         for name, editor in self.editors.items():
-            path = self.prefix + (name,)
-            problem = self.model.problem_for(path)
+            address = self.address(name)
+            problem = self.model.problem_for(address)
             label = self.problem_labels[name]
             editor.setStyleSheet(INVALID_STYLE if problem else "")
             if problem:
                 label.setMinimumHeight(0)
-                label.setText(in_words(problem, table_key(path), field_label(name, self.prefix[0])))
-                label.setToolTip(f"setting {table_key(path)}: {problem}")
+                label.setText(in_words(problem, field_label(address)))
+                label.setToolTip(f"setting {address}: {problem}")
                 label.show()
             elif label.isVisible():
                 # a message that goes keeps its room: the fields below do not jump back and

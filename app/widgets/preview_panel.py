@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QPus
                                QWidget)
 
 from ssl_engine import params as P
+from ssl_engine.addresses import section_of
 from ssl_engine.augment.display import to_display
 from ssl_engine.augment.presets import size_rule_notes
 from ssl_engine.augment.views import ViewAugmenter, ViewConfig
@@ -167,7 +168,7 @@ class PreviewPanel(QWidget):
     def _fill_view_choice(self) -> None:
         """'all views', multi-crop's 'global views' and 'local views', then each view, with its
         kind and size; each entry's data is the views it edits."""
-        views = self.model.value(("augment", "views"))
+        views = self.model.value("augment.views")
         size = self.model.image_size()
         is_global = global_views(views, size)
         self.view_choice.blockSignals(True)
@@ -186,7 +187,7 @@ class PreviewPanel(QWidget):
 
     def _show_recipe_sources(self) -> None:
         """Each slider's tooltip says which of the recipe's view settings set it, and why."""
-        method, recipe = METHODS.get(self.model.value(("method", "name"))), self.model.recipe
+        method, recipe = METHODS.get(self.model.value("method.name")), self.model.recipe
         settings = [s for s in recipe_settings(method, recipe) if s.key.startswith("augment.")] if method else []
         for name, (tip, label) in self._tips.items():
             lines = []
@@ -200,12 +201,12 @@ class PreviewPanel(QWidget):
 
     def _edited_views(self) -> list[int]:
         chosen = self.view_choice.currentData()
-        return list(chosen) if chosen else list(range(len(self.model.value(("augment", "views")))))
+        return list(chosen) if chosen else list(range(len(self.model.value("augment.views"))))
 
     def _show_values(self) -> None:
         """Each slider at the value the edited views share; a value they do not share (DINO's
         local crops' smaller scale) is shown per view and can only be set on a narrower choice."""
-        views = self.model.value(("augment", "views"))
+        views = self.model.value("augment.views")
         chosen = [i for i in self._edited_views() if i < len(views)]
         for name, slider in self.sliders.items():
             values = [views[i].get(name) for i in chosen]
@@ -219,7 +220,7 @@ class PreviewPanel(QWidget):
                 per_view = ", ".join(f"view {i + 1}: {views[i].get(name)}" for i in chosen)
                 tip += f"\n(differs between these views: {per_view}; choose one view or a group to edit it)"
             slider.setToolTip(tip)
-        rules = size_rule_notes(str(self.model.value(("augment", "preset"))), self.model.image_size())
+        rules = size_rule_notes(str(self.model.value("augment.preset")), self.model.image_size())
         for name, note in self.rule_notes.items():
             values = [views[i].get(name) for i in chosen]
             off = name in rules and all(value == 0 for value in values)
@@ -239,7 +240,7 @@ class PreviewPanel(QWidget):
         table = self.model.table
         config = ExperimentConfig.from_dict({"method": {"name": table["method"]["name"], "recipe": self.model.recipe},
                                              "augment": table["augment"]})
-        problems = [p for p in config.problems() if p.startswith("augment")]
+        problems = [p for p in config.problems() if section_of(p.address) == "augment"]
         if problems:
             raise ConfigError(problems)
         return config.augment.views
@@ -251,7 +252,7 @@ class PreviewPanel(QWidget):
         try:
             views = self.view_configs()
         except ConfigError as error:
-            self.message.setText("cannot draw the views: " + "; ".join(error.problems))
+            self.message.setText(f"cannot draw the views: {error}")
             return
         self.message.setText("")
         size = self.samples.shape[-1]
@@ -275,7 +276,7 @@ class PreviewPanel(QWidget):
         try:
             return self._mask_preview.pictures(config, self.samples.float() / 255.0)
         except ConfigError as error:
-            self.message.setText("cannot draw the masks: " + "; ".join(error.problems))
+            self.message.setText(f"cannot draw the masks: {error}")
             return {}
 
     def shown_views(self) -> list[np.ndarray]:

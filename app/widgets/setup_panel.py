@@ -10,7 +10,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QGroupBox, QLabel, QVBoxLayout, QWidget
 
-from ssl_engine.config import DATA_SOURCES, BackboneConfig, DataConfig, OptimConfig, TrainConfig, names_key, table_key
+from ssl_engine.config import DATA_SOURCES, BackboneConfig, DataConfig, OptimConfig, TrainConfig
 from ssl_engine.methods import FAMILIES, METHODS
 from ssl_engine.models.backbones import backbone_names
 from ssl_engine.recipes import RECIPES, recipe_sources
@@ -120,15 +120,15 @@ class SetupPanel(QWidget):
         layout.addWidget(method_box)
 
         # backbone, optimiser, training: fixed forms over fixed sections
-        self.backbone_form = ParamForm(model, BackboneConfig, ("backbone",),
+        self.backbone_form = ParamForm(model, BackboneConfig, "backbone",
                                        choices={"name": backbone_names()})
         layout.addWidget(self._box("Backbone", self.backbone_form))
-        self.optim_form = ParamForm(model, OptimConfig, ("optim",),
+        self.optim_form = ParamForm(model, OptimConfig, "optim",
                                     only=["name", "lr", "weight_decay", "weight_decay_schedule", "weight_decay_end",
                                           "momentum", "beta2", "warmup_epochs", "min_lr_ratio", "bias_lr_ratio",
                                           "decay_exclusions", "lars_eta", "lars_clip", "grad_clip", "grad_clip_mode"])
         layout.addWidget(self._box("Optimiser", self.optim_form))
-        self.train_form = ParamForm(model, TrainConfig, ("train",),
+        self.train_form = ParamForm(model, TrainConfig, "train",
                                     only=["epochs", "minutes", "batch_size", "device", "precision", "seed", "runs_dir"],
                                     choices={"device": device_choices()})
         layout.addWidget(self._box("Training", self.train_form))
@@ -152,7 +152,7 @@ class SetupPanel(QWidget):
         """New forms for what depends on the method or on a newly opened file."""
         for holder, attribute, form in (
                 (self.data_form_holder, "data_form",
-                 lambda: ParamForm(self.model, DataConfig, ("data",), only=["image_size", "shapes_count", "test_fraction"])),
+                 lambda: ParamForm(self.model, DataConfig, "data", only=["image_size", "shapes_count", "test_fraction"])),
                 (self.method_form_holder, "method_form", self._method_form)):
             old = getattr(self, attribute)
             if old is not None:
@@ -163,7 +163,7 @@ class SetupPanel(QWidget):
             holder.addWidget(getattr(self, attribute))
         for form in (self.backbone_form, self.optim_form, self.train_form):
             self._refresh(form)
-        name = self.model.value(("method", "name"))
+        name = self.model.value("method.name")
         self.method.select(name)
         cls = METHODS.get(name)
         self.method_summary.setText(f"{cls.summary}.\n{cls.paper}" if cls else "")
@@ -172,11 +172,10 @@ class SetupPanel(QWidget):
         self._show_switch()
         self._show_backbone_fields()
         sources = recipe_sources(cls, self.model.recipe) if cls else {}
+        notes = {key: f"{self.model.recipe} recipe: {setting.value} ({setting.source})" for key, setting in sources.items()}
         for form in (self.method_form, self.backbone_form, self.optim_form, self.train_form):
             if isinstance(form, ParamForm):
-                section = form.prefix[0]
-                form.set_notes({key.split(".", 1)[1]: f"{self.model.recipe} recipe: {setting.value} ({setting.source})"
-                                for key, setting in sources.items() if key.split(".")[0] == section})
+                form.set_notes(notes)
 
     def _show_switch(self) -> None:
         """After a switch of method or recipe: what it changed beyond the method's own settings
@@ -189,8 +188,9 @@ class SetupPanel(QWidget):
             f": its own {'parameters and views' if old != new else 'values'}"
         # a change to a field now hidden (a ViT's patch size under a CNN) says nothing
         is_vit = self._backbone_is_vit()
-        words = [f"{field_label(path[-1], path[0])} {before} → {after}" for path, before, after in changes
-                 if is_vit or not (path[0] == "backbone" and path[-1] in VIT_FIELDS)]
+        vit_only = {f"backbone.{name}" for name in VIT_FIELDS}
+        words = [f"{field_label(address)} {before} → {after}" for address, before, after in changes
+                 if is_vit or address not in vit_only]
         shown = words[:SWITCH_CHANGES_SHOWN] + ([f"{len(words) - SWITCH_CHANGES_SHOWN} more"]
                                                  if len(words) > SWITCH_CHANGES_SHOWN else [])
         self.switch_note.setText(lead + (", and " + "; ".join(shown) if shown else "") +
@@ -208,20 +208,20 @@ class SetupPanel(QWidget):
                 form.layout().setRowVisible(form.problem_labels[name], is_vit == (name in VIT_FIELDS))
 
     def _backbone_is_vit(self) -> bool:
-        return BackboneConfig(name=str(self.model.value(("backbone", "name")))).is_vit
+        return BackboneConfig(name=str(self.model.value("backbone.name"))).is_vit
 
     def forms(self) -> list[ParamForm]:
         return [form for form in (self.data_form, self.method_form, self.backbone_form, self.optim_form,
                                   self.train_form) if isinstance(form, ParamForm)]
 
-    def field_for(self, problem: str) -> tuple[QWidget, str] | None:
-        """(the editor, its label) of the setting a problem is about, None when no field of the
-        set-up holds it (a view's setting lives in the Augmentations tab)."""
+    def field_for(self, address: str) -> tuple[QWidget, str] | None:
+        """(the editor, its label) of the setting at `address`, None when no field of the set-up
+        holds it (a view's setting lives in the Augmentations tab)."""
         for form in self.forms():
             for name, editor in form.editors.items():
-                if names_key(problem, table_key(form.prefix + (name,))):
-                    return editor, field_label(name, form.prefix[0])
-        if names_key(problem, "data.source"):
+                if form.address(name) == address:
+                    return editor, field_label(address)
+        if address == "data.source":
             return self.source, "data"
         return None
 
@@ -229,20 +229,20 @@ class SetupPanel(QWidget):
         """The recipe in use, what it is for, and a hint when the image size usually takes another."""
         recipe = self.model.recipe
         self.recipe.setCurrentIndex(max(self.recipe.findData(recipe), 0))
-        cls = METHODS.get(self.model.value(("method", "name")))
+        cls = METHODS.get(self.model.value("method.name"))
         count = len(recipe_sources(cls, recipe)) if cls else 0
         changed = f"; it sets {count} values (their tooltips give the sources)" if count else ""
         hint = self.model.recipe_hint()
         self.recipe_note.setText(f"{RECIPES[recipe]}{changed}" + (f".\nNote: {hint}." if hint else "."))
 
     def _method_form(self) -> QWidget:
-        cls = METHODS.get(self.model.value(("method", "name")))
-        return ParamForm(self.model, cls.Params, ("method", "params")) if cls else QWidget()
+        cls = METHODS.get(self.model.value("method.name"))
+        return ParamForm(self.model, cls.Params, "method") if cls else QWidget()
 
     def _refresh(self, form: ParamForm) -> None:
         """Show the model's values in a fixed form (after a file was opened or the method switched)."""
         for name, editor in form.editors.items():
-            value = self.model.value(form.prefix + (name,))
+            value = self.model.value(form.address(name))
             editor.blockSignals(True)
             if isinstance(editor, QComboBox):
                 index = editor.findData(value) if editor.findData(value) >= 0 else editor.findText(str(value))
@@ -256,7 +256,7 @@ class SetupPanel(QWidget):
         form.release_room()
 
     def _show_source(self) -> None:
-        source = str(self.model.value(("data", "source")))
+        source = str(self.model.value("data.source"))
         is_folder = source.startswith("folder:")
         index = self.source.findData("folder" if is_folder else source)
         self.source.blockSignals(True)
@@ -280,12 +280,12 @@ class SetupPanel(QWidget):
                 return
             self.choose_folder(folder)
         else:
-            self.model.set_value(("data", "source"), value)
+            self.model.set_value("data.source", value)
 
     def choose_folder(self, folder: str) -> None:
         self.last_folder = folder
         self.folder_chosen.emit(folder)
-        self.model.set_value(("data", "source"), f"folder:{folder}")
+        self.model.set_value("data.source", f"folder:{folder}")
 
     def _recipe_picked(self, index: int) -> None:
         recipe = self.recipe.itemData(index)
@@ -294,5 +294,5 @@ class SetupPanel(QWidget):
 
     def _method_picked(self, index: int) -> None:
         name = self.method.itemData(index)
-        if name and name != self.model.value(("method", "name")):
+        if name and name != self.model.value("method.name"):
             self.model.switch_method(name)

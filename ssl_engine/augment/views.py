@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from ..params import hyper, validate
 from . import ops
 
@@ -47,15 +47,15 @@ class ViewConfig:
                              help="side of this view in pixels (0: the data's image size; smaller for multi-crop's local views)")
 
 
-def check_view(view: ViewConfig, where: str) -> list[str]:
-    """Problems between fields of one view, one line each, e.g. a crop range min above max."""
+def check_view(view: ViewConfig, where: str) -> list[Problem]:
+    """Problems between fields of one view (at address `where`), e.g. a crop range min above max."""
     problems = []
     if view.crop_scale_min > view.crop_scale_max:
-        problems.append(f"{where}.crop_scale_min must be <= crop_scale_max "
-                        f"({view.crop_scale_min:g} > {view.crop_scale_max:g})")
+        problems.append(Problem(f"{where}.crop_scale_min", f"must be <= crop_scale_max "
+                                                           f"({view.crop_scale_min:g} > {view.crop_scale_max:g})"))
     if view.blur_sigma_min > view.blur_sigma_max:
-        problems.append(f"{where}.blur_sigma_min must be <= blur_sigma_max "
-                        f"({view.blur_sigma_min:g} > {view.blur_sigma_max:g})")
+        problems.append(Problem(f"{where}.blur_sigma_min", f"must be <= blur_sigma_max "
+                                                           f"({view.blur_sigma_min:g} > {view.blur_sigma_max:g})"))
     return problems
 
 
@@ -135,7 +135,7 @@ class ViewAugmenter:
 
     def __init__(self, views: list[ViewConfig], output_size: int):
         """`output_size` is the side of every view that does not set its own `output_size`."""
-        problems = [] if output_size > 0 else [f"output_size must be > 0, got {output_size}"]
+        problems = [] if output_size > 0 else [Problem("output_size", f"must be > 0, got {output_size}")]
         for i, view in enumerate(views):
             problems += validate(view, f"views[{i}]") + check_view(view, f"views[{i}]")
         if problems:

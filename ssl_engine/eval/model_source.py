@@ -112,8 +112,7 @@ def random_init_model(like: EvalModel | None = None, *, backbone: str = "small_c
     if like is not None:
         backbone, image_size, mean, std = like.backbone.name, like.image_size, like.mean, like.std
     config = like.config if like is not None and like.config is not None else \
-        ExperimentConfig.for_method("simclr").with_overrides(
-            [f"backbone.name={json.dumps(backbone)}", f"data.image_size={image_size}"])
+        ExperimentConfig.for_method("simclr").with_values({"backbone.name": backbone, "data.image_size": image_size})
     with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's random stream
         torch.manual_seed(seed)
         network = build_backbone_for(config)

@@ -16,10 +16,10 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
 
 def get_method(name: str) -> type[Method]:
     """The method class registered under `name`."""
-    from ..errors import ConfigError
+    from ..errors import ConfigError, Problem
 
     if name not in METHODS:
-        raise ConfigError([f"method.name must be one of {', '.join(sorted(METHODS))}, got {name!r}"])
+        raise ConfigError([Problem("method.name", f"must be one of {', '.join(sorted(METHODS))}, got {name!r}")])
     return METHODS[name]
 
 

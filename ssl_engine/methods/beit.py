@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from .. import losses
 from ..distributed import all_reduce_mean, gather_no_grad
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from ..kmeans import kmeans_centroids, nearest_centroid
 from ..masking import Blocks
 from ..models.vit import VisionTransformer, patchify, unpatchify
@@ -184,8 +184,8 @@ class BEiT(MaskedMethod):
         descriptors = sample.reshape(-1, self.tokenizer.codebook.shape[1])
         k = self.params.codebook_size
         if k > len(descriptors):
-            raise ConfigError([f"method.codebook_size ({k}) must be at most the number of training patches "
-                               f"sampled for the tokenizer ({len(descriptors)}: up to {PATCHES_PER_IMAGE} per image)"])
+            raise ConfigError([Problem("method.codebook_size", f"({k}) must be at most the number of training patches "
+                               f"sampled for the tokenizer ({len(descriptors)}: up to {PATCHES_PER_IMAGE} per image)")])
         most = KMEANS_PATCHES_PER_TOKEN * k
         if len(descriptors) > most:
             descriptors = descriptors[torch.randperm(len(descriptors), generator=generator)[:most].to(descriptors.device)]

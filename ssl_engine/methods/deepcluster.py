@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..augment.ops import grayscale
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from ..kmeans import kmeans
 from ..models.heads import projection_mlp
 from ..params import hyper
@@ -110,7 +110,8 @@ class DeepCluster(Method):
         features = dataset_features(transform=grayscale if self.params.greyscale_clustering else None)
         k = self.params.num_clusters
         if k > len(features):
-            raise ConfigError([f"method.num_clusters ({k}) must be at most the number of training images ({len(features)})"])
+            raise ConfigError([Problem("method.num_clusters", f"({k}) must be at most the number of training images "
+                                                              f"({len(features)})")])
         # seeded by run and epoch: a resumed run clusters as the uninterrupted one, and every
         # process of a DDP run alike; a new seed each epoch, as the reference re-seeds faiss
         generator = torch.Generator().manual_seed(int(self.seed) + epoch)

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from .. import losses
 from ..distributed import all_reduce_mean
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from ..masking import SometimesBlocks
 from ..params import hyper
 from .base import features_by_resolution, register
@@ -125,8 +125,8 @@ class IBOT(DINO, MaskedMethod):
 
     def __init__(self, backbone, params: IBOTParams, total_steps: int):
         if params.mask_ratio_min > params.mask_ratio_max:
-            raise ConfigError([f"method.mask_ratio_min ({params.mask_ratio_min:g}) must be at most "
-                               f"method.mask_ratio_max ({params.mask_ratio_max:g})"])
+            raise ConfigError([Problem("method.mask_ratio_min", f"({params.mask_ratio_min:g}) must be at most "
+                               f"method.mask_ratio_max ({params.mask_ratio_max:g})")])
         super().__init__(backbone, params, total_steps)
         patch_dim = params.out_dim if params.shared_head else params.patch_out_dim
         self.register_buffer("patch_center", torch.zeros(1, patch_dim))

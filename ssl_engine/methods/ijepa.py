@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from ..masking import MultiBlock
 from ..models.ema import MomentumTargets
 from ..models.vit import Block, VisionTransformer, sincos_position_embedding
@@ -135,14 +135,14 @@ class IJEPA(MaskedMethod):
     def __init__(self, backbone, params: IJEPAParams, total_steps: int):
         super().__init__(backbone, params, total_steps)
         heads = backbone.blocks[0].attn.heads  # the reference gives the predictor the encoder's heads
-        problems = [f"method.{name}_min ({low:g}) must be <= method.{name}_max ({high:g})"
+        problems = [Problem(f"method.{name}_min", f"({low:g}) must be <= method.{name}_max ({high:g})")
                     for name, low, high in (("target_scale", params.target_scale_min, params.target_scale_max),
                                             ("target_aspect", params.target_aspect_min, params.target_aspect_max),
                                             ("context_scale", params.context_scale_min, params.context_scale_max))
                     if low > high]
         if params.predictor_dim % 4 or params.predictor_dim % heads:
-            problems.append(f"method.predictor_dim ({params.predictor_dim}) must be divisible by 4 and by the "
-                            f"encoder's {heads} heads")
+            problems.append(Problem("method.predictor_dim", f"({params.predictor_dim}) must be divisible by 4 and by "
+                                                            f"the encoder's {heads} heads"))
         if problems:
             raise ConfigError(problems)
         self.predictor = Predictor(backbone.dim, params.predictor_dim, params.predictor_depth, heads, backbone.grid)

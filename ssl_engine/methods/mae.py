@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import losses
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from ..masking import RandomPatches, visible_indices
 from ..models.vit import Block, patchify, sincos_position_embedding, unpatchify
 from ..params import hyper
@@ -56,8 +56,8 @@ class MAEDecoder(nn.Module):
     def __init__(self, encoder_dim: int, params: MAEParams, patch_size: int, grid: int):
         super().__init__()
         if params.decoder_dim % params.decoder_heads:
-            raise ConfigError([f"method.decoder_heads ({params.decoder_heads}) must divide "
-                               f"method.decoder_dim ({params.decoder_dim})"])
+            raise ConfigError([Problem("method.decoder_heads", f"({params.decoder_heads}) must divide "
+                               f"method.decoder_dim ({params.decoder_dim})")])
         dim = params.decoder_dim
         self.embed = nn.Linear(encoder_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -131,8 +131,8 @@ class MAE(MaskedMethod):
         super().__init__(backbone, params, total_steps)
         patches = backbone.grid ** 2
         if round(params.mask_ratio * patches) >= patches:
-            raise ConfigError([f"method.mask_ratio ({params.mask_ratio:g}) hides all {patches} patches: "
-                               f"the encoder needs at least one"])
+            raise ConfigError([Problem("method.mask_ratio", f"({params.mask_ratio:g}) hides all {patches} patches: "
+                               f"the encoder needs at least one")])
         self.decoder = MAEDecoder(backbone.dim, params, backbone.patch_size, backbone.grid)
         self.seed_masks()
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import losses
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from ..hog import default_cell_size, hog_feature_dim, hog_patch_targets, hog_picture
 from ..masking import Blocks, RandomPatches
 from ..models.vit import VisionTransformer
@@ -76,8 +76,8 @@ class MaskFeat(MaskedMethod):
         super().__init__(backbone, params, total_steps)
         self.cell_size = params.hog_cell_size or default_cell_size(backbone.patch_size)
         if backbone.patch_size % self.cell_size:
-            raise ConfigError([f"method.hog_cell_size ({self.cell_size}) must divide backbone.patch_size "
-                               f"({backbone.patch_size})"])
+            raise ConfigError([Problem("method.hog_cell_size", f"({self.cell_size}) must divide backbone.patch_size "
+                               f"({backbone.patch_size})")])
         # a linear head from each patch token to its patch's HOG (the reference's separate head)
         self.head = nn.Linear(backbone.dim, hog_feature_dim(backbone.patch_size, bins=params.hog_bins,
                                                             cell_size=self.cell_size))

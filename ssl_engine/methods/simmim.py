@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import losses
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from ..masking import RandomPatches
 from ..models.vit import patchify, unpatchify
 from ..params import hyper
@@ -86,13 +86,13 @@ class SimMIM(MaskedMethod):
         super().__init__(backbone, params, total_steps)
         size = params.mask_patch_size or backbone.patch_size
         if size % backbone.patch_size or (backbone.grid * backbone.patch_size) % size:
-            raise ConfigError([f"method.mask_patch_size ({size}) must be a multiple of backbone.patch_size "
-                               f"({backbone.patch_size}) and divide the image size ({backbone.grid * backbone.patch_size})"])
+            raise ConfigError([Problem("method.mask_patch_size", f"({size}) must be a multiple of backbone.patch_size "
+                               f"({backbone.patch_size}) and divide the image size ({backbone.grid * backbone.patch_size})")])
         self.patches_per_mask_side = size // backbone.patch_size
         window = params.norm_target_window
         if window and (window % 2 == 0 or window < 3):
-            raise ConfigError([f"method.norm_target_window must be 0 (off) or odd and at least 3 (a window "
-                               f"centred on its pixel), got {window}"])
+            raise ConfigError([Problem("method.norm_target_window", f"must be 0 (off) or odd and at least 3 (a window "
+                               f"centred on its pixel), got {window}")])
         # the paper's one-layer prediction head (a 1 x 1 convolution over the patch tokens)
         self.head = nn.Linear(backbone.dim, backbone.patch_size ** 2 * 3)
         self.seed_masks()

@@ -19,7 +19,7 @@ import torch
 import torchvision
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from .vit import VisionTransformer, build_vit
 
 
@@ -64,7 +64,7 @@ def build_backbone(name: str, *, small_stem: bool | None = None, image_size: int
     `patch_size`, `vit_depth` (blocks), `position_embedding` ("learnt", "sincos" or "relative")
     and `layer_scale` (LayerScale's initial value, 0 for none) shape the ViTs."""
     if name not in BACKBONES:
-        raise ConfigError([f"backbone.name must be one of {', '.join(BACKBONES)}, got {name!r}"])
+        raise ConfigError([Problem("backbone.name", f"must be one of {', '.join(BACKBONES)}, got {name!r}")])
     if small_stem is None:
         small_stem = image_size <= 64
     return BACKBONES[name](small_stem=small_stem, image_size=image_size, patch_size=patch_size, depth=vit_depth,

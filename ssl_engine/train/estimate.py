@@ -30,7 +30,7 @@ from ..checkpoint import first_line
 from ..config import ExperimentConfig
 from ..data.image_set import DataSplits
 from ..devices import synchronise
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError, Problem, UserError
 from ..eval.embed import embed
 from ..eval.knn import knn_scores
 from .control import TrainingControl
@@ -297,8 +297,8 @@ def project(costs: StepCosts, config: ExperimentConfig, data: DataSplits, *, rat
     cfg = config.train
     train_size = len(data.train)
     if cfg.batch_size > train_size:
-        raise ConfigError([f"train.batch_size ({cfg.batch_size}) is larger than the training set "
-                           f"({train_size} images)"])
+        raise ConfigError([Problem("train.batch_size", f"({cfg.batch_size}) is larger than the training set "
+                                                       f"({train_size} images)")])
     steps_per_epoch = train_size // cfg.batch_size
     labelled = int((data.train.labels >= 0).sum())
     test_size = len(data.test) if data.test is not None else 0
