@@ -105,15 +105,9 @@ def experiment_config(args):
     from .errors import ConfigError
 
     if getattr(args, "resume", None):
-        from .config import with_vit_layout_of
-        from .checkpoint import load_checkpoint
-        from .models.build import backbone_state
+        from .run_store import resume_config
 
-        run = Path(args.resume).expanduser()
-        config = ExperimentConfig.load(run / "config.toml")
-        if config.backbone.is_vit:  # the checkpoint is read only where the layout can differ
-            # a ViT built as the run's weights were, whatever the method's choices are today
-            config = with_vit_layout_of(config, backbone_state(load_checkpoint(run)))
+        config = resume_config(args.resume)
     elif args.config:
         config = ExperimentConfig.load(args.config)
     else:
