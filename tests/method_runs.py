@@ -17,7 +17,7 @@ from pathlib import Path
 from ssl_engine.checkpoint import load_checkpoint
 from ssl_engine.methods.masked import MaskedMethod
 from ssl_engine.train import EventRates, Trainer, TrainingControl
-from ssl_engine.train.events import MatrixSnapshot, RunStarted, StepMetrics
+from ssl_engine.train.events import ProbeResult, RunStarted, StepMetrics
 from tests.helpers import tiny_config
 
 # 20 training images in batches of 10: 2 steps an epoch, 2 epochs; the stopped run stops one step
@@ -125,10 +125,10 @@ def watched_run(config, resume: Path | None = None, stop_at: int | None = None) 
                 for name, p in trainer.method.named_parameters()}
             if event.step == stop_at:
                 control.stop()
-        elif isinstance(event, MatrixSnapshot):
-            seen.matrix_names |= set(event.matrices)
+        elif isinstance(event, ProbeResult) and event.name == "matrices":
+            seen.matrix_names |= set(event.value.matrices)
 
-    trainer.subscribe(listen, EventRates(metrics_every_steps=1, matrix_every_steps=1))
+    trainer.subscribe(listen, EventRates(metrics_every_steps=1, probes={"matrices": 1}))
     seen.summary = trainer.run()
     return seen, trainer.run_dir
 
