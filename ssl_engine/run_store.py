@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
-from .runs import META_FILE, STATUS_FILE, read_metrics
+from .runs import META_FILE, STATUS_FILE, read_metrics, write_atomically
 
 STATUSES = ("running", "finished", "stopped", "interrupted", "failed")
 MAX_TAG = 40
@@ -77,7 +77,7 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _status(folder: Path, status: dict, summary: dict) -> tuple[str, str]:
+def _status(status: dict, summary: dict) -> tuple[str, str]:
     kind = status.get("status")
     if kind == "running":
         if status.get("host") != socket.gethostname():
@@ -103,7 +103,7 @@ def read_run(folder: str | Path) -> RunRecord | None:
     except (OSError, ValueError):
         config = {}
     status, summary, meta = (_read_json(folder / name) for name in (STATUS_FILE, "summary.json", META_FILE))
-    kind, message = _status(folder, status, summary)
+    kind, message = _status(status, summary)
     record = RunRecord(
         path=folder, status=kind, message=message,
         method=str(config.get("method", {}).get("name", "")), recipe=str(config.get("method", {}).get("recipe", "")),
@@ -145,10 +145,8 @@ def list_runs(runs_dir: str | Path) -> list[RunRecord]:
 
 
 def _write_meta(folder: Path, meta: dict) -> None:
-    tmp = folder / (META_FILE + ".tmp")
     try:
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        tmp.replace(folder / META_FILE)
+        write_atomically(folder / META_FILE, json.dumps(meta, indent=2) + "\n")
     except OSError as error:
         raise UserError(f"cannot write {folder / META_FILE}: {error.strerror or error}") from None
 
@@ -201,9 +199,10 @@ def delete_run(record: RunRecord) -> None:
 
 
 def format_duration(seconds: float | None) -> str:
+    """h:mm:ss, or m:ss under an hour; "–" for None."""
     if seconds is None:
         return "–"
-    seconds = int(round(seconds))
+    seconds = int(max(seconds, 0))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 

@@ -95,22 +95,24 @@ class RunFolder:
             started = None
         record = {"status": status, "pid": os.getpid(), "host": socket.gethostname(),
                   "started": started or time.time(), "updated": time.time(), "message": message}
-        tmp = path.with_name(STATUS_FILE + ".tmp")
-        tmp.write_text(json.dumps(record) + "\n")
-        tmp.replace(path)
+        write_atomically(path, json.dumps(record) + "\n")
 
     def write_started(self, started) -> None:
         """What the run's start told its listeners (a RunStarted, less its config, which is in
         config.toml): a reopened run tells its views the same."""
         fields = {k: v for k, v in vars(started).items() if k != "config"}
-        tmp = self.path / (STARTED_FILE + ".tmp")
-        tmp.write_text(json.dumps(_clean(fields), indent=2) + "\n")
-        tmp.replace(self.path / STARTED_FILE)
+        write_atomically(self.path / STARTED_FILE, json.dumps(_clean(fields), indent=2) + "\n")
 
     def write_summary(self, summary: dict) -> None:
-        tmp = self.path / "summary.json.tmp"
-        tmp.write_text(json.dumps(_clean(summary), indent=2) + "\n")
-        tmp.replace(self.path / "summary.json")
+        write_atomically(self.path / "summary.json", json.dumps(_clean(summary), indent=2) + "\n")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file beside it: a reader sees the old file or
+    the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def keep_lines(path: Path, keep) -> int:
@@ -121,9 +123,7 @@ def keep_lines(path: Path, keep) -> int:
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     kept = [line for line in lines if keep(json.loads(line))]
     if len(kept) < len(lines):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(path)
+        write_atomically(path, "".join(line + "\n" for line in kept))
     return len(lines) - len(kept)
 
 

@@ -154,7 +154,7 @@ def test_duplicates_label_check_and_accuracy(tmp_path, model, folders):
     combined = session.primary.combined
     copies = {path for path in combined.paths if os.path.basename(path).startswith("copy")}
     found = find_duplicates(combined, 0.999)
-    assert session.accept(found) and not found.suggested and found.threshold == 0.999
+    assert session.accept(found) and not found.suggested and found.threshold == pytest.approx(0.999)
     reference = near_duplicates(combined.features, 0.999, centre=True)
     np.testing.assert_array_equal(found.pairs.first, reference.first)
     assert any(copies < {combined.paths[row] for row in group} for group in found.groups)   # with their original

@@ -151,5 +151,5 @@ def test_a_run_ramps_the_weight_decay_and_keeps_the_centre_in_its_checkpoints(me
     # end (the checkpoint holds the value of its last step, total - 1); norms and biases stay at 0
     total = EPOCHS * STEPS_PER_EPOCH
     decays = sorted({group["weight_decay"] for group in run.straight_state()["optimizer"]["param_groups"]})
-    assert decays[0] == 0.0 and decays[-1] == pytest.approx(cosine_momentum(total - 1, total, 0.04, 0.4))
+    assert decays[0] == pytest.approx(0.0, abs=1e-12) and decays[-1] == pytest.approx(cosine_momentum(total - 1, total, 0.04, 0.4))
     assert run.stopped_state()["method"]["center"].abs().sum() > 0

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPro
 
 from ssl_engine.methods import get_method
 from ssl_engine.probes import PROBES
+from ssl_engine.run_store import format_duration
 from ssl_engine.train.events import RunStarted
 
 from ..worker import Delivery
@@ -27,12 +28,6 @@ from .projection_view import ProjectionView
 
 
 KNN = "knn_top1"  # the curve the progress row shows, and whose value before training is the floor
-
-
-def duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 class ProgressRow(QWidget):
@@ -100,7 +95,7 @@ class ProgressRow(QWidget):
         self.labels["step"].setText(f"step {step:,}/{self.total_steps:,}")
         self.labels["epoch"].setText(f"epoch {min(epoch + 1, self.epochs)}/{self.epochs}")
         self.labels["speed"].setText("–" if speed is None else f"{speed:,.0f} img/s")
-        self.labels["eta"].setText("–" if eta is None else f"ETA {duration(eta)}")
+        self.labels["eta"].setText("–" if eta is None else f"ETA {format_duration(eta)}")
 
     def show_knn(self, epoch: int, knn: float) -> None:
         self.knn_epoch, self.last_knn = epoch, knn
