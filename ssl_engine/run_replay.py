@@ -30,6 +30,7 @@ class Replay:
     metrics: list[StepMetrics]
     curves: list[ProbeResult]                      # every point of every curve probe, in order
     recorded: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # probe -> (step, epoch) recorded
+    last_step: int = 0  # where the run ended (its summary), or its last logged step when cut short
 
     def load(self, probe: str, step: int | None = None) -> ProbeResult | None:
         """The recorded result of `probe` at `step` (None: its last), or None when none was recorded."""
@@ -73,5 +74,9 @@ def replay_run(run_dir: str | Path) -> Replay:
         for name in curve_names:
             if row.get(name) is not None:
                 curves.append(ProbeResult(name=name, step=int(row["step"]), epoch=epoch, value=float(row[name])))
+    try:
+        last_step = int(json.loads((run_dir / "summary.json").read_text())["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        last_step = metrics[-1].step if metrics else 0
     return Replay(run_dir=run_dir, started=started, metrics=metrics, curves=curves,
-                  recorded=recorded(run_dir / PROBES_DIR))
+                  recorded=recorded(run_dir / PROBES_DIR), last_step=last_step)

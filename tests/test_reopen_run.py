@@ -31,6 +31,7 @@ def test_a_reopened_run_shows_what_the_window_showed_while_it_trained(qtbot, tmp
             np.testing.assert_allclose(got, want, rtol=1e-6)
     assert reopened.loss_plot.floor == pytest.approx(live.loss_plot.floor)
     assert reopened.progress.labels["step"].text() == live.progress.labels["step"].text() == "step 15/15"
+    assert reopened.progress.labels["epoch"].text() == "epoch 3/3" and reopened.progress.bar.value() == 15
     assert reopened.progress.labels["knn"].text() == live.progress.labels["knn"].text()
     # views and matrices recorded after the first step and each epoch's last; the window last drew step 10's
     assert [step for step, _ in replay.recorded["views"]] == [1, 5, 10, 15]

@@ -226,7 +226,9 @@ class TrainingPanel(QWidget):
             if last is not None and name in PROBES:
                 probes[name] = [last]
         self.apply(Delivery(started=replay.started, metrics=replay.metrics, probes=probes))
-        self.progress.stopped()
+        # where the run ended, which its last logged step may fall short of
+        steps_per_epoch = max(replay.started.steps_per_epoch, 1)
+        self.progress.show_step(replay.last_step, (replay.last_step - 1) // steps_per_epoch, None, None)
         self.replay = replay
         maps = replay.recorded.get("map", [])
         if len(maps) > 1:
