@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--knn-every", type=int, default=0, metavar="EPOCHS",
                        help="print kNN top-1 on a fixed evaluation subset every EPOCHS epochs")
+    train.add_argument("--tensorboard", metavar="DIR",
+                       help="also write TensorBoard event files under DIR/<run folder name> (train.tensorboard; "
+                            "needs the tensorboard package); then tensorboard --logdir DIR")
 
     evaluate = commands.add_parser("eval", help="kNN and linear-probe top-1 of a trained backbone")
     evaluate.add_argument("--checkpoint", help="a checkpoint file or a run folder")
@@ -125,7 +128,7 @@ def experiment_config(args):
     if args.recipe and (args.config or getattr(args, "resume", None)):
         values.append(("method.recipe", args.recipe))
     flags = {"data.source": args.dataset, "backbone.name": args.backbone, "train.epochs": args.epochs,
-             "train.minutes": getattr(args, "minutes", None),
+             "train.minutes": getattr(args, "minutes", None), "train.tensorboard": getattr(args, "tensorboard", None),
              "train.batch_size": args.batch_size, "train.device": args.device, "train.runs_dir": args.runs_dir}
     values += [(address, value) for address, value in flags.items() if value is not None]
     return config.with_values(values + parse_assignments(args.set)).validate()
@@ -173,6 +176,10 @@ def run_train(args) -> int:
     from .train import EventRates, Trainer, TrainingControl
 
     config = experiment_config(args)
+    if config.train.tensorboard:
+        from .tensorboard_log import require_tensorboard
+
+        require_tensorboard()  # before the estimate's timed steps, which the trainer's own check would follow
     control = TrainingControl()
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks for all
     data = None

@@ -27,7 +27,7 @@ INVALID_STYLE = "border: 1px solid #d9534f; background: rgba(217, 83, 79, 40);"
 LABELS = {"lr": "learning rate", "min_lr_ratio": "final learning rate ratio", "bias_lr_ratio": "bias learning rate ratio",
           "beta2": "Adam beta2", "lars_eta": "LARS eta", "lars_clip": "LARS clipping", "knn_k": "kNN neighbours",
           "vit_depth": "ViT depth", "vit_features": "ViT features", "grad_clip": "gradient clipping",
-          "grad_clip_mode": "gradient clipping mode",
+          "grad_clip_mode": "gradient clipping mode", "tensorboard": "TensorBoard folder",
           # a name is the section's choice
           "backbone.name": "backbone", "optim.name": "optimiser", "method.name": "method"}
 

@@ -129,7 +129,8 @@ class SetupPanel(QWidget):
                                           "decay_exclusions", "lars_eta", "lars_clip", "grad_clip", "grad_clip_mode"])
         layout.addWidget(self._box("Optimiser", self.optim_form))
         self.train_form = ParamForm(model, TrainConfig, "train",
-                                    only=["epochs", "minutes", "batch_size", "device", "precision", "seed", "runs_dir"],
+                                    only=["epochs", "minutes", "batch_size", "device", "precision", "seed", "runs_dir",
+                                          "tensorboard"],
                                     choices={"device": device_choices()})
         layout.addWidget(self._box("Training", self.train_form))
         layout.addStretch(1)

@@ -179,6 +179,10 @@ class Trainer:
         return f"training failed: {type(error).__name__}: {error}"
 
     def _setup(self):
+        if self.config.train.tensorboard:
+            from ..tensorboard_log import require_tensorboard  # here: it imports this package's events
+
+            require_tensorboard()  # a missing package is one message, before anything is built or written
         self._build()
         self.start_step = 0
         if self.resume is not None:
@@ -196,7 +200,19 @@ class Trainer:
             for path, reason in self.data.skipped:
                 self.folder.log(f"skipped unreadable file {path}: {reason}")
             self._record_probes()
+            if self.config.train.tensorboard:
+                self._log_to_tensorboard()
         self._choose_eval_subsets()
+
+    def _log_to_tensorboard(self) -> None:
+        """Subscribe the TensorBoard writer (rank 0), into <train.tensorboard>/<run folder name>. It
+        comes after the probe recorder, so that the images it asks for are not also recorded in
+        the run folder's probes/ (its kNN fills metrics.jsonl's epoch rows, as any listener's does)."""
+        from ..tensorboard_log import TensorBoardLog, tensorboard_rates
+
+        log_dir = Path(self.config.train.tensorboard).expanduser() / self.run_dir.name
+        self.subscribe(TensorBoardLog(log_dir, start_step=self.start_step),
+                       tensorboard_rates(self.config.train.log_every_steps, self.steps_per_epoch))
 
     def _build(self):
         """What every step needs: the device, the data on it, the method, its optimiser and
