@@ -30,7 +30,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ExperimentConfig, assigned_image_size, parse_assignments
@@ -240,7 +240,7 @@ class RaceFinished:
 @dataclass
 class _Listener:
     callback: object
-    rates: EventRates = field(default_factory=lambda: EventRates(metrics_every_steps=0))
+    rates: EventRates   # of the trainers' events
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -253,8 +253,10 @@ class RaceRunner:
         self.race = race
         self.control = control or TrainingControl()
         self.listeners: list[_Listener] = []
-        self.folder: Path | None = None
-        self.entries: list[dict] = []
+        self.folder: Path | None = None   # the race's folder, once run() has made it
+        self.entries: list[dict] = []     # race.json's runs: method, seed, run folder, status, message
+        self.created: float | None = None
+        self._status = "running"
 
     def subscribe(self, callback, rates: EventRates | None = None) -> None:
         """Call `callback(event)` with the race's events and, at `rates`, the events of each
@@ -287,7 +289,6 @@ class RaceRunner:
             taken.add(unique)
             self.configs[index] = config.with_values([("train.run_name", unique)])
             self.entries.append({"method": method, "seed": seed, "run": unique, "status": "waiting", "message": ""})
-        self._status = "running"
         self.created = time.time()
         self._save()
 
