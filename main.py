@@ -1,4 +1,5 @@
-"""SSL Explorer: `python main.py` opens the app; `python main.py train|eval|embed|export|methods ...` is the CLI."""
+"""SSL Explorer: `python main.py` opens the app; `python main.py train|compare|eval|embed|export|methods|runs ...`
+is the CLI."""
 
 import sys
 

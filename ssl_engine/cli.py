@@ -1,4 +1,5 @@
-"""The command line: `train`, `eval`, `embed`, `export` and `methods`, over the same engine the app drives.
+"""The command line: `train`, `compare`, `eval`, `embed`, `export`, `methods` and `runs`, over the
+same engine the app drives.
 
 Every user mistake (a bad value, a missing file, an empty folder) ends in one line on
 stderr and exit code 2, never a traceback.
@@ -94,6 +95,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("methods", help="list the methods with their hyperparameters")
 
+    compare = commands.add_parser(
+        "compare", help="race methods: each trains for the same minutes on one data set, and a leaderboard ranks "
+                        "them by kNN against each run's random-init floor",
+        description="Race methods: each method (once per seed) trains for --minutes on --dataset; after each run "
+                    "a leaderboard (leaderboard.csv, leaderboard.md) is rewritten in a folder of its own, "
+                    "race-DATE-TIME-METHODS, inside the runs folder, beside the runs, which `runs` lists. A run that "
+                    "fails is recorded and the race goes on; Ctrl-C stops the current run with its checkpoint "
+                    "and marks the rest not run.")
+    compare.add_argument("--methods", required=True, help="comma-separated method names, e.g. simclr,byol,vicreg")
+    compare.add_argument("--dataset", required=True, help="digits, shapes, cifar10, cifar100, stl10 or folder:PATH")
+    compare.add_argument("--minutes", type=float, default=3.0,
+                         help="minutes of training for each run (default 3); the evaluation follows")
+    compare.add_argument("--seeds", default="0",
+                         help="comma-separated seeds: each method runs once per seed (default 0)")
+    compare.add_argument("--runs-dir", default="runs", help="the runs folder (default: runs)")
+    compare.add_argument("--recipe", choices=tuple(RECIPES),
+                         help="every method's recipe (default: small for images of 64 px and less, else imagenet)")
+    compare.add_argument("--backbone", help="every run's backbone (default: each method's recipe's)")
+    compare.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    compare.add_argument("--parallel", type=int, default=1, metavar="N",
+                         help="run N at a time, each in a process of its own: one per CUDA GPU (N GPUs needed), or "
+                              "with --device cpu, N processes that share the CPU's cores (so each is slower, and "
+                              "does fewer epochs in its minutes); default 1, one after another")
+    compare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="a setting for every run, by its address, e.g. --set train.batch_size=128")
+
     runs = commands.add_parser("runs", help="list the runs: status, method, data, time, kNN against the random-init floor")
     runs.add_argument("--runs-dir", default="runs", help="the runs folder (default: runs)")
     runs.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
@@ -104,8 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 def experiment_config(args):
     """The validated config the experiment flags describe (a `--resume` run's own config first):
     the flags' typed values set at their settings' addresses, then the `--set` assignments."""
-    from .config import ExperimentConfig, parse_assignments
-    from .errors import ConfigError
+    from .config import ExperimentConfig, assigned_image_size, parse_assignments
 
     if getattr(args, "resume", None):
         from .run_store import resume_config
@@ -114,14 +140,8 @@ def experiment_config(args):
     elif args.config:
         config = ExperimentConfig.load(args.config)
     else:
-        # the recipe follows the image size a --set gives (the last one, as the values apply); a
-        # malformed --set is reported below, with the others
-        try:
-            sizes = [value for address, value in parse_assignments(args.set) if address == "data.image_size"]
-        except ConfigError:
-            sizes = []
-        size = sizes[-1] if sizes and isinstance(sizes[-1], int) and not isinstance(sizes[-1], bool) else 32
-        config = ExperimentConfig.for_method(args.method or "simclr", size, args.recipe)
+        # the recipe follows the image size a --set gives
+        config = ExperimentConfig.for_method(args.method or "simclr", assigned_image_size(args.set), args.recipe)
     values = []
     if args.method and (args.config or getattr(args, "resume", None)):
         values.append(("method.name", args.method))
@@ -143,7 +163,7 @@ class _ProgressBar:
     def __call__(self, event):
         from tqdm import tqdm
 
-        from .train.events import EpochEnd, Finished, RunStarted, StepMetrics
+        from .train.events import EpochEnd, Failed, Finished, RunStarted, StepMetrics
 
         if isinstance(event, RunStarted):
             self.bar = tqdm(total=event.total_steps, initial=event.start_step, unit="step", dynamic_ncols=True,
@@ -157,7 +177,7 @@ class _ProgressBar:
             self.bar.refresh()
         elif isinstance(event, EpochEnd) and event.knn_top1 is not None and self.bar is not None:
             self.bar.write(_knn_line(event))
-        elif isinstance(event, Finished) and self.bar is not None:
+        elif isinstance(event, (Finished, Failed)) and self.bar is not None:
             self.bar.close()
 
 
@@ -552,11 +572,94 @@ def run_runs(args) -> int:
     return 0
 
 
+# -- compare ---------------------------------------------------------------------------
+RACE_FLAGS = ("methods", "seeds", "minutes", "parallel")  # the plan's fields that are flags of `compare`
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _race_runner(args):
+    """The runner of the race the flags describe, its plan checked whole."""
+    from .errors import ConfigError, Problem
+    from .race import Race, RaceRunner
+    from .train import TrainingControl
+
+    try:
+        seeds = tuple(int(seed) for seed in _comma_list(args.seeds))
+    except ValueError:
+        raise UserError(f"--seeds must be whole numbers separated by commas, got {args.seeds!r}") from None
+    race = Race(methods=tuple(_comma_list(args.methods)), dataset=args.dataset, minutes=args.minutes, seeds=seeds,
+                recipe=args.recipe, backbone=args.backbone, device=args.device, runs_dir=args.runs_dir,
+                assignments=tuple(args.set), parallel=args.parallel)
+    try:
+        return RaceRunner(race, TrainingControl())
+    except ConfigError as error:  # the plan's own fields by their flags
+        raise ConfigError([Problem(f"--{p.address}", p.message) if p.address in RACE_FLAGS else p
+                           for p in error.problems]) from None
+
+
+class _RaceLines:
+    """A line as each run of a race starts and ends; a progress bar for a run in this process
+    when stderr is a terminal."""
+
+    def __init__(self, bar: bool):
+        self.total, self.bar = 0, _ProgressBar() if bar else None
+
+    def __call__(self, event) -> None:
+        from .leaderboard import HEADERS, row_cells
+        from .race import RaceRunEnded, RaceRunStarted, RaceStarted, RunProgress
+
+        if isinstance(event, RaceStarted):
+            self.total = len(event.runs)
+            at_once = f", {event.parallel} at a time" if event.parallel > 1 else ", one after another"
+            print(f"race {event.folder}: {self.total} runs{at_once}", flush=True)
+        elif isinstance(event, RaceRunStarted):
+            print(f"[{event.index + 1}/{self.total}] {event.method} seed {event.seed}: started ({event.run_dir})",
+                  flush=True)
+        elif isinstance(event, RunProgress) and self.bar is not None:
+            self.bar(event.event)
+        elif isinstance(event, RaceRunEnded):
+            row, cells = event.row, dict(zip(HEADERS, row_cells(event.row)))
+            what = f"{row.status}: {row.message}" if row.message else row.status
+            if row.knn is not None:
+                what += (f", kNN {cells['kNN']} (random-init floor {cells['random-init floor']}, gain "
+                         f"{cells['gain']}), linear probe {cells['linear probe']}, {cells['epochs']} epochs at "
+                         f"{cells['images/s']} images/s")
+            print(f"[{event.index + 1}/{self.total}] {row.method} seed {row.seed}: {what}", flush=True)
+
+
+def run_compare(args) -> int:
+    from .leaderboard import CSV_FILE, MARKDOWN_FILE, format_leaderboard
+    from .train import EventRates
+
+    runner = _race_runner(args)
+    bar = sys.stderr.isatty()
+    runner.subscribe(_RaceLines(bar), EventRates(metrics_every_steps=5 if bar else 0))
+
+    def interrupt(signum, frame):  # first Ctrl-C: stop the current run with a checkpoint; second: abort
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\nstopping the race: the current run saves a checkpoint, the rest are not run "
+              "(Ctrl-C again to abort)", file=sys.stderr)
+        runner.control.stop()
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        rows = runner.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print()
+    print(format_leaderboard(rows))
+    print(f"\nleaderboard: {runner.folder / MARKDOWN_FILE} and {CSV_FILE} beside it")
+    return 130 if runner.control.stop_requested else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"train": run_train, "eval": run_eval, "embed": run_embed, "export": run_export,
-                "methods": run_methods, "runs": run_runs}[args.command](args)
+        return {"train": run_train, "compare": run_compare, "eval": run_eval, "embed": run_embed,
+                "export": run_export, "methods": run_methods, "runs": run_runs}[args.command](args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR

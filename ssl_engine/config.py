@@ -429,6 +429,18 @@ def parse_assignments(assignments: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
+def assigned_image_size(assignments: list[str], default: int = 32) -> int:
+    """The image size the `--set` strings give (the last `data.image_size`, as the values
+    apply), else `default`: the size a recipe is chosen for before the values are set. A
+    malformed assignment gives `default` here; it is reported where the values are set."""
+    try:
+        sizes = [value for address, value in parse_assignments(assignments) if address == "data.image_size"]
+    except ConfigError:
+        sizes = []
+    size = sizes[-1] if sizes else default
+    return size if isinstance(size, int) and not isinstance(size, bool) else default
+
+
 def table_problems(table: dict) -> list[Problem]:
     """Every problem of a config table at once (empty when it is valid).
 

@@ -1,5 +1,6 @@
 """The runs under a runs folder, as a table: each run's status, what it trained, how long, how
-well, and the tags and note the user gave it; renaming, tagging and deleting them.
+well, and the tags and note the user gave it; renaming, tagging and deleting them; and the
+races of methods (`ssl_engine.race`) beside them, each read back from its folder.
 
 Everything is read from the run folders themselves (`runs.RunFolder`): `status.json`, which
 the trainer writes as a run starts, checkpoints and ends, `summary.json`, `config.toml`,
@@ -25,6 +26,7 @@ from .runs import META_FILE, STATUS_FILE, read_metrics, write_atomically
 
 STATUSES = ("running", "finished", "stopped", "interrupted", "failed")
 MAX_TAG = 40
+RACE_FILE = "race.json"  # in a race's folder: its plan, and its runs with their status
 
 
 @dataclass
@@ -223,7 +225,11 @@ def table_rows(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
 
 
 def format_table(records: list[RunRecord]) -> str:
-    headers, rows = table_rows(records)
+    return aligned_table(*table_rows(records))
+
+
+def aligned_table(headers: list[str], rows: list[list[str]]) -> str:
+    """Cells of text in columns two spaces apart, under their headers (a terminal's table)."""
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [headers, *rows]]
     return "\n".join(lines)
@@ -241,3 +247,69 @@ def resume_config(run_dir: str | Path):
     if config.backbone.is_vit:  # the checkpoint is read only where the layout can differ
         config = with_vit_layout_of(config, backbone_state(load_checkpoint(run)))
     return config
+
+
+# -- races ---------------------------------------------------------------------------------
+@dataclass
+class RaceEntry:
+    """One run a race planned: its method and seed, the name of its run folder (beside the
+    race's folder, in the runs folder) and its status: waiting, running, one of STATUSES, or
+    "not run" (the race was stopped or ended before it). Where its folder exists, `record` is
+    that folder's and its status and message are the folder's (the folder is the truth)."""
+
+    method: str
+    seed: int
+    run: str = ""
+    status: str = "waiting"
+    message: str = ""
+    record: RunRecord | None = None
+
+
+@dataclass
+class RaceRecord:
+    path: Path
+    status: str                  # running, finished, stopped or interrupted
+    plan: dict                   # the race's plan as it was given (ssl_engine.race.Race)
+    created: float | None = None
+    entries: list[RaceEntry] = field(default_factory=list)
+    message: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def read_race(folder: str | Path) -> RaceRecord | None:
+    """The record of a race's folder, or None when `folder` holds no race.json. A race whose
+    process ended without finishing is interrupted, and its runs that never started were not run."""
+    folder = Path(folder)
+    stored = _read_json(folder / RACE_FILE)
+    if not stored:
+        return None
+    status, message = _status(stored, {})
+    entries = []
+    for entry in stored.get("runs", []):
+        if not isinstance(entry, dict):
+            continue
+        run = str(entry.get("run") or "")
+        record = read_run(folder.parent / run) if run else None
+        kind, why = str(entry.get("status", "waiting")), str(entry.get("message", ""))
+        if record is not None:
+            kind, why = record.status, record.message or why
+        elif status != "running" and kind in ("waiting", "running"):
+            kind = "not run"
+        seed = entry.get("seed")
+        entries.append(RaceEntry(method=str(entry.get("method", "")), seed=seed if isinstance(seed, int) else 0,
+                                 run=run, status=kind, message=why, record=record))
+    plan = stored.get("plan")
+    return RaceRecord(path=folder, status=status, message=message, plan=plan if isinstance(plan, dict) else {},
+                      created=_number(stored.get("created")), entries=entries)
+
+
+def list_races(runs_dir: str | Path) -> list[RaceRecord]:
+    """Every race under `runs_dir`, newest first; an empty list when the folder does not exist."""
+    root = Path(runs_dir).expanduser()
+    if not root.is_dir():
+        return []
+    races = [r for r in (read_race(p) for p in sorted(root.iterdir()) if p.is_dir()) if r is not None]
+    return sorted(races, key=lambda r: (-(r.created or 0.0), r.name))

@@ -23,14 +23,19 @@ META_FILE = "meta.json"      # the user's tags and note (ssl_engine.run_store)
 STARTED_FILE = "started.json"  # the run's shape as its start announced it (steps, data sizes, classes)
 
 
+def default_run_name(config: ExperimentConfig, stamp: str | None = None) -> str:
+    """date-method-data: the name of a run's folder when the config gives none (`stamp`: the
+    date and time to name it by, by default now)."""
+    source = config.data.source
+    data = Path(source[7:]).name if source.startswith("folder:") else source
+    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{config.method.name}-{re.sub(r'[^A-Za-z0-9_.-]', '_', data)}"
+
+
 def new_run_dir(config: ExperimentConfig) -> Path:
     """A fresh folder under `train.runs_dir`: the given run name, or date-method-data."""
     root = Path(config.train.runs_dir).expanduser()
-    name = config.train.run_name
-    if not name:
-        source = config.data.source
-        data = Path(source[7:]).name if source.startswith("folder:") else source
-        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.method.name}-{re.sub(r'[^A-Za-z0-9_.-]', '_', data)}"
+    name = config.train.run_name or default_run_name(config)
     path, n = root / name, 1
     while path.exists():
         n += 1
