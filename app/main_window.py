@@ -97,6 +97,9 @@ class MainWindow(QMainWindow):
         self.runs = RunsPanel(runs_dir=self.model.table["train"].get("runs_dir") or "runs")
         self.runs.resume_requested.connect(self.resume_run)
         self.runs.open_requested.connect(self.open_run)
+        self.runs.race_running.connect(self._race_running)
+        self.runs.race_defaults = lambda: {"data_source": self.model.table["data"].get("source") or "shapes",
+                                           "device": self.model.table["train"].get("device") or "auto"}
         self.tabs.addTab(self.runs, "Runs")
         splitter = QSplitter()
         splitter.addWidget(scroll)
@@ -240,6 +243,8 @@ class MainWindow(QMainWindow):
         """Why Start is disabled, or None when it is enabled."""
         if self.worker is not None:
             return "a run is in progress"
+        if self.runs.race_thread is not None:
+            return "a race of methods is running (Runs tab): stop it or let it end first"
         if self.model.config is None:
             return "fix the marked fields: " + "; ".join(self._problem(p).message for p in self.model.problems[:3])
         if self.data_error:
@@ -263,6 +268,7 @@ class MainWindow(QMainWindow):
                                           else "copy the finished run's checkpoint to a file")
         self.open_action.setEnabled(not running)
         self.setup.setEnabled(not running)
+        self.runs.set_race_blocked("a run of this window is training: a race would share its cores" if running else None)
         self.problem_summary.show_problems([self._problem(problem) for problem in self.model.problems])
         self.problem_item.setVisible(bool(self.model.problems))
         self.estimate_item.setVisible(not self.model.problems)
@@ -476,7 +482,19 @@ class MainWindow(QMainWindow):
         if self.close_when_stopped:
             self.close()
 
+    @Slot(bool)
+    def _race_running(self, running: bool) -> None:
+        self._update_actions()
+        if not running and self.close_when_stopped and self.worker is None:
+            self.close()
+
     def closeEvent(self, event) -> None:
+        if self.runs.race_thread is not None:  # the race's run keeps its checkpoint; then close
+            self.close_when_stopped = True
+            self.runs.stop_race()
+            self.statusBar().showMessage("stopping the race, saving its run's checkpoint before closing…")
+            event.ignore()
+            return
         if self.worker is not None:
             # stop, let the worker write its checkpoint, and close when it has finished
             self.close_when_stopped = True

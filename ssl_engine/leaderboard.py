@@ -168,7 +168,7 @@ def _markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return [line(headers), "|" + "|".join("---" for _ in headers) + "|", *(line(cells) for cells in rows)]
 
 
-def _plan_line(plan: dict) -> str:
+def plan_line(plan: dict) -> str:
     seeds = plan.get("seeds", [])
     parts = [f"{', '.join(plan.get('methods', []))} on {plan.get('dataset', '?')}",
              f"{plan.get('minutes', '?')} min of training each",
@@ -182,7 +182,7 @@ def _plan_line(plan: dict) -> str:
 
 
 def leaderboard_markdown(race: RaceRecord, rows: list[LeaderboardRow]) -> str:
-    lines = [f"# Race {race.name}", "", _plan_line(race.plan) + ".", "",
+    lines = [f"# Race {race.name}", "", plan_line(race.plan) + ".", "",
              f"Status: {race.status}, updated {time.strftime('%Y-%m-%d %H:%M:%S')}. Gain: kNN minus the "
              f"random-init floor (the same network before training), in percentage points.", ""]
     lines += _markdown_table(HEADERS, [row_cells(row) for row in rows])
