@@ -122,5 +122,6 @@ def test_the_runs_tab_compares_the_selected_runs(qtbot, runs):
 
     compare.pages.setCurrentWidget(compare.maps_page)  # the maps, read when their page is shown
     assert len(compare.map_plots) == 2 and "same evaluation images" in compare.maps_note.text()
+    assert all(name in compare.maps_legend.text() for name in ("circle", "square", "star"))
     panel.select_runs(["simclr", "reseeded"])
     assert len(compare.map_plots) == 2 and "first run's images embedded" in compare.maps_note.text()

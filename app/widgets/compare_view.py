@@ -162,10 +162,13 @@ class CompareView(QWidget):
         page = QWidget()
         self.maps_note = QLabel()
         self.maps_note.setWordWrap(True)
+        self.maps_legend = QLabel()  # the classes' colours, the same in every map
+        self.maps_legend.setWordWrap(True)
         self.maps_grid = QGridLayout()
         self.map_plots: list[pg.PlotItem] = []
         layout = QVBoxLayout(page)
         layout.addWidget(self.maps_note)
+        layout.addWidget(self.maps_legend)
         layout.addLayout(self.maps_grid, 1)
         return page
 
@@ -282,6 +285,13 @@ class CompareView(QWidget):
         if len(comparison.panels) > 1:
             notes.append("each map is turned (a rotation, perhaps a reflection) to line up with the first")
         self.maps_note.setText("; ".join(notes))
+        if comparison.panels:
+            panel = comparison.panels[0]
+            groups = max(len(panel.class_names), int(panel.labels.max(initial=-1)) + 1)
+            self.maps_legend.setText("  ".join(f"<span style='color:{group_colour(i, groups).name()}'>●</span> {name}"
+                                               for i, name in enumerate(panel.class_names)))
+        else:
+            self.maps_legend.setText("")
         index_of = {run.run_dir: i for i, run in enumerate(self.runs)}
         for position, panel in enumerate(comparison.panels):
             plot_widget = pg.PlotWidget()
