@@ -39,6 +39,9 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--runs-dir", help="folder that receives the run folder (default: runs)")
+    parser.add_argument("--without-safeguard", action="store_true",
+                        help="switch off what keeps the method from collapsing (see `methods`: SimSiam's stop-gradient, "
+                             "VICReg's variance term...), a collapse demo; applied after the recipe, before --set")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any setting by its address, e.g. --set optim.lr=0.1 --set method.temperature=0.2 "
                              "--set augment.views[1].blur_p=0 (augment.blur_p: every view)")
@@ -130,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 # -- train -------------------------------------------------------------------------------
 def experiment_config(args):
     """The validated config the experiment flags describe (a `--resume` run's own config first):
-    the flags' typed values set at their settings' addresses, then the `--set` assignments."""
+    the flags' typed values set at their settings' addresses, then with `--without-safeguard` the
+    method's safeguard switched off (what it changes said on stderr), then the `--set` assignments."""
     from .config import ExperimentConfig, assigned_image_size, parse_assignments
 
     if getattr(args, "resume", None):
@@ -151,7 +155,33 @@ def experiment_config(args):
              "train.minutes": getattr(args, "minutes", None), "train.tensorboard": getattr(args, "tensorboard", None),
              "train.batch_size": args.batch_size, "train.device": args.device, "train.runs_dir": args.runs_dir}
     values += [(address, value) for address, value in flags.items() if value is not None]
+    if getattr(args, "without_safeguard", False):
+        config = _without_safeguard(config.with_values(values))
+        values = []
     return config.with_values(values + parse_assignments(args.set)).validate()
+
+
+def _without_safeguard(config):
+    """`config.without_safeguard()`, each setting it changes said in one line on stderr."""
+    from .addresses import value_at
+    from .safeguards import safeguard_of
+
+    safeguard = safeguard_of(config.method.name)
+    changed = config.without_safeguard()
+    before, after = config.to_dict(), changed.to_dict()
+    print(f"without {safeguard.name} ({config.method.name}):", file=sys.stderr)
+    for setting in safeguard.removed:
+        old, new = value_at(before, setting.key), value_at(after, setting.key)
+        was = f"was {_toml_value(old)}" if old != new else "already so"
+        print(f"  {setting.key} = {_toml_value(new)} ({was}; {setting.source})", file=sys.stderr)
+    return changed
+
+
+def _toml_value(value) -> str:
+    """A setting's value as a config file and --set spell it: true, 0.0, "name"."""
+    import tomli_w
+
+    return tomli_w.dumps({"v": value}).strip()[len("v = "):]
 
 
 class _ProgressBar:
@@ -536,6 +566,7 @@ def run_methods(args) -> int:
             print(f"      optimiser: {optim['name']} lr {optim['lr']} x batch/256{biases}, weight decay "
                   f"{decay} {reach}, warm-up {optim['warmup_epochs']} epochs{clip}; views: {method.augment_preset}")
             _print_recipes(method)
+            _print_safeguard(method)
         print()
     return 0
 
@@ -553,6 +584,18 @@ def _print_recipes(method) -> None:
               else f"        {recipe}: as {base}")
         for setting in settings:
             print(f"          {setting.key} = {setting.value}  ({setting.source})")
+
+
+def _print_safeguard(method) -> None:
+    """What keeps the method from collapsing, and what --without-safeguard sets to switch it off."""
+    safeguard = method.safeguard
+    if safeguard is None:
+        print("      safeguard: none declared (--without-safeguard refuses it)")
+        return
+    print(f"      safeguard: {safeguard.name}. {safeguard.keeps}")
+    print(f"        --without-safeguard sets (watch {', '.join(safeguard.watch)}):")
+    for setting in safeguard.removed:
+        print(f"          {setting.key} = {_toml_value(setting.value)}  ({setting.source})")
 
 
 def run_runs(args) -> int:

@@ -351,6 +351,14 @@ class ExperimentConfig:
         ConfigError)."""
         return ExperimentConfig.from_dict(ExperimentConfig.switched(self.to_dict(), recipe=recipe))
 
+    def without_safeguard(self) -> "ExperimentConfig":
+        """This config with its method's safeguard switched off: the settings the method's
+        `Safeguard.removed` lists set on top (`ssl_engine.safeguards`), a collapse demo that its
+        values alone describe. A UserError for a method that declares no safeguard."""
+        from .safeguards import safeguard_of
+
+        return self.with_values([(setting.key, setting.value) for setting in safeguard_of(self.method.name).removed])
+
     def recipe_views(self, image_size: int) -> list[ViewConfig]:
         """The views this method's recipe gives images of side `image_size`."""
         return recipe_views(self.method.name, image_size, self.method.recipe)

@@ -30,6 +30,7 @@ __all__ = [
     "info_nce",
     "info_nce_with_queue",
     "moco_v3_contrastive",
+    "positive_alignment",
     "cross_correlation",
     "barlow_twins_terms",
     "barlow_twins",
@@ -194,6 +195,24 @@ def moco_v3_contrastive(q: Tensor, keys: Tensor, temperature: float, first_posit
     keys = F.normalize(keys, dim=1, eps=NORMALIZE_EPS)
     labels = torch.arange(len(q), device=q.device) + first_positive
     return F.cross_entropy(q @ keys.T / temperature, labels) * (2 * temperature)
+
+
+def positive_alignment(q: Tensor, k: Tensor, temperature: float) -> Tensor:
+    """What InfoNCE keeps of a pair when its negatives are taken away: the positive logit alone,
+
+        loss = -mean_n (q_n . k_n) / (||q_n|| ||k_n|| T)
+
+    i.e. -log of InfoNCE's numerator, with nothing in its denominator; up to scale the alignment
+    term of Wang & Isola ("Understanding Contrastive Representation Learning through Alignment
+    and Uniformity on the Hypersphere", ICML 2020) without its uniformity term. Each pair's term
+    depends on that pair alone, and every embedding being the same vector minimises it: the
+    contrastive methods' collapse demo. Nothing is detached here (`negative_cosine`, over T).
+
+    Args:
+        q, k: (N, D) embeddings, row n of one the positive of row n of the other.
+        temperature: T > 0, the temperature the InfoNCE loss had.
+    """
+    return negative_cosine(q, k) / temperature
 
 
 def _standardize_per_dimension(z: Tensor) -> Tensor:

@@ -239,6 +239,6 @@ def test_typed_values_are_set_by_address_and_checked_as_a_file_is():
     with pytest.raises(ConfigError) as error:
         config.with_values([("optim.lr", "fast"), ("train.epochs", 2.5), ("method.temprature", 1.0)])
     assert error.value.lines == ["optim.lr must be a number, got 'fast'", "train.epochs must be an integer, got 2.5",
-                                 "method.temprature is not a known setting (known: temperature, projection_dim, hidden_dim)"]
+                                 "method.temprature is not a known setting (known: temperature, projection_dim, hidden_dim, negatives)"]
     assert parse_assignments(["method.params.temperature=0.2", "augment.views.0.blur_p=0", "train.device=cpu"]) == \
         [("method.temperature", 0.2), ("augment.views[0].blur_p", 0), ("train.device", "cpu")]

@@ -3,6 +3,11 @@ Reduction", ICML 2021).
 
 The cross-correlation matrix of the two views' standardised embeddings is pushed towards the
 identity: its diagonal to 1 (invariance), the rest to 0 (no redundancy between dimensions).
+
+The off-diagonal term is its safeguard: the standardisation keeps every dimension's variance at
+1, so the embeddings cannot shrink to a point, but with `lambd` 0 nothing stops the dimensions
+from all carrying the same feature, and the representation collapses onto a few directions
+(a dimensional collapse).
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, register
 from ..recipes import QUICK_COLOUR, QUICK_LARS, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
+from ..safeguards import Safeguard
 
 
 @dataclass
 class BarlowTwinsParams:
-    lambd: float = hyper(0.0051, ge=0, le=10, help="weight of the off-diagonal (redundancy) term; about 1/d for a d-wide projector")
+    lambd: float = hyper(0.0051, ge=0, le=10, help="weight of the off-diagonal (redundancy) term, about 1/d for a d-wide "
+                        "projector; 0 removes what keeps the dimensions apart, and they collapse into a few")
     projection_dim: int = hyper(8192, ge=2, le=65536, help="width of every projector layer (8192 in the paper; 1024-2048 run much faster on a CPU)")
     projector_layers: int = hyper(3, ge=1, le=6, help="layers of the projector")
 
@@ -45,6 +52,12 @@ class BarlowTwins(Method):
         *QUICK_COLOUR,
         Setting("train.batch_size", 128, "quick: more, smaller steps in a short run"),
         Setting("method.projection_dim", 1024, "quick: a narrower projector leaves the time to the backbone"),
+    )
+    safeguard = Safeguard(
+        name="the off-diagonal term",
+        keeps="Pushing the cross-correlation's off-diagonal to 0 makes each dimension carry a different feature; "
+              "without it every dimension can learn the same one and the representation collapses onto a few directions.",
+        removed=(Setting("method.lambd", 0.0, "Barlow Twins with its redundancy reduction term weighted 0"),),
     )
     matrix_names = ("cross-correlation", "similarity")
     # LARS at 0.2 x batch/256, weight decay 1.5e-6, 10 warm-up epochs, then a cosine to 0.001 of

@@ -3,10 +3,11 @@
 A method module declares, next to its code, everything the rest of the product needs:
 its hyperparameters (`Params`, a dataclass of `hyper(...)` fields), its paper's augmentation
 recipe (`augment_preset`) and optimisation recipe (`optim_defaults`), what its small-image and
-quick recipes change (`small_recipe`, `quick_recipe`: see `ssl_engine.recipes`), a family and
-one line of summary. The Trainer knows nothing of any particular method: it calls `forward` (the
-training step), `after_optimizer_step` (EMA targets, schedules), and, only when a listener
-asked for them, `matrices` for the UI.
+quick recipes change (`small_recipe`, `quick_recipe`: see `ssl_engine.recipes`), what keeps it
+from collapsing and the settings that switch that off (`safeguard`: see `ssl_engine.safeguards`),
+a family and one line of summary. The Trainer knows nothing of any particular method: it calls
+`forward` (the training step), `after_optimizer_step` (EMA targets, schedules), and, only when a
+listener asked for them, `matrices` for the UI.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 
 from .. import losses
 from ..errors import ConfigError
+from ..safeguards import Safeguard
 
 FAMILIES = {
     "contrastive": "pull two views of an image together, push other images away",
@@ -68,6 +70,7 @@ class Method(nn.Module):
     local_batch_norm: ClassVar[tuple[str, ...]] = ()  # submodules whose BatchNorm stays per process
     small_recipe: ClassVar[tuple] = ()  # recipes.Setting values for images of 64 px and less
     quick_recipe: ClassVar[tuple] = ()  # recipes.Setting values, on the small ones, to learn in minutes
+    safeguard: ClassVar[Safeguard | None] = None  # what keeps it from collapsing, and how to switch it off
 
     def __init__(self, backbone: nn.Module, params, total_steps: int):
         name = getattr(backbone, "name", type(backbone).__name__)

@@ -4,6 +4,12 @@ An online network (backbone, projector, predictor) predicts the projection of th
 view made by a target network, an EMA of the online one whose momentum rises from
 `base_momentum` to 1 on a cosine schedule. No negatives: the predictor and the slow target
 are what keep it from collapsing. Loss: 2 - 2 cos(prediction, target), symmetrised.
+
+Its safeguard is that asymmetry: `predictor` false compares the online projection itself with
+the target, and `ema_target` false makes the target equal to the online network (its weights
+copied after every optimiser step: momentum 0, no lag; the target branch still passes no
+gradient). With neither, both branches are one network and BYOL is SimSiam without its
+predictor, which collapses (SimSiam's table 1; BYOL's own ablation with an instant target).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from .. import losses
 from ..models.ema import MomentumTargets
@@ -18,6 +25,7 @@ from ..models.heads import prediction_mlp, projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, register
 from ..recipes import QUICK_COLOUR, QUICK_LARS, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
+from ..safeguards import Safeguard
 
 
 @dataclass
@@ -25,6 +33,10 @@ class BYOLParams:
     projection_dim: int = hyper(256, ge=2, le=65536, help="output size of projector and predictor")
     hidden_dim: int = hyper(4096, ge=2, le=65536, help="hidden size of projector and predictor")
     base_momentum: float = hyper(0.996, ge=0, le=1, help="target EMA momentum at the start; it rises to 1 on a cosine")
+    predictor: bool = hyper(True, help="the online network's predictor, half of what keeps BYOL from collapsing; false: "
+                                       "the projection is compared with the target directly")
+    ema_target: bool = hyper(True, help="the target is a slow EMA of the online network, the other half; false: it copies the "
+                                        "online weights after every step (equal to it, no lag), and with no predictor BYOL collapses")
 
 
 @register
@@ -48,6 +60,13 @@ class BYOL(Method):
         *QUICK_COLOUR,
         Setting("train.batch_size", 64, "quick: without negatives BYOL gains from more, smaller steps in a short run"),
     )
+    safeguard = Safeguard(
+        name="the predictor and the slow target",
+        keeps="A predictor on the online branch and a target that lags behind it as an EMA make the two branches "
+              "differ; without both, the online network chases an exact copy of itself and sends every image to one point.",
+        removed=(Setting("method.predictor", False, "BYOL without its predictor; SimSiam's table 1: with no predictor it collapses"),
+                 Setting("method.ema_target", False, "the target equal to the online network: its weights copied every step")),
+    )
     # LARS at 0.2 x batch/256, weight decay 1.5e-6, 10 warm-up epochs (paper, section 3.2); no
     # weight decay or LARS adaptation on biases and norm layers (the code's exclude_bias_and_norm)
     optim_defaults = {"name": "lars", "lr": 0.2, "weight_decay": 1.5e-6, "momentum": 0.9, "warmup_epochs": 10.0,
@@ -56,11 +75,13 @@ class BYOL(Method):
     def __init__(self, backbone, params: BYOLParams, total_steps: int):
         super().__init__(backbone, params, total_steps)
         self.projector = projection_mlp(backbone.feature_dim, params.hidden_dim, params.projection_dim)
-        self.predictor = prediction_mlp(params.projection_dim, params.hidden_dim, params.projection_dim)
-        self.ema = MomentumTargets(params.base_momentum)  # a cosine to 1
+        self.predictor = (prediction_mlp(params.projection_dim, params.hidden_dim, params.projection_dim)
+                          if params.predictor else nn.Identity())
+        # a cosine to 1; without the EMA, momentum 0 copies the online weights after every step
+        self.ema = MomentumTargets(params.base_momentum) if params.ema_target else MomentumTargets(0.0, schedule="constant")
         self.target_backbone = self.ema.copy(self.backbone)
         self.target_projector = self.ema.copy(self.projector)
-        self.momentum = params.base_momentum
+        self.momentum = self.ema.base
 
     def forward(self, views, step, indices=None):
         x1, x2 = views[:2]

@@ -11,7 +11,11 @@ teacher view but its own (multi-crop: "local-to-global" correspondences):
 
 Collapse is avoided by centring and sharpening the teacher: the center is an EMA of the
 teacher's mean output over the global batch, center <- m center + (1 - m) mean(g_t), and the
-teacher's low temperature sharpens its target. The head is a 3-layer MLP (GELU), a
+teacher's low temperature sharpens its target. Centring keeps one prototype from taking every
+image, sharpening keeps the target from going uniform; together they are the method's safeguard
+(the paper's figure 7: with neither, the student copies a teacher that says the same of every
+image). `centering` false leaves the center out (not subtracted, never updated: it stays 0);
+`sharpening` false gives the teacher the student's temperature. The head is a 3-layer MLP (GELU), a
 bottleneck that is L2-normalised, and a weight-normalised last layer whose K outputs act as
 prototypes; that last layer is frozen for the first epoch(s), which the paper found steadies
 the start of training. The teacher temperature and the frozen layer go by epochs, as in the
@@ -40,6 +44,7 @@ from ..models.ema import MomentumTargets
 from ..params import hyper
 from .base import Method, StepOutput, features_by_resolution, register
 from ..recipes import QUICK_COLOUR, QUICK_LARS, QUICK_MOMENTUM, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
+from ..safeguards import Safeguard
 
 
 class DINOHead(nn.Module):
@@ -86,6 +91,10 @@ class DINOParams:
     center_momentum: float = hyper(0.9, ge=0, le=1, help="EMA momentum of the center of the teacher's outputs")
     base_momentum: float = hyper(0.996, ge=0, le=1, help="teacher EMA momentum at the start; it rises to 1 on a cosine")
     freeze_last_layer: int = hyper(1, ge=0, le=100000, help="epochs during which the head's last layer is kept fixed")
+    centering: bool = hyper(True, help="subtract the center from the teacher's output, half of what keeps DINO from "
+                                       "collapsing; false: no centring (the center stays unused)")
+    sharpening: bool = hyper(True, help="the teacher's temperature below the student's, the other half; false: the "
+                                        "teacher at the student's temperature, and with no centring DINO collapses")
 
 
 @dataclass
@@ -120,6 +129,14 @@ class DINO(Method):
         *QUICK_COLOUR,
         QUICK_MOMENTUM,
         Setting("train.batch_size", 128, "quick: more, smaller steps in a short run"),
+    )
+    safeguard = Safeguard(
+        name="centring and sharpening",
+        keeps="The teacher's output is centred (so that no prototype takes every image) and sharpened by a low "
+              "temperature (so that its target does not go uniform); with neither, the student matches a teacher "
+              "that gives every image the same distribution.",
+        removed=(Setting("method.centering", False, "DINO's figure 7: without centring one dimension dominates"),
+                 Setting("method.sharpening", False, "DINO's figure 7: without sharpening the output goes uniform")),
     )
     # The code's defaults (main_dino.py, utils.py): AdamW at 5e-4 x batch/256, 10 warm-up epochs,
     # then a cosine to min_lr 1e-6 (1/500 of 5e-4); weight decay from 0.04 to 0.4 on a cosine, none
@@ -160,7 +177,10 @@ class DINO(Method):
         return self._warmed_up(self.params.warmup_teacher_temp, self.params.teacher_temp)
 
     def _warmed_up(self, start: float, end: float) -> float:
-        """This epoch's value of a temperature warming up linearly from `start` to `end`."""
+        """This epoch's value of a teacher temperature warming up linearly from `start` to `end`;
+        the student's temperature when sharpening is off."""
+        if not self.params.sharpening:
+            return self.params.student_temp
         epochs = self.params.warmup_teacher_temp_epochs
         if self.epoch >= epochs:
             return end
@@ -181,16 +201,26 @@ class DINO(Method):
         the loss, the terms reported (teacher entropy, centre norm, temperature) and the prototype
         each global view's teacher target peaks at, over the global batch."""
         temperature = self.teacher_temperature()
-        loss = losses.dino_loss(student_logits, teacher_logits, self.center, self.params.student_temp, temperature)
+        center = self.used_center(self.center)
+        loss = losses.dino_loss(student_logits, teacher_logits, center, self.params.student_temp, temperature)
         with torch.no_grad(), torch.autocast(device_type=self.center.device.type, enabled=False):
             teacher = torch.cat(teacher_logits).float()
-            log_targets = F.log_softmax((teacher - self.center) / temperature, dim=-1)
+            log_targets = F.log_softmax((teacher - center) / temperature, dim=-1)
             entropy = all_reduce_mean(-(log_targets.exp() * log_targets).sum(dim=-1).mean())
             assignments = gather_no_grad(log_targets.argmax(dim=-1))
-            update_center(self.center, teacher, self.params.center_momentum)
+            self.update_used_center(self.center, teacher)
         terms = {"teacher entropy": entropy, "center norm": self.center.norm(),
                  "teacher temperature": torch.tensor(temperature)}
         return loss, terms, assignments
+
+    def used_center(self, center: Tensor) -> Tensor:
+        """What is subtracted from the teacher's output: `center`, or zeros without centring."""
+        return center if self.params.centering else torch.zeros_like(center)
+
+    def update_used_center(self, center: Tensor, teacher_outputs: Tensor) -> None:
+        """`update_center` at center_momentum, only with centring: without it the center stays 0."""
+        if self.params.centering:
+            update_center(center, teacher_outputs, self.params.center_momentum)
 
     @torch.no_grad()
     def after_optimizer_step(self, step):

@@ -33,7 +33,8 @@ global batch from a seeded generator, so a resumed run and N processes mask alik
 
 Everything else is DINO's (this class extends `dino.DINO`): the head, the EMA teacher with its
 cosine momentum, the frozen last layer(s) in the first epoch, the teacher prototype usage for the
-app. Its weight decay rises 0.04 -> 0.4 on a cosine, as in the code. Not here: the code's drop path
+app, and its safeguard, centring and sharpening, which `centering` and `sharpening` switch off for
+the patch tokens' teacher as for the class token's. Its weight decay rises 0.04 -> 0.4 on a cosine, as in the code. Not here: the code's drop path
 0.1 in the student; the code's multi-crop for ViT-S (10 local
 views, global crops 0.25-1, local 0.05-0.25) is replaced by DINO's preset.
 """
@@ -54,7 +55,7 @@ from ..params import hyper
 from .base import features_by_resolution, register
 from .masked import MaskedMethod
 from ..recipes import NO_SMALL_RECIPE, QUICK_COLOUR, QUICK_LOCAL_VIEWS, QUICK_MOMENTUM, QUICK_VIT, Setting
-from .dino import DINO, DINOHead, DINOParams, DINOStepOutput, global_view_count, update_center, weight_normalised_layer
+from .dino import DINO, DINOHead, DINOParams, DINOStepOutput, global_view_count, weight_normalised_layer
 
 
 class IBOTHead(DINOHead):
@@ -158,11 +159,11 @@ class IBOT(DINO, MaskedMethod):
         class_loss, terms, assignments = self._class_token_loss(student_logits, list(teacher_cls.chunk(global_count)))
         patch_temperature = self.teacher_patch_temperature()
         patch_loss = losses.ibot_patch_loss(list(student_patches.chunk(global_count)),
-                                            list(teacher_patches.chunk(global_count)), self.patch_center,
-                                            list(masks.chunk(global_count)), self.params.student_temp,
-                                            patch_temperature)
+                                            list(teacher_patches.chunk(global_count)),
+                                            self.used_center(self.patch_center), list(masks.chunk(global_count)),
+                                            self.params.student_temp, patch_temperature)
         # the code's two centre momenta are both 0.9: one hyperparameter serves both
-        update_center(self.patch_center, teacher_patches.detach(), self.params.center_momentum)
+        self.update_used_center(self.patch_center, teacher_patches.detach())
         loss = self.params.lambda1 * class_loss + self.params.lambda2 * patch_loss
         terms.update({"class loss": class_loss.detach(), "patch loss": patch_loss.detach(),
                       "patch teacher temperature": torch.tensor(patch_temperature),

@@ -5,6 +5,10 @@ A query encoder is trained to match its key, encoded by a momentum (EMA) copy of
 against a queue of keys from earlier batches. Keys are encoded with shuffled BatchNorm: the
 batch is permuted and normalised in separate groups, as if on separate GPUs, so that a
 query and its key never share batch statistics (the paper's guard against BN cheating).
+
+The negatives are its safeguard: `negatives` false scores each query against its own key alone,
+`losses.positive_alignment(q, k, T)` (InfoNCE's numerator; the queue is still filled but never
+read), and a query encoder chasing its own slow copy with no negatives collapses.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, draw_seed, register, step_generator
 from ..recipes import QUICK_COLOUR, Setting
+from ..safeguards import NEGATIVES, NEGATIVES_HELP
 
 _DEMO = "the MoCo authors' CIFAR-10 demo, facebookresearch/moco colab/moco_cifar10_demo.ipynb"
 
@@ -33,6 +38,7 @@ class MoCoV2Params:
     projection_dim: int = hyper(128, ge=2, le=65536, help="output size of the MLP head")
     hidden_dim: int = hyper(2048, ge=2, le=65536, help="hidden size of the MLP head")
     bn_splits: int = hyper(8, ge=1, le=256, help="groups the shuffled key batch is normalised in (GPUs in the paper)")
+    negatives: bool = hyper(True, help=NEGATIVES_HELP)
 
 
 @register
@@ -62,6 +68,7 @@ class MoCoV2(Method):
     quick_recipe = (
         *QUICK_COLOUR,
     )
+    safeguard = NEGATIVES
     # SGD at 0.03 for a batch of 256, weight decay 1e-4, cosine schedule (MoCo v2); its
     # main_moco.py decays every parameter, biases and BatchNorm included
     optim_defaults = {"name": "sgd", "lr": 0.03, "weight_decay": 1e-4, "momentum": 0.9, "warmup_epochs": 0.0,
@@ -109,7 +116,10 @@ class MoCoV2(Method):
         x_query, x_key = views[:2]
         q = self.projector(self.backbone(x_query))
         k = self._keys(x_key, step)
-        loss = losses.info_nce_with_queue(q, k, self.queue.clone(), self.params.temperature)
+        if self.params.negatives:
+            loss = losses.info_nce_with_queue(q, k, self.queue.clone(), self.params.temperature)
+        else:
+            loss = losses.positive_alignment(q, k, self.params.temperature)
         self._enqueue(gather_no_grad(k))
         fill = self.queue_filled.float() / self.params.queue_size
         return StepOutput(loss, {"queue fill": fill}, (q.detach(), k))

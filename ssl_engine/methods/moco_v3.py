@@ -19,6 +19,11 @@ out every 1-d parameter, i.e. `optim.decay_exclusions=bias_and_norm` with `optim
 For ViTs the paper keeps the patch projection at its random initialisation (section 4.2):
 training is then stable at learning rates where a learnt projection makes the accuracy dip. Its
 ViTs' position embeddings are fixed 2-D sin-cos (its code's vits.py), and so are they here.
+
+The negatives are its safeguard, as for every contrastive method: `negatives` false scores each
+query against its own key alone, `losses.positive_alignment(q, k, T) * 2T` (ctr's positive logit at
+the same scale). That is BYOL's loss with MoCo v3's heads: its predictor and momentum encoder,
+BYOL's own safeguards, remain, so this switch alone need not collapse it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, register
 from ..recipes import QUICK_COLOUR, QUICK_LARS, SOLO_ASYMMETRIC, SOLO_LEARN, Setting, solo_learn_lars
+from ..safeguards import NEGATIVES, NEGATIVES_HELP
 
 
 @dataclass
@@ -45,6 +51,7 @@ class MoCoV3Params:
     projector_layers: int = hyper(0, ge=0, le=5, help="projector depth (0: the code's, 3 on a ViT and 2 on a CNN)")
     base_momentum: float = hyper(0.99, ge=0, le=1, help="momentum encoder's EMA momentum at the start; it rises to 1 on a cosine")
     random_patch_projection: bool = hyper(True, help="ViT only: freeze the patch projection at its random initialisation (the paper's stability fix)")
+    negatives: bool = hyper(True, help=NEGATIVES_HELP)
 
 
 @register
@@ -68,6 +75,7 @@ class MoCoV3(Method):
         *QUICK_LARS,
         *QUICK_COLOUR,
     )
+    safeguard = NEGATIVES
     position_embedding = "sincos"
     # The ViT recipe (CONFIG.md): AdamW at 1.5e-4 x batch/256, weight decay 0.1 on every parameter
     # (main_moco.py), 40 warm-up epochs. The ResNet recipe is LARS at 0.6 (0.3 for long runs),
@@ -100,8 +108,13 @@ class MoCoV3(Method):
             k2 = gather_no_grad(self.momentum_projector(self.momentum_backbone(x2)))
         offset = rank() * len(x1)
         temperature = self.params.temperature
-        loss = (losses.moco_v3_contrastive(q1, k2, temperature, offset)
-                + losses.moco_v3_contrastive(q2, k1, temperature, offset))
+        if self.params.negatives:
+            loss = (losses.moco_v3_contrastive(q1, k2, temperature, offset)
+                    + losses.moco_v3_contrastive(q2, k1, temperature, offset))
+        else:  # each query's own key, this process's rows of the gathered keys
+            own = slice(offset, offset + len(x1))
+            loss = 2 * temperature * (losses.positive_alignment(q1, k2[own], temperature)
+                                      + losses.positive_alignment(q2, k1[own], temperature))
         momentum = torch.tensor(self.ema.momentum(step, self.total_steps))
         return StepOutput(loss, {"contrastive": loss.detach(), "momentum": momentum}, (z1.detach(), z2.detach()))
 

@@ -12,6 +12,10 @@ of a mean; with LARS, whose trust ratio normalises the weights' steps, it double
 against the weight decay and the steps of the biases and BatchNorm. The projection head is the
 code's (model_util.py `projection_head`): every Linear is followed by a BatchNorm, the last one
 included, which learns a scale but no shift (center=False), and the hidden layers have ReLUs.
+
+The negatives are its safeguard: `negatives` false keeps only the positive pairs' term,
+2 x `losses.positive_alignment` (NT-Xent's numerator at the same temperature and scale), which
+every image sent to one point minimises.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, register
 from ..recipes import QUICK_COLOUR, Setting
+from ..safeguards import NEGATIVES, NEGATIVES_HELP
 
 _CIFAR = "the SimCLR authors' CIFAR-10 command, google-research/simclr README"
 
@@ -33,6 +38,7 @@ class SimCLRParams:
     temperature: float = hyper(0.5, gt=0, le=10, help="NT-Xent temperature (0.5 for CIFAR-10 in the paper, 0.1 with large ImageNet batches)")
     projection_dim: int = hyper(128, ge=2, le=65536, help="output size of the projection head")
     hidden_dim: int = hyper(2048, ge=2, le=65536, help="hidden size of the projection head (the backbone's width in the paper)")
+    negatives: bool = hyper(True, help=NEGATIVES_HELP)
 
 
 @register
@@ -60,6 +66,7 @@ class SimCLR(Method):
     quick_recipe = (
         *QUICK_COLOUR,
     )
+    safeguard = NEGATIVES
     # LARS at 0.3 x batch/256, weight decay 1e-6, 10 warm-up epochs (paper, appendix B.1), a cosine
     # to 0; no weight decay or adaptation on biases and BatchNorm (the code's LARS exclude list)
     optim_defaults = {"name": "lars", "lr": 0.3, "weight_decay": 1e-6, "momentum": 0.9, "warmup_epochs": 10.0,
@@ -73,5 +80,8 @@ class SimCLR(Method):
     def forward(self, views, step, indices=None):
         z1, z2 = (self.projector(self.backbone(v)) for v in views[:2])
         # both directions summed, as the reference's loss_a + loss_b (see the module's docstring)
-        loss = 2 * losses.info_nce(gather_with_grad(z1), gather_with_grad(z2), self.params.temperature)
+        if self.params.negatives:
+            loss = 2 * losses.info_nce(gather_with_grad(z1), gather_with_grad(z2), self.params.temperature)
+        else:  # each pair alone: no other image, so no gather
+            loss = 2 * losses.positive_alignment(z1, z2, self.params.temperature)
         return StepOutput(loss, {}, (z1.detach(), z2.detach()))

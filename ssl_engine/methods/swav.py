@@ -15,6 +15,11 @@ prototypes are renormalised before every step; they are frozen for the first
 `freeze_prototypes_iters` steps; and for small batches a queue of earlier projections of each
 global view joins the Sinkhorn problem (its scores with today's prototypes), so that the
 equipartition is over more samples than the batch, and only the batch's codes are kept.
+
+The equipartition is its safeguard: codes that must spread the batch over every prototype cannot
+all be one prototype. `sinkhorn` false takes each code as a plain softmax of the scores at the
+same epsilon, softmax(s / epsilon) (Sinkhorn's starting point, its balancing left out), and the
+codes, and the prototypes they train, can then fall onto a few prototypes, or one.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import Method, StepOutput, features_by_resolution, register
 from ..recipes import QUICK_COLOUR, QUICK_LARS, SOLO_LEARN, Setting, solo_learn_lars
+from ..safeguards import Safeguard
 
 GLOBAL_VIEWS = 2  # the views that get codes: the reference's crops_for_assign [0, 1]
 
@@ -47,6 +53,8 @@ class SwAVParams:
     sinkhorn_iterations: int = hyper(3, ge=1, le=1000, help="Sinkhorn-Knopp normalisation rounds")
     queue_length: int = hyper(0, ge=0, le=1_000_000, help="earlier projections per global view added to Sinkhorn (0: no queue; 3840 for batch 256 in the paper)")
     epoch_queue_starts: int = hyper(15, ge=0, le=100000, help="epoch from which the queue is filled; it is used once full")
+    sinkhorn: bool = hyper(True, help="balance the codes with Sinkhorn-Knopp, what keeps SwAV from collapsing; false: "
+                                      "a plain softmax of the scores, and the codes fall onto a few prototypes")
     freeze_prototypes_iters: int = hyper(313, ge=0, le=10_000_000, help="first steps during which the prototypes get no gradient (313: one ImageNet epoch at batch 4096)")
 
 
@@ -96,6 +104,12 @@ class SwAV(Method):
         *QUICK_COLOUR,
         Setting("train.batch_size", 128, "quick: more, smaller steps in a short run"),
         Setting("method.freeze_prototypes_iters", 62, "quick: the paper freezes the prototypes for one epoch (313 steps at batch 4096); 62 steps are about one epoch of the bundled shapes at batch 128, where 390 would be most of the run"),
+    )
+    safeguard = Safeguard(
+        name="Sinkhorn balancing",
+        keeps="The codes are balanced with Sinkhorn-Knopp so that the batch spreads equally over the prototypes; "
+              "without the balancing every image can be assigned to the same prototype.",
+        removed=(Setting("method.sinkhorn", False, "SwAV's codes from a plain softmax of the scores, not balanced"),),
     )
     # The reference's batch-256 recipe (scripts/swav_400ep_bs256_pretrain.sh): LARS at 0.6, weight
     # decay 1e-6, no warm-up, cosine to base/1000. (The batch-4096 recipe, 4.8 with 10 warm-up
@@ -148,8 +162,11 @@ class SwAV(Method):
                     # this process's share of the queue: the Sinkhorn sums run over all processes
                     share = torch.tensor_split(self.queue[i], world_size())[rank()]
                     candidates = torch.cat([share @ self.prototypes.weight.detach().float().T, candidates])
-                codes.append(losses.sinkhorn(candidates, self.params.epsilon,
-                                             self.params.sinkhorn_iterations)[-batch:])
+                if self.params.sinkhorn:
+                    codes.append(losses.sinkhorn(candidates, self.params.epsilon,
+                                                 self.params.sinkhorn_iterations)[-batch:])
+                else:  # each image's own softmax: nothing ties one image's code to the others'
+                    codes.append(F.softmax(scores[i].detach() / self.params.epsilon, dim=1))
             if use_queue:
                 self._enqueue([gather_no_grad(z_i) for z_i in z_global])
             usage = torch.bincount(torch.cat(codes).argmax(dim=1), minlength=self.params.num_prototypes)

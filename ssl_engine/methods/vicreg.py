@@ -4,6 +4,10 @@ Self-Supervised Learning", ICLR 2022).
 Three terms on the two views' expanded embeddings: invariance (mean squared distance),
 variance (a hinge keeping each dimension's standard deviation above 1) and covariance
 (off-diagonal covariances pushed to 0).
+
+The variance term is its safeguard (the paper's ablation of its terms: without it the run
+collapses): with `std_coeff` 0 the invariance term is smallest, and the covariance term 0, when
+every image has the same embedding.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from ..models.heads import projection_mlp
 from ..params import hyper
 from .base import MATRIX_DIMS, Method, StepOutput, register
 from ..recipes import QUICK_COLOUR, QUICK_LARS, SOLO_LEARN, Setting, solo_learn_lars
+from ..safeguards import Safeguard
 
 
 @dataclass
 class VICRegParams:
     sim_coeff: float = hyper(25.0, ge=0, le=1000, help="weight of the invariance term (lambda)")
-    std_coeff: float = hyper(25.0, ge=0, le=1000, help="weight of the variance term (mu)")
+    std_coeff: float = hyper(25.0, ge=0, le=1000, help="weight of the variance term (mu), what keeps VICReg from "
+                                                      "collapsing; 0: every image ends at the same embedding")
     cov_coeff: float = hyper(1.0, ge=0, le=1000, help="weight of the covariance term (nu)")
     expander_dim: int = hyper(8192, ge=2, le=65536, help="width of every expander layer (8192 in the paper; 1024-2048 run much faster on a CPU)")
     expander_layers: int = hyper(3, ge=1, le=6, help="layers of the expander")
@@ -49,6 +55,12 @@ class VICReg(Method):
     quick_recipe = (
         *QUICK_LARS,
         *QUICK_COLOUR,
+    )
+    safeguard = Safeguard(
+        name="the variance term",
+        keeps="A hinge keeps every embedding dimension's standard deviation over the batch near 1; without it the "
+              "invariance and covariance terms are both smallest when every image has the same embedding.",
+        removed=(Setting("method.std_coeff", 0.0, "VICReg with its variance term weighted 0"),),
     )
     matrix_names = ("covariance", "cross-correlation", "similarity")
     # LARS at 0.2 x batch/256, weight decay 1e-6, 10 warm-up epochs, then a cosine to 0.001 of the
