@@ -87,7 +87,7 @@ def test_switching_method_rebuilds_its_form_with_paper_defaults(qtbot, tmp_path)
     assert config.augment.views == ExperimentConfig.for_method("vicreg", 32, "quick").augment.views
     assert [view.solarize_p for view in config.augment.views] == pytest.approx([0.1, 0.1])
     assert window.preview.view_choice.count() == 3
-    assert window.setup.method_summary.text()
+    assert window.setup.method_card.text.text()
 
 
 def test_optimiser_form_offers_the_recipes_clipping_and_decay_choices(qtbot, tmp_path):

@@ -66,6 +66,7 @@ class CompareView(QWidget):
         page = QWidget()
         self.curve_choice = QComboBox()
         self.curve_choice.setObjectName("compare.curve")
+        self.curve_choice.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.curve_choice.currentIndexChanged.connect(self._draw_curves)
         self.axis_choice = QComboBox()
         self.axis_choice.setObjectName("compare.axis")
@@ -203,7 +204,9 @@ class CompareView(QWidget):
         self.legend.clear()
         name, axis = self.curve_choice.currentData(), self.axis_choice.currentData()
         self.plot.setLabel("bottom", AXES[axis])
-        self.plot.setLabel("left", display_name(name) if name else "")
+        accuracy = bool(name) and name.endswith("top1")  # drawn in %, as the Runs table shows it
+        scale = 100.0 if accuracy else 1.0
+        self.plot.setLabel("left", (display_name(name) + (" (%)" if accuracy else "")) if name else "")
         if not name:
             return
         weight = self.smoothing.value() / 100.0
@@ -213,12 +216,12 @@ class CompareView(QWidget):
             if series is None:
                 continue
             per_epoch = name in run.per_epoch
-            values = series.values if per_epoch else smooth_ema(series.values, weight)
+            values = (series.values if per_epoch else smooth_ema(series.values, weight)) * scale
             dots = per_epoch or len(values) <= FEW_POINTS  # a line of one point shows nothing
             self.plot.plot(series.x(axis), values, pen=pg.mkPen(colour, width=2), name=run.name,
                            symbol="o" if dots else None, symbolSize=6, symbolBrush=colour, symbolPen=None)
             if name in run.floors:  # the random-init floor, dashed in the run's colour
-                floor = pg.InfiniteLine(pos=run.floors[name], angle=0,
+                floor = pg.InfiniteLine(pos=run.floors[name] * scale, angle=0,
                                         pen=pg.mkPen(colour, width=1, style=Qt.PenStyle.DashLine))
                 floor.setToolTip(f"{run.name}: random-init floor {run.floors[name]:.3f}")
                 self.plot.addItem(floor)

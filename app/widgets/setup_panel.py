@@ -18,6 +18,7 @@ from ssl_engine.recipes import RECIPES, recipe_sources
 from ..devices import device_choices
 from ..experiment_model import ExperimentModel
 from ..file_dialogs import existing_folder
+from .method_card import MethodCard
 from .param_form import ParamForm, field_label
 
 FOLDER_ITEM = "image folder…"
@@ -93,8 +94,7 @@ class SetupPanel(QWidget):
         # method
         self.method = MethodPicker()
         self.method.currentIndexChanged.connect(self._method_picked)
-        self.method_summary = QLabel()
-        self.method_summary.setWordWrap(True)
+        self.method_card = MethodCard(self.model)
         self.recipe = QComboBox()
         self.recipe.setObjectName("method.recipe")
         for recipe, blurb in RECIPES.items():
@@ -111,7 +111,7 @@ class SetupPanel(QWidget):
         method_box = QGroupBox("Method")
         method_layout = QVBoxLayout(method_box)
         method_layout.addWidget(self.method)
-        method_layout.addWidget(self.method_summary)
+        method_layout.addWidget(self.method_card)
         method_layout.addWidget(self.recipe)
         method_layout.addWidget(self.recipe_note)
         method_layout.addWidget(self.switch_note)
@@ -167,7 +167,6 @@ class SetupPanel(QWidget):
         name = self.model.value("method.name")
         self.method.select(name)
         cls = METHODS.get(name)
-        self.method_summary.setText(f"{cls.summary}.\n{cls.paper}" if cls else "")
         self._show_source()
         self._show_recipe()
         self._show_switch()

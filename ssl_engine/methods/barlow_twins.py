@@ -37,6 +37,8 @@ class BarlowTwins(Method):
     family = "redundancy reduction"
     summary = "drive the two views' cross-correlation matrix to the identity"
     paper = "Zbontar et al., ICML 2021"
+    objective = ("L = Σᵢ (1 − Cᵢᵢ)² + λ Σᵢ Σⱼ≠ᵢ Cᵢⱼ²: C the cross-correlation matrix of the two views' "
+                 'batch-normalised embeddings')
     Params = BarlowTwinsParams
     augment_preset = "barlow_twins"
     # solo-learn's CIFAR recipe: a 2048-wide projector (its scale_loss 0.1 is left out: with

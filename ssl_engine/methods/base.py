@@ -57,6 +57,7 @@ class Method(nn.Module):
     family: ClassVar[str]
     summary: ClassVar[str]
     paper: ClassVar[str]
+    objective: ClassVar[str] = ""  # the loss as a formula, for the method's card
     Params: ClassVar[type]
     augment_preset: ClassVar[str]
     optim_defaults: ClassVar[dict]

@@ -136,6 +136,8 @@ class BEiT(MaskedMethod):
     family = "masked image modelling"
     summary = "mask 40% of the patches in blocks; predict their visual tokens (here a k-means codebook of the data's patches)"
     paper = "Bao et al., ICLR 2022"
+    objective = ("L = −Σ over masked patches log p(tₚ | x̃): tₚ the patch's visual token from the tokenizer, x̃ the "
+                 'image with masked patches')
     Params = BEiTParams
     backbones = ("vit_tiny", "vit_small")
     uses_mask_token = True

@@ -45,6 +45,8 @@ class BYOL(Method):
     family = "distillation"
     summary = "an online network predicts an EMA target network's view of the image"
     paper = "Grill et al., NeurIPS 2020"
+    objective = ('L = ‖q(z₁)/‖q(z₁)‖ − z′₂/‖z′₂‖‖² + the same with the views swapped: z′ from the EMA target, q the '
+                 'predictor')
     Params = BYOLParams
     augment_preset = "byol"
     # solo-learn's CIFAR recipe (BYOL has none in its paper)

@@ -78,6 +78,7 @@ class DeepCluster(Method):
     family = "clustering"
     summary = "k-means the whole training set each epoch, then learn to classify images into their clusters"
     paper = "Caron et al., ECCV 2018"
+    objective = "L = CE(head(f(x)), yₓ): yₓ the k-means cluster of x's features, recomputed every epoch"
     Params = DeepClusterParams
     augment_preset = "simclr"
     small_recipe = (

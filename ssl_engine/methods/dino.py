@@ -110,6 +110,8 @@ class DINO(Method):
     family = "distillation"
     summary = "a student matches a centred, sharpened EMA teacher across global and local crops"
     paper = "Caron et al., ICCV 2021"
+    objective = ('L = −Σ softmax((gₜ(x₁) − c)/τₜ) · log softmax(gₛ(x₂)/τₛ) over pairs of crops: teacher gₜ the EMA '
+                 'of student gₛ, c a running centre')
     Params = DINOParams
     augment_preset = "dino"
     # solo-learn's CIFAR recipe (ResNet-18): LARS, two crops of BYOL's asymmetric views and no

@@ -100,6 +100,8 @@ class IBOT(DINO, MaskedMethod):
     family = "hybrid"
     summary = "DINO on the class token plus masked patch tokens distilled from the EMA teacher, the online tokenizer"
     paper = "Zhou et al., ICLR 2022"
+    objective = ("L = DINO's loss on the class tokens + Σ over masked patches −softmax(tₚ/τₜ) · log softmax(sₚ/τₛ), "
+                 'patch targets from the EMA teacher')
     Params = IBOTParams
     backbones = ("vit_tiny", "vit_small")
     uses_mask_token = True

@@ -108,6 +108,8 @@ class IJEPA(MaskedMethod):
     family = "masked image modelling"
     summary = "from a large context block, a narrow predictor predicts an EMA encoder's representations of 4 target blocks"
     paper = "Assran et al., CVPR 2023"
+    objective = ('L = mean over target blocks of ‖pred(s_context, positions) − sg(s̄_target)‖²: s̄ from the EMA '
+                 'target encoder on the whole image')
     Params = IJEPAParams
     backbones = ("vit_tiny", "vit_small")
     backbone_need = "predicts ViT patch tokens"

@@ -92,6 +92,8 @@ class MAE(MaskedMethod):
     family = "masked image modelling"
     summary = "hide 75% of the patches; the encoder sees the rest and a light decoder predicts the hidden pixels"
     paper = "He et al., CVPR 2022"
+    objective = ('L = mean over masked patches p of ‖x̂ₚ − norm(xₚ)‖²: the encoder sees only the visible patches, a '
+                 'light decoder predicts the hidden')
     Params = MAEParams
     backbones = ("vit_tiny", "vit_small")
     augment_preset = "mae"

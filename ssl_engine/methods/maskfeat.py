@@ -52,6 +52,8 @@ class MaskFeat(MaskedMethod):
     family = "masked image modelling"
     summary = "mask tokens replace 40% of the patches, in blocks; a linear head predicts their HOG features"
     paper = "Wei et al., CVPR 2022"
+    objective = ("L = mean over masked patches p of ‖ĥₚ − HOG(xₚ)‖²: a linear head predicts each hidden patch's "
+                 'histogram of gradients')
     Params = MaskFeatParams
     backbones = ("vit_tiny", "vit_small")
     uses_mask_token = True

@@ -47,6 +47,8 @@ class MoCoV2(Method):
     family = "contrastive"
     summary = "match a momentum encoder's key against a queue of earlier negatives"
     paper = "Chen et al., arXiv 2003.04297, 2020"
+    objective = ('L = −log [ exp(q·k⁺/τ) / (exp(q·k⁺/τ) + Σ_queue exp(q·k⁻/τ)) ]: k⁺ from the momentum encoder, k⁻ '
+                 'earlier keys')
     Params = MoCoV2Params
     augment_preset = "moco_v2"
     # the authors' CIFAR-10 demo (facebookresearch/moco, colab/moco_cifar10_demo.ipynb, ResNet-18):

@@ -60,6 +60,8 @@ class MoCoV3(Method):
     family = "contrastive"
     summary = "a query predicts a momentum encoder's key among the batch's other keys, no queue"
     paper = "Chen, Xie, He, ICCV 2021"
+    objective = ('L = 2τ · [CE(q₁k₂ᵀ/τ, i) + CE(q₂k₁ᵀ/τ, i)]: a query q (online, with predictor) finds its own key '
+                 "k (momentum encoder) among the batch's")
     Params = MoCoV3Params
     augment_preset = "byol"  # the paper uses BYOL's augmentations
     # solo-learn's CIFAR recipe (ResNet-18; the paper's CIFAR results are ViT transfers)

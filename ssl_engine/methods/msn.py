@@ -77,6 +77,8 @@ class MSN(MaskedMethod):
     family = "hybrid"
     summary = "a masked view predicts an unmasked view's prototype assignment; me-max spreads the assignments"
     paper = "Assran et al., ECCV 2022"
+    objective = ('L = H(p⁺, p_masked) − λ · H(mean p_masked): p = softmax(cos(z, prototypes)/τ), p⁺ the sharpened '
+                 'target of the unmasked view')
     Params = MSNParams
     backbones = ("vit_tiny", "vit_small")
     augment_preset = "dino"

@@ -71,6 +71,8 @@ class SeLa(Method):
     family = "clustering"
     summary = "classify views into pseudo-labels that optimal transport spreads equally over clusters"
     paper = "Asano et al., ICLR 2020"
+    objective = ('L = CE(head(f(x)), yₓ): pseudo-labels yₓ by Sinkhorn-Knopp optimal transport, an equal share of '
+                 'images per cluster')
     Params = SeLaParams
     # The paper's views are random crops, flips, colour jitter (0.4, 0.4, 0.4, 0.4) and greyscale
     # 0.2 (reference data.py, augs=3): MoCo v2's preset has that jitter strength and greyscale.

@@ -47,6 +47,8 @@ class SimCLR(Method):
     family = "contrastive"
     summary = "NT-Xent between two views; the rest of the batch are the negatives"
     paper = "Chen et al., ICML 2020"
+    objective = ('L = −log [ exp(cos(zᵢ, zⱼ)/τ) / Σₖ≠ᵢ exp(cos(zᵢ, zₖ)/τ) ] over the 2N views (NT-Xent): zⱼ is the '
+                 'other view of image i')
     Params = SimCLRParams
     augment_preset = "simclr"
     # the authors' CIFAR-10 command (google-research/simclr README, ResNet-18, the setting of the

@@ -53,6 +53,8 @@ class SimMIM(MaskedMethod):
     family = "masked image modelling"
     summary = "mask tokens replace 60% of the patches; a linear head predicts their raw pixels (L1)"
     paper = "Xie et al., CVPR 2022"
+    objective = ('L = mean over masked pixels of |x̂ − x|: mask tokens in place of the hidden patches, a linear '
+                 'head predicts their pixels')
     Params = SimMIMParams
     backbones = ("vit_tiny", "vit_small")
     uses_mask_token = True

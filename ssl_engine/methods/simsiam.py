@@ -41,6 +41,7 @@ class SimSiam(Method):
     family = "distillation"
     summary = "one network predicts its own other view through a stop-gradient"
     paper = "Chen & He, CVPR 2021"
+    objective = 'L = −½ cos(p₁, sg(z₂)) − ½ cos(p₂, sg(z₁)): p = predictor(z), sg the stop-gradient'
     Params = SimSiamParams
     augment_preset = "simsiam"
     # the paper's CIFAR-10 experiments (Chen & He 2021, appendix D; ResNet-18 variant): SGD at

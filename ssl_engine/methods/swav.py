@@ -83,6 +83,8 @@ class SwAV(Method):
     family = "clustering"
     summary = "predict one view's equipartitioned prototype assignment from the other views"
     paper = "Caron et al., NeurIPS 2020"
+    objective = ('L = −Σ q₂ · log softmax(z₁ᵀC/τ) − Σ q₁ · log softmax(z₂ᵀC/τ): q = Sinkhorn-balanced codes of the '
+                 'other view on prototypes C')
     Params = SwAVParams
     augment_preset = "swav"
     # solo-learn's CIFAR recipe: two crops (no local ones), 3000 prototypes, a 3840-image queue

@@ -41,6 +41,8 @@ class VICReg(Method):
     family = "redundancy reduction"
     summary = "invariance, variance and covariance terms keep embeddings informative"
     paper = "Bardes et al., ICLR 2022"
+    objective = ("L = λ · MSE(z₁, z₂) + μ · mean_d max(0, 1 − √(Var z_d + ε)) + ν · Σ_{d≠e} Cov(z)²_{de} / D, "
+                 "the variance and covariance terms for each view's embeddings z")
     Params = VICRegParams
     augment_preset = "vicreg"
     # solo-learn's CIFAR recipe: a 2048-wide expander, the paper's coefficients, its own views

@@ -1,0 +1,113 @@
+"""The collapse alarm: whether the network's embedding of the fixed evaluation images has
+collapsed, read from the diagnostics of an epoch (`ssl_engine.probes.diagnostics`) against the
+same network's at random initialisation, and what to tell the user.
+
+Two kinds (Jing et al. 2022, "Understanding dimensional collapse in contrastive self-supervised
+learning"; Garrido et al. 2023 for the rank):
+- complete collapse: every image gets nearly the same embedding; the spread of the normalised
+  features falls to a small share of what the random-init network had;
+- dimensional collapse: the embedding still varies, but along a few directions only; its
+  effective rank (RankMe) falls to a small share of the random-init network's.
+
+The references are the run's own random-init values, not 1/sqrt(d): a randomly initialised
+CNN's ReLU features already share one large mean direction (their spread is a fraction of
+1/sqrt(d), their rank a tenth of their dimension), and a healthy run keeps or raises both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# a share of the random-init value under which the alarm fires (see the module's docstring for
+# why the reference is the network's own; the measured values are in the closing note of the
+# theory issue and in tests/test_collapse.py)
+STD_SHARE = 0.2
+RANK_SHARE = 0.2
+ONE_DIRECTION = 1.5  # RankMe at or under this: a single direction is left, whatever it started at
+
+CAUSES = {
+    "learning rate": "a learning rate too high for the batch (optim.lr)",
+    "temperature": "a temperature too low or too high (method.temperature)",
+    "batch size": "a batch too small for the batch statistics the loss relies on (train.batch_size)",
+}
+
+
+@dataclass(frozen=True)
+class CollapseAlarm:
+    kind: str         # "complete" or "dimensional"
+    epoch: int
+    rank: float
+    rank_at_init: float
+    spread: float
+    spread_at_init: float
+    message: str      # for the user: what happened, the method's safeguard, what usually causes it
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def collapse_kind(values: dict, at_init: dict) -> str | None:
+    """"complete", "dimensional" or None for one epoch's diagnostics against the random-init ones."""
+    rank, spread = values.get("rankme"), values.get("embedding_std")
+    rank_0, spread_0 = at_init.get("rankme"), at_init.get("embedding_std")
+    if not all(_finite(v) for v in (rank, spread, rank_0, spread_0)):
+        return None
+    if spread <= STD_SHARE * spread_0 or rank <= ONE_DIRECTION < rank_0:
+        return "complete"
+    if rank <= RANK_SHARE * rank_0:
+        return "dimensional"
+    return None
+
+
+def collapse_alarm(values: dict, at_init: dict, *, epoch: int, method: str,
+                   removed: list[str] | None = None) -> CollapseAlarm | None:
+    """The alarm for one epoch's diagnostics (`values`) of a run of `method`, against its
+    random-init diagnostics (`at_init`); None when the embedding has not collapsed. `removed`:
+    the addresses of the method's safeguard settings this run switched off, if any."""
+    from .methods import get_method
+
+    kind = collapse_kind(values, at_init)
+    if kind is None:
+        return None
+    rank, spread = values["rankme"], values["embedding_std"]
+    rank_0, spread_0 = at_init["rankme"], at_init["embedding_std"]
+    if kind == "complete":
+        what = (f"complete collapse at epoch {epoch}: the images' embeddings have nearly merged into one "
+                f"(spread {spread:.3g}, {spread / spread_0:.0%} of the random-init network's; effective rank "
+                f"{rank:.1f})")
+    else:
+        what = (f"dimensional collapse at epoch {epoch}: the embeddings vary along a few directions only "
+                f"(effective rank {rank:.1f}, {rank / rank_0:.0%} of the random-init network's {rank_0:.1f})")
+    safeguard = get_method(method).safeguard
+    if removed:
+        why = (f"This run switched off {method}'s safeguard, {safeguard.name if safeguard else 'its safeguard'} "
+               f"({', '.join(removed)}): this is the collapse it prevents.")
+    elif safeguard is not None:
+        why = (f"{method} is kept from collapsing by {safeguard.name}. What usually causes a collapse despite it: "
+               f"{'; '.join(CAUSES.values())}.")
+    else:
+        why = f"What usually causes a collapse: {'; '.join(CAUSES.values())}."
+    return CollapseAlarm(kind=kind, epoch=epoch, rank=rank, rank_at_init=rank_0, spread=spread,
+                         spread_at_init=spread_0, message=f"{what}. {why}")
+
+
+def removed_safeguard(table: dict) -> list[str]:
+    """The method's safeguard settings (as "address=value") that the config table `table` holds
+    at their off value: what a collapse demo switched off."""
+    from .addresses import value_at
+    from .methods import get_method
+
+    safeguard = get_method(table["method"]["name"]).safeguard
+    if safeguard is None:
+        return []
+    off = []
+    for setting in safeguard.removed:
+        try:
+            current = value_at(table, setting.key)
+        except (KeyError, IndexError, TypeError):
+            continue
+        if current == setting.value:  # a declared value, written back as it was: no arithmetic in between
+            off.append(f"{setting.key}={setting.value}")
+    return off
