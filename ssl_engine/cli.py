@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "does fewer epochs in its minutes); default 1, one after another")
     compare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="a setting for every run, by its address, e.g. --set train.batch_size=128")
+    compare.add_argument("--also-without-safeguard", action="store_true",
+                         help="run each method that has a safeguard also with it switched off (as train "
+                              "--without-safeguard), side by side: a collapse demo beside the intact method")
 
     runs = commands.add_parser("runs", help="list the runs: status, method, data, time, kNN against the random-init floor")
     runs.add_argument("--runs-dir", default="runs", help="the runs folder (default: runs)")
@@ -635,7 +638,8 @@ def _race_runner(args):
         raise UserError(f"--seeds must be whole numbers separated by commas, got {args.seeds!r}") from None
     race = Race(methods=tuple(_comma_list(args.methods)), dataset=args.dataset, minutes=args.minutes, seeds=seeds,
                 recipe=args.recipe, backbone=args.backbone, device=args.device, runs_dir=args.runs_dir,
-                assignments=tuple(args.set), parallel=args.parallel)
+                assignments=tuple(args.set), parallel=args.parallel,
+                also_without_safeguard=args.also_without_safeguard)
     try:
         return RaceRunner(race, TrainingControl())
     except ConfigError as error:  # the plan's own fields by their flags

@@ -48,7 +48,8 @@ RACE_SETTINGS = {"method.name": "the methods", "method.recipe": "the recipe", "d
                  "backbone.name": "the backbone", "train.minutes": "the minutes", "train.epochs": "the minutes",
                  "train.seed": "the seeds", "train.device": "the device", "train.runs_dir": "the runs folder",
                  "train.run_name": "the race, which names its runs"}
-POLL_SECONDS = 0.2  # how often a parallel race looks at its processes and its control
+POLL_SECONDS = 0.2
+WITHOUT_SAFEGUARD = " without safeguard"  # an entrant's suffix: the method with its safeguard switched off  # how often a parallel race looks at its processes and its control
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,24 @@ class Race:
     runs_dir: str = "runs"
     assignments: tuple[str, ...] = ()
     parallel: int = 1
+    also_without_safeguard: bool = False  # each method with a safeguard also runs with it switched off
+
+    def entrants(self) -> list[str]:
+        """What races: each method, followed, with `also_without_safeguard`, by the same method
+        with its safeguard switched off ("simsiam without safeguard"), a collapse demo beside it."""
+        from .methods import METHODS
+
+        entrants = []
+        for method in self.methods:
+            entrants.append(method)
+            if self.also_without_safeguard and method in METHODS and METHODS[method].safeguard is not None:
+                entrants.append(method + WITHOUT_SAFEGUARD)
+        return entrants
 
     def order(self) -> list[tuple[str, int]]:
-        """(method, seed) of each run, in the order they start: every method once per seed, so
+        """(entrant, seed) of each run, in the order they start: every entrant once per seed, so
         that a race stopped early has compared each method on the first seeds."""
-        return [(method, seed) for seed in self.seeds for method in self.methods]
+        return [(entrant, seed) for seed in self.seeds for entrant in self.entrants()]
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "methods": list(self.methods), "seeds": list(self.seeds),
@@ -104,7 +118,13 @@ class Race:
         problems = problems or self._device_problems()
         if problems:
             raise ConfigError(problems)
-        return [by_method[method].with_values([("train.seed", seed)]).validate() for method, seed in self.order()]
+        configs = []
+        for entrant, seed in self.order():
+            config = by_method[entrant.removesuffix(WITHOUT_SAFEGUARD)]
+            if entrant.endswith(WITHOUT_SAFEGUARD):
+                config = config.without_safeguard()
+            configs.append(config.with_values([("train.seed", seed)]).validate())
+        return configs
 
     def _method_configs(self, methods: list[str], assigned: list) -> tuple[dict, list[Problem]]:
         """Each method's validated config (seed 0), and the problems of those that have some:
@@ -281,7 +301,8 @@ class RaceRunner:
             raise UserError(f"cannot make the race's folder {self.folder}: {error.strerror or error}") from None
         taken: set[str] = set()
         for index, ((method, seed), config) in enumerate(zip(self.race.order(), self.configs)):
-            run = f"{default_run_name(config, stamp)}-seed{seed}"
+            demo = "-without-safeguard" if method.endswith(WITHOUT_SAFEGUARD) else ""
+            run = f"{default_run_name(config, stamp)}{demo}-seed{seed}"
             unique, n = run, 1
             while unique in taken or (root / unique).exists():
                 n += 1

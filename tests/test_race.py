@@ -212,3 +212,12 @@ def test_parallel_processes_on_the_cpu_give_the_same_leaderboard(tmp_path, capsy
     assert {record.name for record in list_runs(runs_dir)} == {row["run_folder"] for row in rows}
     # each ran in a process of its own, from the config the race wrote
     assert sorted(p.stem for p in (race / "configs").iterdir()) == sorted(row["run_folder"] for row in rows)
+
+
+def test_a_race_can_run_each_method_also_without_its_safeguard(tmp_path):
+    race = Race(methods=("simsiam", "mae"), dataset="digits", minutes=0.05, runs_dir=str(tmp_path / "runs"),
+                also_without_safeguard=True)
+    assert race.entrants() == ["simsiam", "simsiam without safeguard", "mae"]  # mae declares none
+    configs = race.configs()
+    assert [c.method.name for c in configs] == ["simsiam", "simsiam", "mae"]
+    assert configs[0].method.params.stop_gradient and not configs[1].method.params.stop_gradient

@@ -8,7 +8,7 @@ is created), and its problems are shown in the dialog, which stays open to fix t
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit,
                                QListWidget, QListWidgetItem, QVBoxLayout)
 
 from ssl_engine.errors import ConfigError, UserError
@@ -103,6 +103,10 @@ class RaceDialog(QDialog):
         self.assignments.setPlaceholderText("optional, e.g. train.batch_size=64 method.temperature=0.2")
         self.assignments.setToolTip("settings for every run, by address (as --set on the command line), "
                                     "separated by spaces")
+        self.without_safeguard = QCheckBox("also each method without its safeguard (a collapse demo beside it)")
+        self.without_safeguard.setObjectName("race.without_safeguard")
+        self.without_safeguard.setToolTip("SimSiam without its stop-gradient, BYOL without its predictor, ...: "
+                                          "see each method's card")
         self.problems = QLabel()
         self.problems.setObjectName("race.problems")
         self.problems.setWordWrap(True)
@@ -124,6 +128,7 @@ class RaceDialog(QDialog):
         layout.addWidget(QLabel("Methods (each trains for the same minutes, one after another):"))
         layout.addWidget(self.methods, 1)
         layout.addLayout(form)
+        layout.addWidget(self.without_safeguard)
         layout.addWidget(self.problems)
         layout.addWidget(buttons)
         self.resize(460, 640)
@@ -142,7 +147,8 @@ class RaceDialog(QDialog):
         return Race(methods=self.chosen_methods(), dataset=self.data_source(), minutes=float(self.minutes.value()),
                     seeds=parse_seeds(self.seeds.text()), recipe=self.recipe.currentData(),
                     backbone=self.backbone.currentData(), device=self.device.currentData(), runs_dir=self.runs_dir,
-                    assignments=tuple(self.assignments.text().split()))
+                    assignments=tuple(self.assignments.text().split()),
+                    also_without_safeguard=self.without_safeguard.isChecked())
 
     def accept(self) -> None:
         try:
