@@ -29,14 +29,8 @@ from ssl_engine.data.for_config import load_data_for  # noqa: E402
 
 def held_out_loss(trainer: Trainer, images_uint8: torch.Tensor) -> float:
     """The loss of the trainer's MAE on `images_uint8`, normalised as the trainer normalises."""
-    method = trainer.method
     images = normalize(images_uint8.to(trainer.device).float() / 255.0, trainer.mean, trainer.std)
-    training = method.training
-    method.eval()
-    try:
-        return method.reconstruction_loss(images)
-    finally:
-        method.train(training)
+    return trainer.method.held_out_loss(images)
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,7 @@
 """A finished (or cut-short) run read back from its folder as the events it sent: its start,
-every logged step's metrics, its curve probes (the kNN and its floor, from metrics.jsonl) and
-its recorded probes (views, matrices, maps, ...), so a window rebuilds every live view.
+every logged step's metrics, its curve probes (the kNN and its floor, the diagnostics: from
+metrics.jsonl) and its recorded probes (views, matrices, maps, ...), so a window rebuilds every
+live view.
 
 Recorded results are loaded on demand: a 100-epoch run has a map per epoch, and a slider over
 them loads only the one shown.
@@ -66,14 +67,19 @@ def replay_run(run_dir: str | Path) -> Replay:
     rows = read_metrics(run_dir)
     metrics = [_step_metrics(r, started.steps_per_epoch, started.total_steps) for r in rows if r.get("kind") == "step"]
     curves = []
-    curve_names = [name for name, probe in PROBES.items() if probe.display == "curve"]
+    curve_probes = [probe for probe in PROBES.values() if probe.display == "curve"]
     for row in rows:
         if row.get("kind") not in ("init", "epoch"):
             continue
         epoch = 0 if row["kind"] == "init" else int(row["epoch"])
-        for name in curve_names:
-            if row.get(name) is not None:
-                curves.append(ProbeResult(name=name, step=int(row["step"]), epoch=epoch, value=float(row[name])))
+        for probe in curve_probes:
+            if probe.columns:  # a dict of numbers, one column per key
+                value = {column: float(row[column]) for column in probe.columns if row.get(column) is not None}
+                if value:
+                    curves.append(ProbeResult(name=probe.name, step=int(row["step"]), epoch=epoch, value=value))
+            elif row.get(probe.name) is not None:
+                curves.append(ProbeResult(name=probe.name, step=int(row["step"]), epoch=epoch,
+                                          value=float(row[probe.name])))
     try:
         last_step = int(json.loads((run_dir / "summary.json").read_text())["steps"])
     except (OSError, ValueError, KeyError, TypeError):

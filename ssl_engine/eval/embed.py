@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ..models.modes import evaluation_mode
+
 
 @torch.no_grad()
 def embed(backbone: nn.Module, images_uint8: torch.Tensor, *, mean: Sequence[float],
@@ -34,10 +36,8 @@ def embed(backbone: nn.Module, images_uint8: torch.Tensor, *, mean: Sequence[flo
     channel_std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     encode = backbone.evaluation_features if for_evaluation and hasattr(backbone, "evaluation_features") \
         else backbone
-    modes = {module: module.training for module in backbone.modules()}
-    backbone.eval()
     chunks = []
-    try:
+    with evaluation_mode(backbone):
         for start in range(0, images_uint8.shape[0], batch_size):
             batch = images_uint8[start:start + batch_size].to(device, non_blocking=True)
             batch = batch.float() / 255.0
@@ -48,9 +48,6 @@ def embed(backbone: nn.Module, images_uint8: torch.Tensor, *, mean: Sequence[flo
                                 enabled=amp and device.type == "cuda"):
                 features = encode(batch)
             chunks.append(features.float().cpu())
-    finally:
-        for module, training in modes.items():
-            module.training = training
     if not chunks:
         return torch.empty(0, getattr(backbone, "feature_dim", 0))
     return torch.cat(chunks)

@@ -145,6 +145,14 @@ class Method(nn.Module):
         masks from step to step. Default: none."""
         return {}
 
+    @torch.no_grad()
+    def held_out_loss(self, images: torch.Tensor) -> float | None:
+        """The method's own loss on `images` (normalised, (N, 3, H, W): held-out images, not
+        augmented), its random draws (masks) fixed, in eval mode and changing no state (no EMA,
+        centre, queue, cluster or usage update): comparable from epoch to epoch. None where the
+        loss cannot be had so. Default: None (a joint-embedding loss needs two views)."""
+        return None
+
 
 def features_by_resolution(backbone: nn.Module, views: list[torch.Tensor]) -> list[torch.Tensor]:
     """Backbone features of each run of consecutive same-sized views, one pass per run (the

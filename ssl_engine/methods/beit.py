@@ -193,14 +193,23 @@ class BEiT(MaskedMethod):
             descriptors = descriptors[torch.randperm(len(descriptors), generator=generator)[:most].to(descriptors.device)]
         self.tokenizer.fit(descriptors, generator)
 
+    def _scored(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The loss, the predicted token scores (N, P, K) and the tokenizer's tokens (N, P)."""
+        tokens = self.tokenizer(images)
+        logits = self.predict_masked(images, mask)
+        return losses.masked_token_cross_entropy(logits, tokens, mask), logits, tokens
+
+    def masked_loss(self, images: Tensor, mask: Tensor) -> Tensor | None:
+        if not bool(self.tokenizer.fitted):  # before the first epoch's work: no codebook, no targets
+            return None
+        return self._scored(images, mask)[0]
+
     def forward(self, views, step, indices=None):
         if not bool(self.tokenizer.fitted):
             raise RuntimeError("beit needs its codebook: before_epoch(0, dataset_features) builds it")
         images = views[0]
         mask = self.step_masks(images, step)
-        tokens = self.tokenizer(images)
-        logits = self.predict_masked(images, mask)
-        loss = losses.masked_token_cross_entropy(logits, tokens, mask)
+        loss, logits, tokens = self._scored(images, mask)
         with torch.no_grad():
             masked_tokens = tokens[mask]
             accuracy = all_reduce_mean((logits[mask].argmax(dim=-1) == masked_tokens).float().mean())

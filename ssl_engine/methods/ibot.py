@@ -146,6 +146,8 @@ class IBOT(DINO, MaskedMethod):
         p = self.params
         return SometimesBlocks(p.mask_probability, p.mask_ratio_min, p.mask_ratio_max)
 
+    # No masked_loss (so no held_out_loss): the loss compares two global views, and forward moves
+    # the patch centre (and DINO's class centre) as it computes it.
     def forward(self, views, step, indices=None):
         global_count = global_view_count(views)
         global_views = torch.cat(views[:global_count])

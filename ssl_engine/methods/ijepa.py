@@ -174,13 +174,18 @@ class IJEPA(MaskedMethod):
         gathered = torch.gather(tokens, 1, targets.reshape(n, -1, 1).expand(-1, -1, tokens.shape[-1]))
         return gathered.reshape(n, num_targets, kt, -1)
 
-    def forward(self, views, step, indices=None):
-        images = views[0]
-        context, targets = self.step_masks(images, step)
+    def masked_loss(self, images: Tensor, masks: tuple[Tensor, Tensor]) -> Tensor:
+        """The smooth L1 distance of the predicted target blocks to the target encoder's, for
+        (context, targets) `masks`."""
+        context, targets = masks
         target = self.target_tokens(images, targets)
         prediction = self.predictor(self.context_tokens(images, context), context, targets, self.grid(images))
         with torch.autocast(device_type=images.device.type, enabled=False):
-            loss = F.smooth_l1_loss(prediction.float(), target.float())
+            return F.smooth_l1_loss(prediction.float(), target.float())
+
+    def forward(self, views, step, indices=None):
+        images = views[0]
+        loss = self.masked_loss(images, self.step_masks(images, step))
         return StepOutput(loss, {"smooth l1": loss.detach()})
 
     @torch.no_grad()

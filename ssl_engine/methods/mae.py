@@ -148,22 +148,14 @@ class MAE(MaskedMethod):
         encoded = self.backbone.tokens(images, keep=visible)
         return self.decoder(encoded, visible, mask.shape[1])
 
-    def _loss(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        prediction = self._reconstruct(images, mask)
+    def masked_loss(self, images: Tensor, mask: Tensor) -> Tensor:
         target = patchify(images, self.backbone.patch_size)
-        return losses.masked_patch_mse(prediction, target, mask, self.params.norm_pix_loss), prediction
+        return losses.masked_patch_mse(self._reconstruct(images, mask), target, mask, self.params.norm_pix_loss)
 
     def forward(self, views, step, indices=None):
         images = views[0]
-        mask = self.step_masks(images, step)
-        loss, _ = self._loss(images, mask)
+        loss = self.masked_loss(images, self.step_masks(images, step))
         return StepOutput(loss, {"reconstruction": loss.detach()})
-
-    @torch.no_grad()
-    def reconstruction_loss(self, images: Tensor) -> float:
-        """The loss on `images` (normalised, (N, 3, H, W)) under fixed, seeded masks: comparable
-        from step to step, e.g. on held-out images to show it falls over a run."""
-        return float(self._loss(images, self.picture_masks(images))[0])
 
     @torch.no_grad()
     def pictures(self, images):

@@ -8,6 +8,7 @@ A masked method (MAE, SimMIM, BEiT, MaskFeat, iBOT, I-JEPA, MSN) names how it hi
     ...
     mask = self.step_masks(images, step)        # in forward: this step's masks
     mask = self.picture_masks(images)           # in pictures: the same masks at every step
+    loss = self.masked_loss(images, mask)       # forward's loss, written once for held_out_loss too
 
 Step masks come from a generator seeded by the method's `mask_seed` and the step, drawn for the
 global batch, so that a resumed run and N processes mask as one uninterrupted process. Picture
@@ -23,9 +24,10 @@ from torch import Tensor, nn
 
 from .. import masking
 from ..distributed import rank, world_size
+from ..models.modes import evaluation_mode
 from .base import Method, draw_seed, step_generator
 
-PICTURE_SEED = 0  # masks of `pictures` (and MAE's `reconstruction_loss`): the same images keep the same masks
+PICTURE_SEED = 0  # masks of `pictures` and `held_out_loss`: the same images keep the same masks
 
 
 class MaskedMethod(Method):
@@ -80,6 +82,21 @@ class MaskedMethod(Method):
     def mask_picture(self, mask: Tensor, images: Tensor) -> Tensor:
         """(N, 1, H, W) in {0, 1}: `mask` drawn over `images`, 1 on its patches (`masking.mask_picture`)."""
         return masking.mask_picture(mask, self.grid(images), tuple(images.shape[-2:]))
+
+    def masked_loss(self, images: Tensor, masks) -> Tensor | None:
+        """The training loss of `images` under `masks` (as `step_masks` draws them), with no side
+        effect: what `forward` minimises and `held_out_loss` measures. None for a method whose
+        loss needs more than that (iBOT: two views, and its forward moves the patch centre; MSN:
+        two views, Sinkhorn and me-max over the global batch, and it counts prototype usage)."""
+        return None
+
+    @torch.no_grad()
+    def held_out_loss(self, images):
+        """`masked_loss` under the picture masks (PICTURE_SEED), in eval mode: the same images
+        get the same masks at every epoch, so the value follows the network alone."""
+        with evaluation_mode(self):
+            loss = self.masked_loss(images, self.picture_masks(images))
+        return None if loss is None else float(loss)
 
     def predict_masked(self, images: Tensor, mask: Tensor) -> Tensor:
         """`head` on every output patch token (N, P, ...), the encoder seeing mask tokens in

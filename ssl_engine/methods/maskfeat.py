@@ -94,11 +94,13 @@ class MaskFeat(MaskedMethod):
         return hog_patch_targets(images, self.backbone.patch_size, bins=self.params.hog_bins,
                                  cell_size=self.cell_size)
 
+    def masked_loss(self, images: Tensor, mask: Tensor) -> Tensor:
+        return losses.masked_patch_mse(self.predict_masked(images, mask), self._targets(images), mask,
+                                       normalize_target=False)
+
     def forward(self, views, step, indices=None):
         images = views[0]
-        mask = self.step_masks(images, step)
-        loss = losses.masked_patch_mse(self.predict_masked(images, mask), self._targets(images), mask,
-                                       normalize_target=False)
+        loss = self.masked_loss(images, self.step_masks(images, step))
         return StepOutput(loss, {"hog mse": loss.detach()})
 
     @torch.no_grad()

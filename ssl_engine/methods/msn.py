@@ -133,6 +133,8 @@ class MSN(MaskedMethod):
             log_targets = torch.log(losses.sinkhorn(log_targets, 1.0, self.params.sinkhorn_iterations))
         return log_targets
 
+    # No masked_loss (so no held_out_loss): the loss needs two views, Sinkhorn and me-max over
+    # the global batch, and forward counts the prototypes' usage.
     def forward(self, views, step, indices=None):
         p, n = self.params, len(views[0])
         # Views of one size go through the encoder together; the head's BatchNorm then sees one

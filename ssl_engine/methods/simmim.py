@@ -104,11 +104,13 @@ class SimMIM(MaskedMethod):
         code's MaskGenerator, upscaled to the patch grid)."""
         return RandomPatches(self.params.mask_ratio, square=self.patches_per_mask_side)
 
+    def masked_loss(self, images: Tensor, mask: Tensor) -> Tensor:
+        target = patchify(self._target(images), self.backbone.patch_size)
+        return losses.masked_pixel_l1(self.predict_masked(images, mask), target, mask)
+
     def forward(self, views, step, indices=None):
         images = views[0]
-        mask = self.step_masks(images, step)
-        target = patchify(self._target(images), self.backbone.patch_size)
-        loss = losses.masked_pixel_l1(self.predict_masked(images, mask), target, mask)
+        loss = self.masked_loss(images, self.step_masks(images, step))
         return StepOutput(loss, {"reconstruction": loss.detach()})
 
     def _target(self, images: Tensor) -> Tensor:

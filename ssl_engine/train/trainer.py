@@ -45,6 +45,9 @@ from .optim import build_optimizer, clip_gradients, set_learning_rate, set_weigh
 from .schedules import warmup_cosine
 
 LIVE_KNN_MEMORY = 5000  # labelled training images used as the memory of the per-epoch kNN
+# Fixed views' generators start here, above any step's seed (seed * 7919 + step): a probe's fixed
+# views are never a training step's.
+FIXED_VIEWS_SEED = 2 ** 48
 BUDGET_PROBE_STEPS = 10  # steps timed (after the first) to size a run that trains for train.minutes
 
 
@@ -121,8 +124,8 @@ class Trainer:
             step=step, epoch=epoch, method=self.method, output=output, device=self.device, mean_std=self._mean_std,
             mean=self.mean, std=self.std, train_images=self.data.train.images, sample_index=self.view_index,
             samples_count=max(s.rates.views_count for wanted in takers.values() for s in wanted),
-            augment=lambda images: self._views(images, step, global_batch=False), eval_set=self.eval_set,
-            knn_memory=self.knn_memory, knn_k=self.config.train.knn_k)
+            augment=lambda images: self._views(images, step, global_batch=False), fixed_augment=self._fixed_views,
+            eval_set=self.eval_set, knn_memory=self.knn_memory, knn_k=self.config.train.knn_k)
         values = {}
         for probe, wanted in takers.items():
             value = probe.compute(context)
@@ -141,16 +144,19 @@ class Trainer:
         return columns
 
     def _record_probes(self) -> None:
-        """Record in the run folder, once per epoch, every probe some listener asked for (a
-        headless run that asked for none computes none for the record)."""
+        """Record in the run folder, once per epoch, every probe some listener asked for, and
+        at its default rate every probe the run folder always records (the diagnostics), which
+        a headless run that asked for nothing computes too. Curves go in metrics.jsonl's rows,
+        the others under probes/."""
         asking = [s for s in self.subscriptions if any(every > 0 for every in s.rates.probes.values())]
         asked = {name for s in asking for name, every in s.rates.probes.items() if every > 0}
         rates = {name: (self.steps_per_epoch if PROBES[name].per == "step" else 1) for name in asked
-                 if PROBES[name].display != "curve"}  # curves are in metrics.jsonl
+                 if PROBES[name].display != "curve"}  # a listener's curves are in metrics.jsonl already
+        rates.update({name: p.every for name, p in PROBES.items() if p.always_recorded})
         if rates:
+            views_count = max((s.rates.views_count for s in asking), default=EventRates().views_count)
             self.subscribe(ProbeRecorder(self.folder.path / PROBES_DIR),
-                           EventRates(metrics_every_steps=0, probes=rates,
-                                      views_count=max(s.rates.views_count for s in asking)))
+                           EventRates(metrics_every_steps=0, probes=rates, views_count=views_count))
 
     # -- the run --------------------------------------------------------------------------
     def run(self) -> dict:
@@ -402,6 +408,12 @@ class Trainer:
         if not global_batch:
             return self.augmenter(images_uint8, generator)
         return self.augmenter(images_uint8, generator, rows=self._rows(), total=self.config.train.batch_size)
+
+    def _fixed_views(self, images: torch.Tensor, draw: int = 0) -> list[torch.Tensor]:
+        """The run's augmentation of `images` from fixed generator `draw`: the same views at every
+        call (the probes' fixed views, so that a curve follows the network, not the draw)."""
+        generator = torch.Generator().manual_seed(FIXED_VIEWS_SEED + self.config.train.seed * 7919 + draw)
+        return self.augmenter(images, generator)
 
     def _run(self) -> dict:
         self._setup()
