@@ -246,6 +246,8 @@ def run_train(args) -> int:
     elif args.knn_every > 0 and main_process:
         # no bar, but the kNN asked for is still measured (and written to metrics.jsonl)
         trainer.subscribe(_print_knn, EventRates(metrics_every_steps=0, probes={"knn_top1": args.knn_every}))
+    if main_process:  # the diagnostics are measured every epoch anyway: an alarm costs nothing
+        trainer.subscribe(_CollapseLines(config.to_dict()), EventRates(metrics_every_steps=0, probes={"diagnostics": 1}))
 
     def interrupt(signum, frame):  # first Ctrl-C: stop with a checkpoint; second: abort
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -263,6 +265,26 @@ def run_train(args) -> int:
     if trainer.run_dir is not None:
         print(f"run folder: {trainer.run_dir}", file=sys.stderr)
     return 0
+
+
+class _CollapseLines:
+    """A line on stderr when the collapse alarm fires (`ssl_engine.collapse`), once per kind."""
+
+    def __init__(self, table: dict):
+        from .collapse import CollapseWatch
+
+        self.watch = CollapseWatch(table)
+        self.said: set[str] = set()
+
+    def __call__(self, event) -> None:
+        if getattr(event, "name", None) != "diagnostics":
+            return
+        alarm = self.watch.feed(event)
+        if alarm is not None and alarm.kind not in self.said:
+            self.said.add(alarm.kind)
+            from tqdm import tqdm
+
+            tqdm.write(f"collapse alarm: {alarm.message}", file=sys.stderr)  # above a progress bar, if any
 
 
 def _print_estimate(config, knn_every: int):

@@ -111,3 +111,25 @@ def removed_safeguard(table: dict) -> list[str]:
         if current == setting.value:  # a declared value, written back as it was: no arithmetic in between
             off.append(f"{setting.key}={setting.value}")
     return off
+
+
+class CollapseWatch:
+    """Follows one run's diagnostics probe results (`ProbeResult`s of "diagnostics", in order):
+    the first, before training, is the random-init reference; `feed` returns the alarm of a later
+    epoch, or None. The window and the command line both watch a run through it."""
+
+    def __init__(self, table: dict):
+        self.method = table["method"]["name"]
+        self.removed = removed_safeguard(table)
+        self.at_init: dict = {}
+        self.alarm: CollapseAlarm | None = None  # the latest alarm raised
+
+    def feed(self, result) -> CollapseAlarm | None:
+        values = result.value if isinstance(result.value, dict) else {}
+        if result.step == 0:
+            self.at_init = values
+            return None
+        alarm = collapse_alarm(values, self.at_init, epoch=result.epoch, method=self.method, removed=self.removed)
+        if alarm is not None:
+            self.alarm = alarm
+        return alarm

@@ -39,7 +39,10 @@ def test_a_headless_run_records_every_measure_before_training_and_at_each_epoch(
         assert all(math.isfinite(row[key]) for key in MEASURES), row
         assert row["infonce_ceiling"] == pytest.approx(math.log(64))  # train.eval_subset=64 pairs
         assert row["infonce_bound"] <= row["infonce_ceiling"]
-        assert row["embedding_dim"] == pytest.approx(256.0) and row["embedding_std_reference"] == pytest.approx(1 / 16)
+        # the method's embedding: SimCLR's projector output
+        width = trainer.config.method.params.projection_dim
+        assert row["embedding_dim"] == pytest.approx(width) and row["embedding_std_reference"] == pytest.approx(width ** -0.5)
+        assert 1.0 <= row["feature_rankme"] <= 128.0
         assert 1.0 <= row["rankme"] <= 128.0  # at most the 2 x 64 rows
         assert 0.0 <= row["alignment"] <= 4.0 and row["uniformity"] <= 0.0
     assert not (trainer.run_dir / "probes").exists()  # a curve: its values are the rows

@@ -1,6 +1,7 @@
 """The Diagnostics view: the field's measures of the network at each epoch's end (and at random
 initialisation, epoch 0), one small plot each, with its reference drawn: RankMe against the
-dimension, the embedding's spread against 1/sqrt(d), the InfoNCE bound under its ceiling log N,
+dimension (of the method's embedding, and of the backbone's features), the embedding's spread
+against 1/sqrt(d), the InfoNCE bound under its ceiling log N,
 the Gaussian mutual information, alignment and uniformity, and a masked method's loss on
 held-out images. The values are the `diagnostics` probe's (`ssl_engine.probes.diagnostics`).
 """
@@ -19,11 +20,14 @@ COLUMNS = 4
 # each plot: its key, its title, the key of its reference line (or None), and what it tells
 MEASURES = (
     ("rankme", "effective rank (RankMe)", None,
-     "exp of the entropy of the normalised singular values of the features (Garrido et al. 2023): how many "
+     "exp of the entropy of the normalised singular values of the embeddings (Garrido et al. 2023): how many "
      "dimensions the images really use; it falls towards 1 as the embedding collapses"),
-    ("embedding_std", "spread of the normalised features", "embedding_std_reference",
-     "mean per-dimension standard deviation of the L2-normalised features: 0 when every image has the same "
-     "embedding; the dashed line is 1/sqrt(d), the spread of features spread evenly over the sphere"),
+    ("embedding_std", "spread of the normalised embedding", "embedding_std_reference",
+     "mean per-dimension standard deviation of the L2-normalised embeddings: 0 when every image has the same "
+     "embedding; the dashed line is 1/sqrt(d), the spread of embeddings spread evenly over the sphere"),
+    ("feature_rankme", "effective rank of the backbone's features", None,
+     "RankMe of the backbone's features, what a downstream task (kNN, linear probe) sees; the other measures "
+     "are of the method's embedding (its projector's output), what its loss compares"),
     ("infonce_bound", "InfoNCE bound (nats)", "infonce_ceiling",
      "log N minus the InfoNCE loss of the two views at a fixed temperature (Oord et al. 2018): a lower bound "
      "on the mutual information of the views' features; it cannot exceed log N, the dashed line"),

@@ -13,12 +13,14 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QGridLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QSlider, QTabWidget,
                                QVBoxLayout, QWidget)
 
+from ssl_engine.collapse import CollapseWatch
 from ssl_engine.methods import get_method
 from ssl_engine.probes import PROBES
 from ssl_engine.run_store import format_duration
 from ssl_engine.train.events import RunStarted
 
 from ..worker import Delivery
+from .diagnostics_view import DiagnosticsView
 from .histogram_view import HistogramView
 from .image_grid import ImageGrid
 from .loss_plot import LossPlot
@@ -28,6 +30,8 @@ from .projection_view import ProjectionView
 
 
 KNN = "knn_top1"  # the curve the progress row shows, and whose value before training is the floor
+DIAGNOSTICS = "diagnostics"  # the curve probe of the field's measures, drawn in the Diagnostics view
+ALARM_STYLE = "background: #f8d7da; color: #721c24; border: 1px solid #d9534f; padding: 4px;"
 
 
 class ProgressRow(QWidget):
@@ -119,7 +123,18 @@ class TrainingPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.progress = ProgressRow()
+        self.alarm = QLabel()  # the collapse alarm, in words (ssl_engine.collapse)
+        self.alarm.setObjectName("collapse_alarm")
+        self.alarm.setWordWrap(True)
+        self.alarm.setStyleSheet(ALARM_STYLE)
+        self.alarm.hide()
+        self.watch: CollapseWatch | None = None
         self.loss_plot = LossPlot()
+        self.diagnostics = DiagnosticsView()
+        self.curves = QTabWidget()  # the loss, and the measures of the network
+        self.curves.setObjectName("curves")
+        self.curves.addTab(self.loss_plot, "Loss")
+        self.curves.addTab(self.diagnostics, "Diagnostics")
         self.views = ImageGrid("the augmented views appear when training starts")
         self.matrix = MatrixView()
         self.histogram = HistogramView()
@@ -155,7 +170,7 @@ class TrainingPanel(QWidget):
         self.class_names: list[str] = []
         grid = QGridLayout()
         for (row, column), (title, widget) in {
-                (0, 0): ("Loss", self.loss_plot), (0, 1): ("Augmented views, as trained on", self.views),
+                (0, 0): ("Curves", self.curves), (0, 1): ("Augmented views, as trained on", self.views),
                 (1, 0): ("What the method sees", self.method_views), (1, 1): ("Embeddings of the evaluation images", embeddings),
         }.items():
             box = QGroupBox(title)
@@ -165,6 +180,7 @@ class TrainingPanel(QWidget):
         grid.setColumnStretch(1, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.progress)
+        layout.addWidget(self.alarm)
         layout.addLayout(grid, 1)
         self.progress.labels["knn"].setAlignment(Qt.AlignmentFlag.AlignRight)
         self._displays = {"views": self._show_views, "matrices": self._show_matrices,
@@ -175,6 +191,10 @@ class TrainingPanel(QWidget):
         """Every view back to what it shows before a run (a new run starts from nothing)."""
         self.progress.clear()
         self.loss_plot.reset()
+        self.diagnostics.clear()
+        self.alarm.hide()
+        self.watch = None
+        self.curves.setTabText(1, "Diagnostics")
         self.views.clear("the augmented views appear when training starts")
         self.matrix.clear()
         self.histogram.clear()
@@ -193,6 +213,7 @@ class TrainingPanel(QWidget):
         if delivery.started is not None:
             self.class_names = delivery.started.class_names
             self.progress.start(delivery.started)
+            self.watch = CollapseWatch(delivery.started.config)
             # masked methods have no view embeddings to correlate: their tab would stay empty
             has_matrices = bool(get_method(delivery.started.config["method"]["name"]).matrix_names)
             self.method_views.setTabVisible(0, has_matrices)
@@ -249,7 +270,11 @@ class TrainingPanel(QWidget):
             self._show_map(result)
 
     def _show_curve(self, name: str, results) -> None:
-        """Points on the epoch-metric axis; before the first step the kNN is the floor, a line."""
+        """Points on the epoch-metric axis; before the first step the kNN is the floor, a line.
+        The diagnostics go to their own view, and raise the collapse alarm."""
+        if name == DIAGNOSTICS:
+            self._show_diagnostics(results)
+            return
         for result in results:
             columns = result.value if isinstance(result.value, dict) else {name: result.value}
             for column, value in columns.items():
@@ -260,6 +285,15 @@ class TrainingPanel(QWidget):
                 self.loss_plot.add_epoch_metric(column, result.step, value)
                 if column == KNN:
                     self.progress.show_knn(result.epoch, value)
+
+    def _show_diagnostics(self, results) -> None:
+        self.diagnostics.add(results)
+        for result in results:
+            alarm = self.watch.feed(result) if self.watch is not None else None
+            if alarm is not None:
+                self.alarm.setText(f"⚠ {alarm.message[0].upper()}{alarm.message[1:]}")
+                self.alarm.show()
+                self.curves.setTabText(1, "Diagnostics ⚠")
 
     # Each display takes a probe's newest ProbeResult.
     def _show_views(self, result) -> None:

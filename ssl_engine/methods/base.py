@@ -145,6 +145,18 @@ class Method(nn.Module):
         masks from step to step. Default: none."""
         return {}
 
+    def embedding(self, images: torch.Tensor) -> torch.Tensor:
+        """The embedding the method's loss compares, of normalised `images` (N, 3, H, W): the
+        projector's (or the head's) output on the backbone's features. What the diagnostics
+        measure, since this is what collapses first when a safeguard is off; a method with no
+        such head (the masked methods) is measured on its encoder's features. The caller sets
+        eval mode and no_grad."""
+        features = self.backbone(images)
+        if self.family == "masked image modelling":  # their heads predict pixels or tokens of patches
+            return features
+        head = getattr(self, "projector", None) or getattr(self, "head", None)
+        return features if head is None else head(features)
+
     @torch.no_grad()
     def held_out_loss(self, images: torch.Tensor) -> float | None:
         """The method's own loss on `images` (normalised, (N, 3, H, W): held-out images, not

@@ -145,6 +145,11 @@ class ProbeContext:
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return embed(self.backbone, images, mean=self.mean, std=self.std, device=self.device)
 
+    def embed_as_trained(self, images: torch.Tensor) -> torch.Tensor:
+        """The method's own embedding of uint8 `images` (`Method.embedding`: its projector's
+        output), in eval mode: what its loss compares."""
+        return embed(_MethodEmbedding(self.method), images, mean=self.mean, std=self.std, device=self.device)
+
     def fixed_view_pair(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Two augmented views of uint8 `images`, the same at every epoch, as uint8 images on the
         device (what `embed` takes; rounding moves a value by at most 1/510): the recipe's first
@@ -155,3 +160,14 @@ class ProbeContext:
         global_views = [view for view in views if view.shape[-2:] == views[0].shape[-2:]]
         pair = global_views[:2] if len(global_views) >= 2 else [views[0], self.fixed_augment(images, 1)[0]]
         return tuple(view.mul(255).round_().clamp_(0, 255).to(torch.uint8) for view in pair)
+
+
+class _MethodEmbedding(torch.nn.Module):
+    """`method.embedding` as a module, for `embed` (which sets eval mode and puts it back)."""
+
+    def __init__(self, method):
+        super().__init__()
+        self.method = method
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.method.embedding(images)
