@@ -1,17 +1,19 @@
 """The collapse alarm: whether the network's embedding of the fixed evaluation images has
 collapsed, read from the diagnostics of an epoch (`ssl_engine.probes.diagnostics`) against the
-same network's at random initialisation, and what to tell the user.
+highest the same run has measured so far (its random-init values included), and what to tell
+the user.
 
 Two kinds (Jing et al. 2022, "Understanding dimensional collapse in contrastive self-supervised
 learning"; Garrido et al. 2023 for the rank):
 - complete collapse: every image gets nearly the same embedding; the spread of the normalised
-  features falls to a small share of what the random-init network had;
+  embeddings falls to a small share of the run's highest, or a single direction is left;
 - dimensional collapse: the embedding still varies, but along a few directions only; its
-  effective rank (RankMe) falls to a small share of the random-init network's.
+  effective rank (RankMe) falls to a small share of the run's highest.
 
-The references are the run's own random-init values, not 1/sqrt(d): a randomly initialised
-CNN's ReLU features already share one large mean direction (their spread is a fraction of
-1/sqrt(d), their rank a tenth of their dimension), and a healthy run keeps or raises both.
+The references are the run's own values, not 1/sqrt(d) or the dimension: a randomly initialised
+network's embeddings already share one large mean direction (their spread a fraction of
+1/sqrt(d), their rank a small share of their dimension); a healthy run keeps or raises both, a
+collapsing one loses them, often after a first rise.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ class CollapseAlarm:
     kind: str         # "complete" or "dimensional"
     epoch: int
     rank: float
-    rank_at_init: float
+    rank_reference: float    # the run's highest rank before this epoch
     spread: float
-    spread_at_init: float
+    spread_reference: float
     message: str      # for the user: what happened, the method's safeguard, what usually causes it
 
 
@@ -48,10 +50,11 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def collapse_kind(values: dict, at_init: dict) -> str | None:
-    """"complete", "dimensional" or None for one epoch's diagnostics against the random-init ones."""
+def collapse_kind(values: dict, reference: dict) -> str | None:
+    """"complete", "dimensional" or None for one epoch's diagnostics against `reference` (the
+    run's highest rank and spread so far)."""
     rank, spread = values.get("rankme"), values.get("embedding_std")
-    rank_0, spread_0 = at_init.get("rankme"), at_init.get("embedding_std")
+    rank_0, spread_0 = reference.get("rankme"), reference.get("embedding_std")
     if not all(_finite(v) for v in (rank, spread, rank_0, spread_0)):
         return None
     if spread <= STD_SHARE * spread_0 or rank <= ONE_DIRECTION < rank_0:
@@ -61,25 +64,25 @@ def collapse_kind(values: dict, at_init: dict) -> str | None:
     return None
 
 
-def collapse_alarm(values: dict, at_init: dict, *, epoch: int, method: str,
+def collapse_alarm(values: dict, reference: dict, *, epoch: int, method: str,
                    removed: list[str] | None = None) -> CollapseAlarm | None:
-    """The alarm for one epoch's diagnostics (`values`) of a run of `method`, against its
-    random-init diagnostics (`at_init`); None when the embedding has not collapsed. `removed`:
-    the addresses of the method's safeguard settings this run switched off, if any."""
+    """The alarm for one epoch's diagnostics (`values`) of a run of `method`, against
+    `reference`, the run's highest rank and spread so far; None when the embedding has not
+    collapsed. `removed`: the method's safeguard settings this run switched off, if any."""
     from .methods import get_method
 
-    kind = collapse_kind(values, at_init)
+    kind = collapse_kind(values, reference)
     if kind is None:
         return None
     rank, spread = values["rankme"], values["embedding_std"]
-    rank_0, spread_0 = at_init["rankme"], at_init["embedding_std"]
+    rank_0, spread_0 = reference["rankme"], reference["embedding_std"]
     if kind == "complete":
         what = (f"complete collapse at epoch {epoch}: the images' embeddings have nearly merged into one "
-                f"(spread {spread:.3g}, {spread / spread_0:.0%} of the random-init network's; effective rank "
+                f"(spread {spread:.3g}, {spread / spread_0:.0%} of this run's highest; effective rank "
                 f"{rank:.1f})")
     else:
         what = (f"dimensional collapse at epoch {epoch}: the embeddings vary along a few directions only "
-                f"(effective rank {rank:.1f}, {rank / rank_0:.0%} of the random-init network's {rank_0:.1f})")
+                f"(effective rank {rank:.1f}, {rank / rank_0:.0%} of this run's highest, {rank_0:.1f})")
     safeguard = get_method(method).safeguard
     if removed:
         why = (f"This run switched off {method}'s safeguard, {safeguard.name if safeguard else 'its safeguard'} "
@@ -89,8 +92,8 @@ def collapse_alarm(values: dict, at_init: dict, *, epoch: int, method: str,
                f"{'; '.join(CAUSES.values())}.")
     else:
         why = f"What usually causes a collapse: {'; '.join(CAUSES.values())}."
-    return CollapseAlarm(kind=kind, epoch=epoch, rank=rank, rank_at_init=rank_0, spread=spread,
-                         spread_at_init=spread_0, message=f"{what}. {why}")
+    return CollapseAlarm(kind=kind, epoch=epoch, rank=rank, rank_reference=rank_0, spread=spread,
+                         spread_reference=spread_0, message=f"{what}. {why}")
 
 
 def removed_safeguard(table: dict) -> list[str]:
@@ -114,22 +117,25 @@ def removed_safeguard(table: dict) -> list[str]:
 
 
 class CollapseWatch:
-    """Follows one run's diagnostics probe results (`ProbeResult`s of "diagnostics", in order):
-    the first, before training, is the random-init reference; `feed` returns the alarm of a later
-    epoch, or None. The window and the command line both watch a run through it."""
+    """Follows one run's diagnostics probe results (`ProbeResult`s of "diagnostics", in order,
+    the first the random-init network's): `feed` returns the alarm of an epoch whose rank or
+    spread fell under its share of the run's highest so far, or None. The window and the command
+    line both watch a run through it."""
 
     def __init__(self, table: dict):
         self.method = table["method"]["name"]
         self.removed = removed_safeguard(table)
-        self.at_init: dict = {}
+        self.highest: dict = {}   # the highest rank and spread measured so far
         self.alarm: CollapseAlarm | None = None  # the latest alarm raised
 
     def feed(self, result) -> CollapseAlarm | None:
         values = result.value if isinstance(result.value, dict) else {}
-        if result.step == 0:
-            self.at_init = values
-            return None
-        alarm = collapse_alarm(values, self.at_init, epoch=result.epoch, method=self.method, removed=self.removed)
+        alarm = None
+        if self.highest:
+            alarm = collapse_alarm(values, self.highest, epoch=result.epoch, method=self.method, removed=self.removed)
+        for key in ("rankme", "embedding_std"):
+            if _finite(values.get(key)) and not values[key] <= self.highest.get(key, -math.inf):
+                self.highest[key] = values[key]
         if alarm is not None:
             self.alarm = alarm
         return alarm

@@ -6,7 +6,7 @@ import pytest
 from ssl_engine.collapse import RANK_SHARE, STD_SHARE, collapse_alarm, collapse_kind, removed_safeguard
 from ssl_engine.config import ExperimentConfig
 
-AT_INIT = {"rankme": 20.0, "embedding_std": 0.01}
+HIGHEST = {"rankme": 20.0, "embedding_std": 0.01}
 
 
 @pytest.mark.parametrize("values, kind", [
@@ -18,23 +18,43 @@ AT_INIT = {"rankme": 20.0, "embedding_std": 0.01}
     ({"rankme": float("nan"), "embedding_std": 0.01}, None),                 # nothing measured
 ])
 def test_the_kind_of_collapse(values, kind):
-    assert collapse_kind(values, AT_INIT) == kind
+    assert collapse_kind(values, HIGHEST) == kind
     assert collapse_kind(values, {}) is None  # no random-init reference: no verdict
 
 
 def test_the_alarm_names_the_safeguard_and_the_usual_causes():
-    alarm = collapse_alarm({"rankme": 2.0, "embedding_std": 0.009}, AT_INIT, epoch=3, method="simsiam")
+    alarm = collapse_alarm({"rankme": 2.0, "embedding_std": 0.009}, HIGHEST, epoch=3, method="simsiam")
     assert alarm.kind == "dimensional" and alarm.epoch == 3
     assert "epoch 3" in alarm.message and "the stop-gradient" in alarm.message
     assert "learning rate" in alarm.message and "batch" in alarm.message
-    assert collapse_alarm({"rankme": 19.0, "embedding_std": 0.01}, AT_INIT, epoch=3, method="simsiam") is None
+    assert collapse_alarm({"rankme": 19.0, "embedding_std": 0.01}, HIGHEST, epoch=3, method="simsiam") is None
 
 
 def test_a_demo_is_told_it_switched_the_safeguard_off():
     table = ExperimentConfig.for_method("byol", 32, "small").without_safeguard().to_dict()
     off = removed_safeguard(table)
     assert sorted(off) == ["method.ema_target=False", "method.predictor=False"]
-    alarm = collapse_alarm({"rankme": 1.0, "embedding_std": 0.0001}, AT_INIT, epoch=1, method="byol", removed=off)
+    alarm = collapse_alarm({"rankme": 1.0, "embedding_std": 0.0001}, HIGHEST, epoch=1, method="byol", removed=off)
     assert alarm.kind == "complete" and "switched off" in alarm.message and "method.predictor=False" in alarm.message
     assert removed_safeguard(ExperimentConfig.for_method("byol", 32, "small").to_dict()) == []
     assert removed_safeguard(ExperimentConfig.for_method("mae", 32, "small").to_dict()) == []
+
+
+def test_the_watch_compares_each_epoch_with_the_runs_highest_so_far():
+    from ssl_engine.collapse import CollapseWatch
+    from ssl_engine.probes.base import ProbeResult
+
+    table = ExperimentConfig.for_method("simsiam", 32, "small").to_dict()
+    watch = CollapseWatch(table)
+    # the rank rises from the random-init network's, then falls to under a fifth of its peak
+    ranks = [30.0, 60.0, 120.0, 100.0, 20.0]
+    alarms = [watch.feed(ProbeResult("diagnostics", step=10 * epoch, epoch=epoch,
+                                     value={"rankme": rank, "embedding_std": 0.02}))
+              for epoch, rank in enumerate(ranks)]
+    assert alarms[:4] == [None] * 4  # 100 of a peak of 120 is no collapse
+    assert alarms[4].kind == "dimensional" and alarms[4].rank_reference == pytest.approx(120.0)
+    assert "17% of this run's highest" in alarms[4].message and watch.alarm is alarms[4]
+    healthy = CollapseWatch(table)
+    assert all(healthy.feed(ProbeResult("diagnostics", step=e, epoch=e, value={"rankme": 10.0 + e,
+                                                                          "embedding_std": 0.01}))
+               is None for e in range(5))
