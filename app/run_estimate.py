@@ -26,7 +26,7 @@ from .worker import UI_RATES
 
 DEBOUNCE_MS = 700  # a measurement starts once the set-up has been still this long
 # settings that change neither a step's cost nor its shape: the amount of work and where it goes
-_NOT_SHAPE = {"train": ("epochs", "minutes", "seed", "runs_dir", "run_name", "tensorboard", "log_every_steps",
+_NOT_SHAPE = {"train": ("epochs", "minutes", "seed", "runs_dir", "run_name", "tensorboard", "diagnostics", "log_every_steps",
                         "checkpoint_every_epochs", "eval_subset", "knn_k", "linear_probe")}
 
 

@@ -126,6 +126,9 @@ class TrainConfig:
     run_name: str = hyper("", help="name of the run's folder (empty: date, method and data)")
     tensorboard: str = hyper("", help="folder for TensorBoard event files, one sub-folder per run (empty: none; "
                                       "needs the tensorboard package); see them with tensorboard --logdir FOLDER")
+    diagnostics: bool = hyper(True, help="measure the diagnostics (effective rank, spread, information bounds) of "
+                                         "the fixed evaluation images before training and after each epoch, in "
+                                         "metrics.jsonl, headless too: a few seconds an epoch")
     log_every_steps: int = hyper(10, ge=1, le=100000, help="steps between metrics written to metrics.jsonl")
     checkpoint_every_epochs: int = hyper(1, ge=1, le=100000, help="epochs between checkpoints (one is always written at the end and on stop)")
     checkpoint_every_minutes: float = hyper(10.0, ge=0, le=100000, help="minutes of training between checkpoints within an epoch (0: at epoch ends only), so a crash loses at most this much")

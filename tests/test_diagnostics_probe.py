@@ -3,7 +3,6 @@ included), on views that stay the same from epoch to epoch, read back by a reope
 changing what the run trains; and the masked methods' held-out loss, which changes no state."""
 
 import copy
-import dataclasses
 import json
 import math
 
@@ -12,7 +11,6 @@ import torch
 
 from ssl_engine.methods import METHODS
 from ssl_engine.models.build import build_backbone_for
-from ssl_engine.probes import PROBES
 from ssl_engine.probes.diagnostics import COLUMNS
 from ssl_engine.run_replay import replay_run
 from ssl_engine.train import EventRates, Trainer
@@ -29,7 +27,7 @@ def diagnostic_rows(run_dir):
 
 
 def test_a_headless_run_records_every_measure_before_training_and_at_each_epoch(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path, "simclr", epochs=2))
+    trainer = Trainer(tiny_config(tmp_path, "simclr", "train.diagnostics=true", epochs=2))
     trainer.run()  # no listener at all: the run folder alone asks
     rows = diagnostic_rows(trainer.run_dir)
     steps = trainer.steps_per_epoch
@@ -55,7 +53,7 @@ def test_a_headless_run_records_every_measure_before_training_and_at_each_epoch(
 def test_a_still_network_measures_the_same_at_every_epoch(tmp_path):
     # a learning rate of 1e-9 leaves MAE's ViT (no BatchNorm) as it was: only a new draw of the
     # views or masks could move the measures
-    trainer = Trainer(tiny_config(tmp_path, "mae", "optim.lr=1e-9", "optim.weight_decay=0", epochs=2))
+    trainer = Trainer(tiny_config(tmp_path, "mae", "train.diagnostics=true", "optim.lr=1e-9", "optim.weight_decay=0", epochs=2))
     trainer.run()
     first, *later = diagnostic_rows(trainer.run_dir)
     assert "held_out_loss" in first and first["alignment"] > 1e-4  # two different views of each image
@@ -65,15 +63,11 @@ def test_a_still_network_measures_the_same_at_every_epoch(tmp_path):
 
 def test_measuring_does_not_change_what_the_run_trains(tmp_path):
     def step_losses(folder, record):
-        probe = PROBES["diagnostics"]
-        PROBES["diagnostics"] = dataclasses.replace(probe, always_recorded=record)
-        try:
-            trainer, losses = Trainer(tiny_config(folder, "simclr", epochs=2)), []
-            trainer.subscribe(lambda event: losses.append(event.loss) if isinstance(event, StepMetrics) else None,
-                              EventRates(metrics_every_steps=1))
-            trainer.run()
-        finally:
-            PROBES["diagnostics"] = probe
+        trainer, losses = Trainer(tiny_config(folder, "simclr", f"train.diagnostics={str(record).lower()}",
+                                              epochs=2)), []
+        trainer.subscribe(lambda event: losses.append(event.loss) if isinstance(event, StepMetrics) else None,
+                          EventRates(metrics_every_steps=1))
+        trainer.run()
         return losses, diagnostic_rows(trainer.run_dir)
 
     measured, rows = step_losses(tmp_path / "measured", True)

@@ -152,7 +152,8 @@ class Trainer:
         asked = {name for s in asking for name, every in s.rates.probes.items() if every > 0}
         rates = {name: (self.steps_per_epoch if PROBES[name].per == "step" else 1) for name in asked
                  if PROBES[name].display != "curve"}  # a listener's curves are in metrics.jsonl already
-        rates.update({name: p.every for name, p in PROBES.items() if p.always_recorded})
+        if self.config.train.diagnostics:
+            rates.update({name: p.every for name, p in PROBES.items() if p.always_recorded})
         if rates:
             views_count = max((s.rates.views_count for s in asking), default=EventRates().views_count)
             self.subscribe(ProbeRecorder(self.folder.path / PROBES_DIR),
