@@ -16,7 +16,7 @@ from tests.helpers import tiny_config
 
 
 def _run(tmp_path, method, *extra):
-    trainer = Trainer(tiny_config(tmp_path, method, f"train.run_name={method}", *extra, epochs=2, count=200))
+    trainer = Trainer(tiny_config(tmp_path, method, f"train.run_name={method}", *extra, epochs=2, count=120))
     trainer.subscribe(lambda event: None, EventRates(metrics_every_steps=0, probes={"map": 1, "knn_top1": 1}))
     trainer.run()
     return trainer.run_dir
