@@ -49,7 +49,7 @@ class _MeasurePlot:
         self.key, self.title, self.reference = key, title, reference
         self.widget = pg.PlotWidget()
         self.widget.setToolTip(help_text)
-        self.widget.setMinimumSize(160, 120)
+        self.widget.setMinimumSize(80, 80)  # four abreast still fit the Training tab in a 1280 px window
         self.plot = self.widget.getPlotItem()
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.setLabel("bottom", "epoch")
