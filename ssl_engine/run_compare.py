@@ -72,6 +72,7 @@ def read_curves(run_dir: str | Path) -> RunCurves:
     run_dir = Path(run_dir).expanduser()
     step_points: dict[str, list] = {}
     epoch_points: dict[str, list] = {}
+    epoch_losses: list = []
     curves = RunCurves(run_dir)
     for row in read_metrics(run_dir):
         kind, step = row.get("kind"), row.get("step")
@@ -89,6 +90,11 @@ def read_curves(run_dir: str | Path) -> RunCurves:
             for key, value in row.items():  # an epoch row's loss is the epoch's mean: the step rows have it
                 if key not in STEP_COLUMNS and key != TOTAL_LOSS and _finite(value):
                     epoch_points.setdefault(key, []).append((*where, float(value)))
+            if _finite(row.get(TOTAL_LOSS)):
+                epoch_losses.append((*where, float(row[TOTAL_LOSS])))
+    if TOTAL_LOSS not in step_points and epoch_losses:
+        # a run too short to log a step (a race's, at a large batch): its epochs' mean losses
+        step_points[TOTAL_LOSS] = epoch_losses
     curves.per_step = {name: _series(points) for name, points in step_points.items()}
     curves.per_epoch = {name: _series(points) for name, points in epoch_points.items()}
     return curves

@@ -126,3 +126,12 @@ def test_the_runs_tab_compares_the_selected_runs(qtbot, runs):
     assert all(name in compare.maps_legend.text() for name in ("circle", "square", "star"))
     panel.select_runs(["simclr", "reseeded"])
     assert len(compare.map_plots) == 2 and "first run's images embedded" in compare.maps_note.text()
+
+
+def test_a_run_too_short_to_log_a_step_shows_its_epochs_mean_loss(tmp_path):
+    run = _run(tmp_path, "simclr", "train.log_every_steps=1000")
+    rows = [r for r in read_metrics(run) if r["kind"] == "epoch"]
+    assert not [r for r in read_metrics(run) if r["kind"] == "step"]
+    loss = read_curves(run).series("loss")
+    np.testing.assert_allclose(loss.x("epoch"), [1, 2])
+    np.testing.assert_allclose(loss.values, [r["loss"] for r in rows])
