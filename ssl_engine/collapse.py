@@ -26,6 +26,9 @@ from dataclasses import dataclass
 # theory issue and in tests/test_collapse.py)
 STD_SHARE = 0.2
 RANK_SHARE = 0.2
+# -uniformity is 0 when every embedding is the same point and about 2t = 4 when they cover the
+# sphere evenly (Wang and Isola 2020): a fall to a tenth of the run's highest is images merging
+UNIFORMITY_SHARE = 0.1
 ONE_DIRECTION = 1.5  # RankMe at or under this: a single direction is left, whatever it started at
 
 CAUSES = {
@@ -52,12 +55,14 @@ def _finite(value) -> bool:
 
 def collapse_kind(values: dict, reference: dict) -> str | None:
     """"complete", "dimensional" or None for one epoch's diagnostics against `reference` (the
-    run's highest rank and spread so far)."""
+    run's highest rank and spread, and its lowest uniformity, so far)."""
     rank, spread = values.get("rankme"), values.get("embedding_std")
     rank_0, spread_0 = reference.get("rankme"), reference.get("embedding_std")
     if not all(_finite(v) for v in (rank, spread, rank_0, spread_0)):
         return None
-    if spread <= STD_SHARE * spread_0 or rank <= ONE_DIRECTION < rank_0:
+    uniformity, uniformity_0 = values.get("uniformity"), reference.get("uniformity")
+    merged = _finite(uniformity) and _finite(uniformity_0) and -uniformity <= UNIFORMITY_SHARE * -uniformity_0
+    if spread <= STD_SHARE * spread_0 or rank <= ONE_DIRECTION < rank_0 or merged:
         return "complete"
     if rank <= RANK_SHARE * rank_0:
         return "dimensional"
@@ -78,8 +83,8 @@ def collapse_alarm(values: dict, reference: dict, *, epoch: int, method: str,
     rank_0, spread_0 = reference["rankme"], reference["embedding_std"]
     if kind == "complete":
         what = (f"complete collapse at epoch {epoch}: the images' embeddings have nearly merged into one "
-                f"(spread {spread:.3g}, {spread / spread_0:.0%} of this run's highest; effective rank "
-                f"{rank:.1f})")
+                f"(spread {spread:.3g}, {spread / spread_0:.0%} of this run's highest; uniformity "
+                f"{values.get('uniformity', float('nan')):.3g}; effective rank {rank:.1f})")
     else:
         what = (f"dimensional collapse at epoch {epoch}: the embeddings vary along a few directions only "
                 f"(effective rank {rank:.1f}, {rank / rank_0:.0%} of this run's highest, {rank_0:.1f})")
@@ -125,7 +130,7 @@ class CollapseWatch:
     def __init__(self, table: dict):
         self.method = table["method"]["name"]
         self.removed = removed_safeguard(table)
-        self.highest: dict = {}   # the highest rank and spread measured so far
+        self.highest: dict = {}   # the highest rank and spread, and the lowest uniformity, measured so far
         self.alarm: CollapseAlarm | None = None  # the latest alarm raised
 
     def feed(self, result) -> CollapseAlarm | None:
@@ -136,6 +141,8 @@ class CollapseWatch:
         for key in ("rankme", "embedding_std"):
             if _finite(values.get(key)) and not values[key] <= self.highest.get(key, -math.inf):
                 self.highest[key] = values[key]
+        if _finite(values.get("uniformity")) and not values["uniformity"] >= self.highest.get("uniformity", math.inf):
+            self.highest["uniformity"] = values["uniformity"]  # lower is more spread
         if alarm is not None:
             self.alarm = alarm
         return alarm

@@ -6,7 +6,7 @@ import pytest
 from ssl_engine.collapse import RANK_SHARE, STD_SHARE, collapse_alarm, collapse_kind, removed_safeguard
 from ssl_engine.config import ExperimentConfig
 
-HIGHEST = {"rankme": 20.0, "embedding_std": 0.01}
+HIGHEST = {"rankme": 20.0, "embedding_std": 0.01, "uniformity": -2.0}
 
 
 @pytest.mark.parametrize("values, kind", [
@@ -16,6 +16,8 @@ HIGHEST = {"rankme": 20.0, "embedding_std": 0.01}
     ({"rankme": 10.0, "embedding_std": 0.01 * STD_SHARE * 0.9}, "complete"),  # the spread is gone
     ({"rankme": 1.2, "embedding_std": 0.009}, "complete"),                   # one direction left
     ({"rankme": float("nan"), "embedding_std": 0.01}, None),                 # nothing measured
+    ({"rankme": 10.0, "embedding_std": 0.01, "uniformity": -0.1}, "complete"),  # merged: -0.1 of a lowest -2
+    ({"rankme": 10.0, "embedding_std": 0.01, "uniformity": -0.3}, None),
 ])
 def test_the_kind_of_collapse(values, kind):
     assert collapse_kind(values, HIGHEST) == kind
