@@ -11,35 +11,35 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 COLOUR = "#0072b2"
 REFERENCE_PEN = dict(color="#d9534f", width=1, style=Qt.PenStyle.DashLine)
-COLUMNS = 4
+COLUMNS = 3
 
 # each plot: its key, its title, the key of its reference line (or None), and what it tells
 MEASURES = (
-    ("rankme", "effective rank (RankMe)", None,
+    ("rankme", "RankMe", None,
      "exp of the entropy of the normalised singular values of the embeddings (Garrido et al. 2023): how many "
      "dimensions the images really use; it falls towards 1 as the embedding collapses"),
-    ("embedding_std", "spread of the normalised embedding", "embedding_std_reference",
+    ("embedding_std", "spread", "embedding_std_reference",
      "mean per-dimension standard deviation of the L2-normalised embeddings: 0 when every image has the same "
      "embedding; the dashed line is 1/sqrt(d), the spread of embeddings spread evenly over the sphere"),
-    ("feature_rankme", "effective rank of the backbone's features", None,
+    ("feature_rankme", "backbone rank", None,
      "RankMe of the backbone's features, what a downstream task (kNN, linear probe) sees; the other measures "
      "are of the method's embedding (its projector's output), what its loss compares"),
-    ("infonce_bound", "InfoNCE bound (nats)", "infonce_ceiling",
+    ("infonce_bound", "InfoNCE", "infonce_ceiling",
      "log N minus the InfoNCE loss of the two views at a fixed temperature (Oord et al. 2018): a lower bound "
      "on the mutual information of the views' features; it cannot exceed log N, the dashed line"),
-    ("gaussian_mi", "Gaussian mutual information (nats)", None,
+    ("gaussian_mi", "Gaussian MI", None,
      "-1/2 log det(I - S12 S21) of the two views' whitened features, were they Gaussian, on their leading "
      "principal directions"),
-    ("alignment", "alignment (lower: closer views)", None,
+    ("alignment", "alignment ↓", None,
      "mean squared distance between the normalised features of an image's two views (Wang and Isola 2020)"),
-    ("uniformity", "uniformity (lower: more uniform)", None,
+    ("uniformity", "uniformity ↓", None,
      "log of the mean Gaussian potential between the normalised features of different images (Wang and "
      "Isola 2020): how evenly they cover the sphere"),
-    ("held_out_loss", "loss on held-out images", None,
+    ("held_out_loss", "held-out loss", None,
      "the masked method's own loss on the fixed evaluation images, un-augmented, under fixed masks"),
 )
 
@@ -47,12 +47,25 @@ MEASURES = (
 class _MeasurePlot:
     def __init__(self, key: str, title: str, reference: str | None, help_text: str):
         self.key, self.title, self.reference = key, title, reference
-        self.widget = pg.PlotWidget()
+        # the title is a label of its own: a pyqtgraph title widens the plot past its cell
+        self.label = QLabel(title)
+        self.label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        font = self.label.font()
+        font.setPointSizeF(font.pointSizeF() * 0.85)
+        self.label.setFont(font)
+        plot_widget = pg.PlotWidget()
+        plot_widget.setMinimumSize(80, 70)  # three abreast still fit the Training tab in a 1280 px window
+        self.widget = QWidget()
         self.widget.setToolTip(help_text)
-        self.widget.setMinimumSize(80, 80)  # four abreast still fit the Training tab in a 1280 px window
-        self.plot = self.widget.getPlotItem()
+        column = QVBoxLayout(self.widget)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(self.label)
+        column.addWidget(plot_widget, 1)
+        self.plot = plot_widget.getPlotItem()
         self.plot.showGrid(x=True, y=True, alpha=0.2)
-        self.plot.setLabel("bottom", "epoch")
+        self.plot.getAxis("left").setWidth(34)  # the x axis is the epoch (the note says so): no label
         self.curve = self.plot.plot([], [], pen=pg.mkPen(COLOUR, width=2), symbol="o", symbolSize=5,
                                     symbolBrush=COLOUR, symbolPen=None)
         self.line = pg.InfiniteLine(angle=0, pen=pg.mkPen(**REFERENCE_PEN))
@@ -65,7 +78,7 @@ class _MeasurePlot:
         self.values: list[float] = []
         self.curve.setData([], [])
         self.line.hide()
-        self.plot.setTitle(self.title, size="9pt")
+        self.label.setText(self.title)
 
     def add(self, epoch: int, values: dict) -> None:
         value = values.get(self.key)
@@ -78,15 +91,15 @@ class _MeasurePlot:
         self.epochs.append(float(epoch))
         self.values.append(float(value))
         self.curve.setData(self.epochs, self.values)
-        title = f"{self.title}: {value:.3g}"
+        self.plot.enableAutoRange()  # a page drawn while hidden keeps its first range otherwise
+        title = f"{self.title} {value:.3g}"
         if self.key == "rankme" and values.get("embedding_dim"):
-            title += f" of {values['embedding_dim']:.0f} dims"
+            title += f" / {values['embedding_dim']:.0f}"
         reference = values.get(self.reference) if self.reference else None
         if reference is not None and np.isfinite(reference):
             self.line.setValue(float(reference))
             self.line.show()
-            title += f" (dashed {reference:.3g})"
-        self.plot.setTitle(title, size="9pt")
+        self.label.setText(title)
 
 
 class DiagnosticsView(QWidget):
@@ -94,8 +107,8 @@ class DiagnosticsView(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.note = QLabel("The measures appear before the first step (the network at random initialisation) "
-                           "and after each epoch; hover a plot for what it measures.")
+        self.note = QLabel("Against the epoch (0: the network at random initialisation); dashed: the reference "
+                           "(1/√d, log N). Hover a plot for what it measures.")
         self.note.setWordWrap(True)
         self.plots = {key: _MeasurePlot(key, title, reference, help_text)
                       for key, title, reference, help_text in MEASURES}

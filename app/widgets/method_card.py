@@ -64,9 +64,10 @@ class MethodCard(QWidget):
         if safeguard is not None:
             off = removed_safeguard(self.model.table)
             self.without_safeguard.blockSignals(True)
-            self.without_safeguard.setText(f"without {safeguard.name} (a collapse demo)")
-            self.without_safeguard.setToolTip("sets " + ", ".join(f"{s.key} = {s.value}" for s in safeguard.removed)
-                                              + ": the method collapses; watch the Diagnostics view")
+            self.without_safeguard.setText("switch it off (a collapse demo)")  # a check box's text does not wrap
+            self.without_safeguard.setToolTip(f"without {safeguard.name}: sets "
+                                              + ", ".join(f"{s.key} = {s.value}" for s in safeguard.removed)
+                                              + "; the method collapses: watch the Diagnostics view")
             self.without_safeguard.setChecked(len(off) == len(safeguard.removed))
             self.without_safeguard.blockSignals(False)
 
