@@ -31,7 +31,7 @@ def test_a_run_draws_its_measures_and_a_reopened_run_the_same(qtbot, run):
     assert rank.epochs == [0.0, 1.0, 2.0] and all(np.isfinite(rank.values))
     spread = live.diagnostics.plots["embedding_std"]
     assert spread.line.value() == pytest.approx(32 ** -0.5)  # the dashed 1/sqrt(d)
-    assert rank.label.text().endswith("/ 32") and spread.line.isVisibleTo(live.diagnostics)
+    assert rank.label.text().endswith("/ 32") and spread.line.isVisible()
     assert live.diagnostics.plots["held_out_loss"].widget.isHidden()  # simclr has none
     assert live.alarm.isHidden() and live.curves.tabText(1) == "Diagnostics"
 
