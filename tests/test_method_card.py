@@ -41,3 +41,17 @@ def test_the_switch_removes_the_safeguard_and_puts_it_back(qtbot, method):
     for setting in removed:
         model.set_value(setting.key, setting.value)
     assert card.without_safeguard.isChecked()
+
+
+def test_the_set_up_form_shows_what_the_switch_set(qtbot):
+    from app.widgets.setup_panel import SetupPanel
+
+    model = ExperimentModel(ExperimentConfig.for_method("byol", 32, "small"))
+    panel = SetupPanel(model)
+    qtbot.addWidget(panel)
+    editors = panel.method_form.editors
+    assert editors["predictor"].isChecked() and editors["ema_target"].isChecked()
+    panel.method_card.without_safeguard.setChecked(True)
+    assert not editors["predictor"].isChecked() and not editors["ema_target"].isChecked()
+    panel.method_card.without_safeguard.setChecked(False)
+    assert editors["predictor"].isChecked() and editors["ema_target"].isChecked()

@@ -6,7 +6,7 @@ method's form and saved with the config like any other value).
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QLabel, QVBoxLayout, QWidget
 
 from ssl_engine.addresses import value_at
@@ -26,7 +26,10 @@ DEFAULT_WATCH = ("rankme", "embedding_std", "alignment", "uniformity")
 
 
 class MethodCard(QWidget):
-    """Observes the model: shows the card of its method, and switches its safeguard off and on."""
+    """Observes the model: shows the card of its method, and switches its safeguard off and on
+    (then `settings_changed`, for the forms that show those settings)."""
+
+    settings_changed = Signal()
 
     def __init__(self, model: ExperimentModel, parent=None):
         super().__init__(parent)
@@ -80,6 +83,7 @@ class MethodCard(QWidget):
         intact = ExperimentConfig.for_method(name, self.model.image_size(), self.model.recipe).to_dict()
         for setting in safeguard.removed:
             self.model.set_value(setting.key, setting.value if off else value_at(intact, setting.key))
+        self.settings_changed.emit()
 
 
 def _escape(text: str) -> str:

@@ -95,6 +95,7 @@ class SetupPanel(QWidget):
         self.method = MethodPicker()
         self.method.currentIndexChanged.connect(self._method_picked)
         self.method_card = MethodCard(self.model)
+        self.method_card.settings_changed.connect(self._refresh_forms)
         self.recipe = QComboBox()
         self.recipe.setObjectName("method.recipe")
         for recipe, blurb in RECIPES.items():
@@ -238,6 +239,12 @@ class SetupPanel(QWidget):
     def _method_form(self) -> QWidget:
         cls = METHODS.get(self.model.value("method.name"))
         return ParamForm(self.model, cls.Params, "method") if cls else QWidget()
+
+    def _refresh_forms(self) -> None:
+        """Every form shows the model's values again (after the method card changed some)."""
+        for form in (self.method_form, self.backbone_form, self.optim_form, self.train_form):
+            if isinstance(form, ParamForm):
+                self._refresh(form)
 
     def _refresh(self, form: ParamForm) -> None:
         """Show the model's values in a fixed form (after a file was opened or the method switched)."""
