@@ -180,7 +180,8 @@ def test_a_stop_ends_the_current_run_with_its_checkpoint_and_the_rest_are_not_ru
     (["--methods", " , "], FAST, "--methods must name at least one method"),
     (["--methods", "simclr", "--seeds", "0,x"], FAST, "--seeds must be whole numbers"),
     (["--methods", "simclr,byol"], ["method.temperature=0.2"], "method.temperature is not a known setting (known: "
-                                                               "projection_dim, hidden_dim, base_momentum) (for byol)"),
+                                                               "projection_dim, hidden_dim, base_momentum, predictor, "
+                                                               "ema_target) (for byol)"),
     (["--methods", "simclr"], ["train.seed=3"], "train.seed is set by the seeds of the race"),
 ])
 def test_a_bad_plan_is_one_line_before_anything_is_made(flags, sets, message, tmp_path, capsys):
