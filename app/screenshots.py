@@ -6,7 +6,8 @@
 
 Opens the window with the default experiment (SimCLR on the bundled shapes), saves the preview,
 starts training, waits until the first epoch's embedding map and kNN are drawn, saves the
-training views, then stops the run (which saves its checkpoint) and closes.
+training views and the Diagnostics view, then stops the run (which saves its checkpoint) and
+closes. A collapse demo: `--method simsiam --set method.stop_gradient=false`.
 
 With --evaluate (a checkpoint file or run folder) and --folder, it opens the Evaluate tab on
 them instead, compared with the random-init floor, and saves each sub-tab: the map (by label,
@@ -80,6 +81,12 @@ def main(argv=None) -> int:
     for _ in range(20):
         app.processEvents()
     window.grab().save(str(args.out / f"training-{args.size}.png"))
+    # the Diagnostics view beside the loss: rank, spread, bounds and any collapse alarm
+    window.training.curves.setCurrentIndex(1)
+    for _ in range(20):
+        app.processEvents()
+    window.grab().save(str(args.out / f"diagnostics-{args.size}.png"))
+    window.training.curves.setCurrentIndex(0)
     # the method's own tabs, where it has them: prototype usage, masks, ViT attention
     for tab, name in ((1, "usage"), (2, "masks"), (3, "attention")):
         if window.training.method_views.isTabVisible(tab):

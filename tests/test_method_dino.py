@@ -42,6 +42,17 @@ def test_head_normalises_the_bottleneck_and_the_last_layers_weights():
     assert torch.allclose(head(x), bottleneck @ head.last_layer.weight.T, atol=1e-6)
 
 
+def test_the_diagnostics_measure_the_normalised_bottleneck_not_the_logits():
+    method = make_method().eval()
+    images = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        embedding = method.embedding(images)
+        expected = F.normalize(method.head.mlp(method.backbone(images)), dim=-1)
+    assert embedding.shape == (6, SMALL["bottleneck_dim"])
+    torch.testing.assert_close(embedding, expected)
+    torch.testing.assert_close(embedding.norm(dim=1), torch.ones(6))
+
+
 def test_loss_centre_and_entropy_match_a_hand_computation():
     method = make_method(center_momentum=0.9, teacher_temp=0.05, warmup_teacher_temp=0.05)
     views = multi_crop_views()

@@ -149,8 +149,9 @@ class Method(nn.Module):
         """The embedding the method's loss compares, of normalised `images` (N, 3, H, W): the
         projector's (or the head's) output on the backbone's features. What the diagnostics
         measure, since this is what collapses first when a safeguard is off; a method with no
-        such head (the masked methods) is measured on its encoder's features. The caller sets
-        eval mode and no_grad."""
+        such head (the masked methods) is measured on its encoder's features; DINO and iBOT
+        give their normalised bottleneck, before the prototypes. The caller sets eval mode and
+        no_grad."""
         features = self.backbone(images)
         if self.family == "masked image modelling":  # their heads predict pixels or tokens of patches
             return features

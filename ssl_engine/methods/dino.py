@@ -62,8 +62,13 @@ class DINOHead(nn.Module):
                 nn.init.zeros_(layer.bias)
         self.last_layer = weight_normalised_layer(bottleneck_dim, out_dim, norm_last_layer)
 
+    def bottleneck(self, features: Tensor) -> Tensor:
+        """The L2-normalised bottleneck: the embedding whose similarity to each prototype (a row of
+        the last layer) gives the logits."""
+        return F.normalize(self.mlp(features), dim=-1)
+
     def forward(self, features: Tensor) -> Tensor:
-        return self.last_layer(F.normalize(self.mlp(features), dim=-1))
+        return self.last_layer(self.bottleneck(features))
 
 
 def weight_normalised_layer(in_dim: int, out_dim: int, norm_last_layer: bool) -> nn.Module:
@@ -187,6 +192,12 @@ class DINO(Method):
         if self.epoch >= epochs:
             return end
         return start + (end - start) * self.epoch / max(epochs - 1, 1)
+
+    def embedding(self, images: Tensor) -> Tensor:
+        """The normalised bottleneck, what the diagnostics measure: the embedding of an image. The
+        logits are its scores against the learnt prototypes (the last layer's rows), so their
+        rank would also follow how the prototypes spread, not the embedding alone."""
+        return self.head.bottleneck(self.backbone(images))
 
     def forward(self, views, step, indices=None):
         global_count = global_view_count(views)

@@ -72,7 +72,7 @@ class IBOTHead(DINOHead):
     def forward(self, features: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         if features.dim() == 2:
             return super().forward(features)
-        bottleneck = F.normalize(self.mlp(features), dim=-1)
+        bottleneck = self.bottleneck(features)
         patch_layer = self.last_layer if self.patch_last_layer is None else self.patch_last_layer
         return self.last_layer(bottleneck[:, 0]), patch_layer(bottleneck[:, 1:])
 

@@ -33,7 +33,8 @@ COLUMNS = ("infonce_bound", "infonce_ceiling", "gaussian_mi", "rankme", "embeddi
            "embedding_std", "embedding_std_reference", "alignment", "uniformity", "held_out_loss")
 
 HELP = (
-    f"measures of the method's embedding (its projector's output; a masked method's encoder features) of two "
+    f"measures of the method's embedding (its projector's output; DINO's and iBOT's normalised bottleneck; a "
+    f"masked method's encoder features) of two "
     f"fixed augmented views of up to {DIAGNOSTIC_PAIRS} fixed "
     f"evaluation images, the same views at every epoch: infonce_bound, log N minus the InfoNCE loss at "
     f"temperature {INFONCE_TEMPERATURE} (Oord et al. 2018), a lower bound on the views' mutual information in "
